@@ -1,0 +1,191 @@
+"""Exceptions raised by oauth-callback.
+
+Every exception derives from :class:`OAuthCallbackError`. Messages name the
+file, key, port or parameter involved and never contain a secret (tokens,
+client secrets, authorization codes, PKCE verifiers, ``state`` values).
+
+Hierarchy::
+
+    OAuthCallbackError
+    ├── StoreError                      storage layer (carries .path)
+    │   ├── StoreCorruptError           file does not parse, no good backup
+    │   ├── StoreWriteError             a write failed; old content intact (.errno)
+    │   ├── StoreLockTimeout            lock not acquired in time (also TimeoutError)
+    │   ├── StorePermissionError        permission denied on store/lock/dir
+    │   └── StoreUnavailableError       backend unreachable (keyring, Redis, ...)
+    ├── CallbackError                   loopback capture
+    │   ├── PortInUseError              the port is taken (.port)
+    │   ├── CallbackTimeout             no callback in time (also TimeoutError)
+    │   ├── CallbackCancelled           cancelled by the caller
+    │   ├── OAuthStateError             state mismatch (CSRF defence)
+    │   └── InsecureHostError           a non-loopback host without opt-in
+    ├── OAuthError                      provider said error=... (.error, .description, .uri)
+    │   └── ReauthRequired              grant is gone; run the login again
+    ├── DiscoveryError                  metadata missing or invalid
+    └── TokenEndpointError              token endpoint unreachable / malformed reply
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "CallbackCancelled",
+    "CallbackError",
+    "CallbackTimeout",
+    "DiscoveryError",
+    "InsecureHostError",
+    "OAuthCallbackError",
+    "OAuthError",
+    "OAuthStateError",
+    "PortInUseError",
+    "ReauthRequired",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreLockTimeout",
+    "StorePermissionError",
+    "StoreUnavailableError",
+    "StoreWriteError",
+    "TokenEndpointError",
+]
+
+
+class OAuthCallbackError(Exception):
+    """Base class of every exception raised by oauth-callback."""
+
+
+# --------------------------------------------------------------------------- storage
+
+
+class StoreError(OAuthCallbackError):
+    """A token store operation failed. ``path`` names the file or resource."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(message)
+        self.path: str | None = os.fspath(path) if path is not None else None
+
+
+class StoreCorruptError(StoreError):
+    """The store does not parse and no good backup exists.
+
+    Writes are refused until the file is repaired (``FileStore.repair()`` or
+    ``oauth-callback doctor --repair``), so nothing else stored is lost.
+    """
+
+
+class StoreWriteError(StoreError):
+    """Writing the store failed; the previous content is intact.
+
+    ``errno`` is the OS error number when the failure came from the OS.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        errno: int | None = None,
+    ) -> None:
+        super().__init__(message, path=path)
+        self.errno = errno
+
+
+class StoreLockTimeout(StoreError, TimeoutError):
+    """The store's inter-process lock was not acquired within the timeout."""
+
+
+class StorePermissionError(StoreError, PermissionError):
+    """The OS denied access to the store, its directory or its lock file."""
+
+
+class StoreUnavailableError(StoreError):
+    """The backend cannot be reached or used (no keyring backend, Redis down, ...)."""
+
+
+# --------------------------------------------------------------------------- loopback
+
+
+class CallbackError(OAuthCallbackError):
+    """The loopback callback capture failed."""
+
+
+class PortInUseError(CallbackError, OSError):
+    """The requested loopback port is already in use."""
+
+    def __init__(self, port: int, host: str) -> None:
+        super().__init__(
+            f"port {port} on {host} is already in use; pass port=0 to pick a free port "
+            f"(and register a loopback redirect URI without a fixed port, RFC 8252 7.3)"
+        )
+        self.port = port
+        self.host = host
+
+
+class CallbackTimeout(CallbackError, TimeoutError):
+    """No authorization callback arrived within the timeout."""
+
+
+class CallbackCancelled(CallbackError):
+    """The caller cancelled the wait for the authorization callback."""
+
+
+class OAuthStateError(CallbackError):
+    """The callback's ``state`` did not match the one sent (possible CSRF)."""
+
+
+class InsecureHostError(CallbackError, ValueError):
+    """A non-loopback bind address was requested without the explicit opt-in."""
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+class OAuthError(OAuthCallbackError):
+    """The authorization server answered with an OAuth error (RFC 6749 4.1.2.1, 5.2).
+
+    ``error`` is the error code, ``description`` and ``uri`` the optional
+    human-readable text and link the provider sent.
+    """
+
+    def __init__(
+        self, error: str, description: str | None = None, uri: str | None = None
+    ) -> None:
+        self.error = error
+        self.description = description
+        self.uri = uri
+        message = error
+        if description:
+            message += f": {description}"
+        if uri:
+            message += f" ({uri})"
+        super().__init__(message)
+
+
+class ReauthRequired(OAuthError):
+    """The stored grant can no longer be used; run the interactive login again."""
+
+    def __init__(
+        self,
+        key: str,
+        error: str = "invalid_grant",
+        description: str | None = None,
+        uri: str | None = None,
+    ) -> None:
+        super().__init__(error, description, uri)
+        self.key = key
+        self.args = (
+            f"login required for {key!r}: the authorization server answered {error}"
+            + (f" ({description})" if description else ""),
+        )
+
+
+class DiscoveryError(OAuthCallbackError):
+    """Authorization server metadata could not be fetched or is invalid."""
+
+
+class TokenEndpointError(OAuthCallbackError):
+    """The token endpoint could not be reached or returned a malformed reply."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code

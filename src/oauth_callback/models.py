@@ -1,0 +1,343 @@
+"""Immutable values: :class:`Tokens`, :class:`ClientInfo`, :class:`OAuthSession`.
+
+Each value converts to and from a JSON *record* in the npm ``oauth-callback``
+package's camelCase shape (``accessToken``, ``expiresAt`` in Unix
+milliseconds, ...), which every store backend persists. Fields the record
+carries that this version does not know are kept in ``extra`` and written
+back unchanged.
+
+No ``repr``/``str`` of these values shows a secret: tokens, client secrets,
+PKCE verifiers and ``state`` appear as a short SHA-256 fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["ClientInfo", "OAuthSession", "Tokens", "fingerprint"]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def fingerprint(secret: str | None) -> str:
+    """A short, non-reversible label for a secret, safe to log: ``'sha256:1a2b3c4d'``."""
+    if secret is None:
+        return "None"
+    return "sha256:" + hashlib.sha256(secret.encode("utf-8")).hexdigest()[:8]
+
+
+def _freeze(extra: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if not extra:
+        return _EMPTY
+    return MappingProxyType(dict(extra))
+
+
+def _opt_str(record: Mapping[str, Any], name: str) -> str | None:
+    value = record.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"field {name!r} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _opt_number(record: Mapping[str, Any], name: str) -> float | None:
+    value = record.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"field {name!r} must be a finite number")
+    return float(value)
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+# --------------------------------------------------------------------------- Tokens
+
+_TOKEN_FIELDS = ("accessToken", "refreshToken", "expiresAt", "scope", "tokenType")
+# Fields of an RFC 6749 token response that Tokens models directly.
+_RESPONSE_FIELDS = ("access_token", "refresh_token", "expires_in", "scope", "token_type")
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class Tokens:
+    """An access token and what came with it.
+
+    ``expires_at`` is absolute, in Unix epoch **seconds** (like ``time.time()``);
+    ``None`` means the server did not say. ``extra`` holds every other field
+    (``id_token``, provider-specific fields, unknown record fields) and survives
+    a store round trip untouched.
+    """
+
+    access_token: str
+    refresh_token: str | None = None
+    expires_at: float | None = None
+    scope: str | None = None
+    token_type: str = "Bearer"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.access_token, str) or not self.access_token:
+            raise ValueError("access_token must be a non-empty string")
+        object.__setattr__(self, "extra", _freeze(self.extra))
+
+    # -- construction ------------------------------------------------------
+
+    @classmethod
+    def from_response(cls, response: Mapping[str, Any], *, now: float | None = None) -> Tokens:
+        """Build from an RFC 6749 section 5.1 token response.
+
+        ``expires_in`` (seconds, relative) becomes an absolute ``expires_at``
+        measured from ``now`` (default ``time.time()``). Raises ``ValueError``
+        naming the field when the response is malformed.
+        """
+        if not isinstance(response, Mapping):
+            raise ValueError("token response must be a JSON object")
+        access_token = response.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise ValueError("token response has no 'access_token' string")
+        expires_at: float | None = None
+        expires_in = response.get("expires_in")
+        if expires_in is not None:
+            try:
+                seconds = float(expires_in)
+            except (TypeError, ValueError):
+                raise ValueError("token response field 'expires_in' is not a number") from None
+            if isinstance(expires_in, bool) or not math.isfinite(seconds):
+                raise ValueError("token response field 'expires_in' is not a number")
+            expires_at = (time.time() if now is None else now) + seconds
+        token_type = response.get("token_type") or "Bearer"
+        if not isinstance(token_type, str):
+            raise ValueError("token response field 'token_type' must be a string")
+        if token_type.lower() == "bearer":
+            token_type = "Bearer"
+        extra = {k: v for k, v in response.items() if k not in _RESPONSE_FIELDS}
+        return cls(
+            access_token=access_token,
+            refresh_token=_opt_str(response, "refresh_token"),
+            expires_at=expires_at,
+            scope=_opt_str(response, "scope"),
+            token_type=token_type,
+            extra=extra,
+        )
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Tokens:
+        """Parse a stored record (npm shape). Raises ``ValueError`` naming the field."""
+        if not isinstance(record, Mapping):
+            raise ValueError("token record must be a JSON object")
+        access_token = record.get("accessToken")
+        if not isinstance(access_token, str) or not access_token:
+            raise ValueError("token record has no 'accessToken' string")
+        expires_ms = _opt_number(record, "expiresAt")
+        return cls(
+            access_token=access_token,
+            refresh_token=_opt_str(record, "refreshToken"),
+            expires_at=None if expires_ms is None else expires_ms / 1000.0,
+            scope=_opt_str(record, "scope"),
+            token_type=_opt_str(record, "tokenType") or "Bearer",
+            extra={k: v for k, v in record.items() if k not in _TOKEN_FIELDS},
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """The stored record (npm shape): ``expiresAt`` in integer Unix milliseconds."""
+        record: dict[str, Any] = dict(self.extra)
+        record["accessToken"] = self.access_token
+        if self.refresh_token is not None:
+            record["refreshToken"] = self.refresh_token
+        if self.expires_at is not None:
+            record["expiresAt"] = _ms(self.expires_at)
+        if self.scope is not None:
+            record["scope"] = self.scope
+        if self.token_type != "Bearer":
+            record["tokenType"] = self.token_type
+        return record
+
+    # -- queries -----------------------------------------------------------
+
+    def is_expired(self, skew: float = 60.0, *, now: float | None = None) -> bool:
+        """True when the token expires within ``skew`` seconds. Unknown expiry: False."""
+        if self.expires_at is None:
+            return False
+        return (time.time() if now is None else now) + skew >= self.expires_at
+
+    def expires_in(self, *, now: float | None = None) -> float | None:
+        """Seconds until expiry (negative once expired), ``None`` if unknown."""
+        if self.expires_at is None:
+            return None
+        return self.expires_at - (time.time() if now is None else now)
+
+    def replace(self, **changes: Any) -> Tokens:
+        """A copy with ``changes`` applied (``dataclasses.replace``)."""
+        return replace(self, **changes)
+
+    def __repr__(self) -> str:
+        return (
+            f"Tokens(access_token={fingerprint(self.access_token)}, "
+            f"refresh_token={fingerprint(self.refresh_token)}, "
+            f"expires_at={self.expires_at!r}, scope={self.scope!r}, "
+            f"token_type={self.token_type!r}, extra_keys={sorted(self.extra)!r})"
+        )
+
+    __str__ = __repr__
+
+
+# --------------------------------------------------------------------------- ClientInfo
+
+_CLIENT_FIELDS = (
+    "clientId",
+    "clientSecret",
+    "clientIdIssuedAt",
+    "clientSecretExpiresAt",
+    "issuer",
+    "tokenEndpoint",
+    "authorizationEndpoint",
+    "redirectUri",
+    "scope",
+    "tokenEndpointAuthMethod",
+)
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class ClientInfo:
+    """A client registration, with enough to refresh a stored login later.
+
+    ``client_id_issued_at`` and ``client_secret_expires_at`` are Unix seconds
+    as in RFC 7591 (``0`` expiry means never). ``token_endpoint`` and
+    ``issuer`` let a later process refresh without being told the server again.
+    """
+
+    client_id: str
+    client_secret: str | None = None
+    client_id_issued_at: float | None = None
+    client_secret_expires_at: float | None = None
+    issuer: str | None = None
+    token_endpoint: str | None = None
+    authorization_endpoint: str | None = None
+    redirect_uri: str | None = None
+    scope: str | None = None
+    token_endpoint_auth_method: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.client_id, str) or not self.client_id:
+            raise ValueError("client_id must be a non-empty string")
+        object.__setattr__(self, "extra", _freeze(self.extra))
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ClientInfo:
+        """Parse a stored record. Raises ``ValueError`` naming the field."""
+        if not isinstance(record, Mapping):
+            raise ValueError("client record must be a JSON object")
+        client_id = record.get("clientId")
+        if not isinstance(client_id, str) or not client_id:
+            raise ValueError("client record has no 'clientId' string")
+        return cls(
+            client_id=client_id,
+            client_secret=_opt_str(record, "clientSecret"),
+            client_id_issued_at=_opt_number(record, "clientIdIssuedAt"),
+            client_secret_expires_at=_opt_number(record, "clientSecretExpiresAt"),
+            issuer=_opt_str(record, "issuer"),
+            token_endpoint=_opt_str(record, "tokenEndpoint"),
+            authorization_endpoint=_opt_str(record, "authorizationEndpoint"),
+            redirect_uri=_opt_str(record, "redirectUri"),
+            scope=_opt_str(record, "scope"),
+            token_endpoint_auth_method=_opt_str(record, "tokenEndpointAuthMethod"),
+            extra={k: v for k, v in record.items() if k not in _CLIENT_FIELDS},
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """The stored record (camelCase, times in Unix seconds as RFC 7591 has them)."""
+        record: dict[str, Any] = dict(self.extra)
+        record["clientId"] = self.client_id
+        pairs: tuple[tuple[str, Any], ...] = (
+            ("clientSecret", self.client_secret),
+            ("clientIdIssuedAt", self.client_id_issued_at),
+            ("clientSecretExpiresAt", self.client_secret_expires_at),
+            ("issuer", self.issuer),
+            ("tokenEndpoint", self.token_endpoint),
+            ("authorizationEndpoint", self.authorization_endpoint),
+            ("redirectUri", self.redirect_uri),
+            ("scope", self.scope),
+            ("tokenEndpointAuthMethod", self.token_endpoint_auth_method),
+        )
+        for name, value in pairs:
+            if value is not None:
+                record[name] = value
+        return record
+
+    def is_secret_expired(self, *, now: float | None = None) -> bool:
+        """True when RFC 7591 ``client_secret_expires_at`` has passed (0 = never)."""
+        if not self.client_secret_expires_at:
+            return False
+        return (time.time() if now is None else now) >= self.client_secret_expires_at
+
+    def replace(self, **changes: Any) -> ClientInfo:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientInfo(client_id={self.client_id!r}, "
+            f"client_secret={fingerprint(self.client_secret)}, issuer={self.issuer!r}, "
+            f"token_endpoint={self.token_endpoint!r})"
+        )
+
+    __str__ = __repr__
+
+
+# --------------------------------------------------------------------------- OAuthSession
+
+_SESSION_FIELDS = ("codeVerifier", "state", "createdAt")
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class OAuthSession:
+    """An authorization in progress: the PKCE verifier and ``state`` sent."""
+
+    code_verifier: str | None = None
+    state: str | None = None
+    created_at: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra", _freeze(self.extra))
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> OAuthSession:
+        """Parse a stored record. Raises ``ValueError`` naming the field."""
+        if not isinstance(record, Mapping):
+            raise ValueError("session record must be a JSON object")
+        return cls(
+            code_verifier=_opt_str(record, "codeVerifier"),
+            state=_opt_str(record, "state"),
+            created_at=_opt_number(record, "createdAt"),
+            extra={k: v for k, v in record.items() if k not in _SESSION_FIELDS},
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """The stored record (npm shape)."""
+        record: dict[str, Any] = dict(self.extra)
+        if self.code_verifier is not None:
+            record["codeVerifier"] = self.code_verifier
+        if self.state is not None:
+            record["state"] = self.state
+        if self.created_at is not None:
+            record["createdAt"] = self.created_at
+        return record
+
+    def __repr__(self) -> str:
+        return (
+            f"OAuthSession(code_verifier={fingerprint(self.code_verifier)}, "
+            f"state={fingerprint(self.state)}, created_at={self.created_at!r})"
+        )
+
+    __str__ = __repr__
