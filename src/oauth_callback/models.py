@@ -87,6 +87,9 @@ class Tokens:
     def __post_init__(self) -> None:
         if not isinstance(self.access_token, str) or not self.access_token:
             raise ValueError("access_token must be a non-empty string")
+        if self.expires_at is not None:
+            # The record keeps milliseconds; normalise so a round trip is exact.
+            object.__setattr__(self, "expires_at", _ms(self.expires_at) / 1000.0)
         object.__setattr__(self, "extra", _freeze(self.extra))
 
     # -- construction ------------------------------------------------------
