@@ -21,7 +21,9 @@ from .errors import (
     StoreWriteError,
     TokenEndpointError,
 )
+from .fs import atomic_write
 from .models import ClientInfo, OAuthSession, Tokens
+from .storage import FileStore, MemoryStore, RepairReport, TokenStore
 
 __version__ = "0.1.0"
 
@@ -31,13 +33,16 @@ __all__ = [
     "CallbackTimeout",
     "ClientInfo",
     "DiscoveryError",
+    "FileStore",
     "InsecureHostError",
+    "MemoryStore",
     "OAuthCallbackError",
     "OAuthError",
     "OAuthSession",
     "OAuthStateError",
     "PortInUseError",
     "ReauthRequired",
+    "RepairReport",
     "StoreCorruptError",
     "StoreError",
     "StoreLockTimeout",
@@ -45,6 +50,8 @@ __all__ = [
     "StoreUnavailableError",
     "StoreWriteError",
     "TokenEndpointError",
+    "TokenStore",
     "Tokens",
     "__version__",
+    "atomic_write",
 ]

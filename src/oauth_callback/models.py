@@ -57,7 +57,7 @@ def _opt_number(record: Mapping[str, Any], name: str) -> float | None:
 
 
 def _ms(seconds: float) -> int:
-    return int(round(seconds * 1000))
+    return round(seconds * 1000)
 
 
 # --------------------------------------------------------------------------- Tokens
@@ -152,8 +152,7 @@ class Tokens:
 
     def to_record(self) -> dict[str, Any]:
         """The stored record (npm shape): ``expiresAt`` in integer Unix milliseconds."""
-        record: dict[str, Any] = dict(self.extra)
-        record["accessToken"] = self.access_token
+        record: dict[str, Any] = {"accessToken": self.access_token}
         if self.refresh_token is not None:
             record["refreshToken"] = self.refresh_token
         if self.expires_at is not None:
@@ -162,6 +161,7 @@ class Tokens:
             record["scope"] = self.scope
         if self.token_type != "Bearer":
             record["tokenType"] = self.token_type
+        record.update((k, v) for k, v in self.extra.items() if k not in record)
         return record
 
     # -- queries -----------------------------------------------------------
@@ -259,8 +259,7 @@ class ClientInfo:
 
     def to_record(self) -> dict[str, Any]:
         """The stored record (camelCase, times in Unix seconds as RFC 7591 has them)."""
-        record: dict[str, Any] = dict(self.extra)
-        record["clientId"] = self.client_id
+        record: dict[str, Any] = {"clientId": self.client_id}
         pairs: tuple[tuple[str, Any], ...] = (
             ("clientSecret", self.client_secret),
             ("clientIdIssuedAt", self.client_id_issued_at),
@@ -275,6 +274,7 @@ class ClientInfo:
         for name, value in pairs:
             if value is not None:
                 record[name] = value
+        record.update((k, v) for k, v in self.extra.items() if k not in record)
         return record
 
     def is_secret_expired(self, *, now: float | None = None) -> bool:
@@ -328,13 +328,14 @@ class OAuthSession:
 
     def to_record(self) -> dict[str, Any]:
         """The stored record (npm shape)."""
-        record: dict[str, Any] = dict(self.extra)
+        record: dict[str, Any] = {}
         if self.code_verifier is not None:
             record["codeVerifier"] = self.code_verifier
         if self.state is not None:
             record["state"] = self.state
         if self.created_at is not None:
             record["createdAt"] = self.created_at
+        record.update((k, v) for k, v in self.extra.items() if k not in record)
         return record
 
     def __repr__(self) -> str:

@@ -1,0 +1,232 @@
+"""The store API every backend follows.
+
+A store maps string keys to :class:`~oauth_callback.models.Tokens`, and keeps
+per key a client registration (:class:`~oauth_callback.models.ClientInfo`) and
+an authorization in progress (:class:`~oauth_callback.models.OAuthSession`).
+
+Sync and async: every method has an ``_async`` twin (``get`` / ``get_async``)
+that runs the blocking work in a worker thread, so an event loop is never
+blocked by ``fsync``, a lock wait or a network round trip. Cancelling the
+awaiting task does not abort an operation already started in the thread: it
+completes or fails atomically all the same.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import anyio.to_thread
+
+from ..models import ClientInfo, OAuthSession, Tokens
+
+__all__ = ["Section", "TokenStore", "Updater", "validate_key"]
+
+T = TypeVar("T")
+Updater = Callable[[T | None], T | None]
+Section = Literal["tokens", "clients", "sessions"]
+
+
+def validate_key(key: object, *, reserved: frozenset[str] = frozenset()) -> str:
+    """Return ``key`` if it is usable as a store key, else raise ``ValueError``/``TypeError``."""
+    if not isinstance(key, str):
+        raise TypeError(f"store key must be a str, not {type(key).__name__}")
+    if not key:
+        raise ValueError("store key must not be empty")
+    if key in reserved:
+        raise ValueError(f"store key {key!r} is reserved")
+    return key
+
+
+class TokenStore(abc.ABC):
+    """Abstract token store. Subclasses implement :meth:`_read` and :meth:`_modify`.
+
+    Guarantees every backend gives:
+
+    * ``update(key, fn)`` is an atomic read-modify-write: ``fn`` sees the latest
+      committed value and no other writer, in any thread or process sharing the
+      store, commits in between. It may be called more than once (backends that
+      retry on conflict), so it must have no side effects.
+    * A write that returned is visible to every later read of the same store.
+    * ``get`` of a missing key returns ``None``; ``delete`` of one is a no-op.
+    """
+
+    #: Keys a caller may not use (backends with reserved names extend it).
+    reserved_keys: frozenset[str] = frozenset()
+
+    # -- what a backend implements -------------------------------------
+
+    @abc.abstractmethod
+    def _read(self, section: Section, key: str) -> Any:
+        """Return the value stored under ``key`` in ``section``, or ``None``."""
+
+    @abc.abstractmethod
+    def _keys(self, section: Section) -> list[str]:
+        """Return the keys of ``section``."""
+
+    @abc.abstractmethod
+    def _modify(self, section: Section, key: str, fn: Callable[[Any], Any]) -> Any:
+        """Atomically replace ``section[key]`` with ``fn(current)``; ``None`` deletes.
+
+        When ``fn`` returns its argument unchanged (the same object), nothing is
+        written. Returns what was stored.
+        """
+
+    @abc.abstractmethod
+    def clear(self) -> None:
+        """Remove every token, client registration and session, atomically."""
+
+    # -- tokens -------------------------------------------------------------
+
+    def get(self, key: str) -> Tokens | None:
+        """The tokens stored under ``key``, or ``None``."""
+        value: Tokens | None = self._read("tokens", self._check(key))
+        return value
+
+    def set(self, key: str, tokens: Tokens) -> None:
+        """Store ``tokens`` under ``key``, replacing what was there."""
+        if not isinstance(tokens, Tokens):
+            raise TypeError(f"tokens must be a Tokens, not {type(tokens).__name__}")
+        self._modify("tokens", self._check(key), lambda _current: tokens)
+
+    def delete(self, key: str) -> None:
+        """Remove the tokens stored under ``key`` (client and session stay)."""
+        self._modify("tokens", self._check(key), lambda _current: None)
+
+    def keys(self) -> list[str]:
+        """The keys that have tokens, in storage order."""
+        return self._keys("tokens")
+
+    def update(self, key: str, fn: Updater[Tokens]) -> Tokens | None:
+        """Atomically replace the tokens under ``key`` with ``fn(current)``.
+
+        ``fn`` receives the current :class:`Tokens` (or ``None``) and returns
+        the new value, ``None`` to delete, or its argument to leave the store
+        untouched (no write happens). Returns what is stored afterwards.
+        Exceptions raised by ``fn`` propagate and nothing is written.
+        """
+        return self._modify("tokens", self._check(key), _checked(fn, Tokens, "tokens"))  # type: ignore[no-any-return]
+
+    # -- OAuthStore extras --------------------------------------------------------
+
+    def get_client(self, key: str) -> ClientInfo | None:
+        """The client registration stored for ``key``, or ``None``."""
+        value: ClientInfo | None = self._read("clients", self._check(key))
+        return value
+
+    def set_client(self, key: str, client: ClientInfo) -> None:
+        """Store the client registration for ``key``."""
+        if not isinstance(client, ClientInfo):
+            raise TypeError(f"client must be a ClientInfo, not {type(client).__name__}")
+        self._modify("clients", self._check(key), lambda _current: client)
+
+    def delete_client(self, key: str) -> None:
+        """Remove the client registration for ``key``."""
+        self._modify("clients", self._check(key), lambda _current: None)
+
+    def update_client(self, key: str, fn: Updater[ClientInfo]) -> ClientInfo | None:
+        """Atomic read-modify-write of the client registration (as :meth:`update`)."""
+        return self._modify("clients", self._check(key), _checked(fn, ClientInfo, "client"))  # type: ignore[no-any-return]
+
+    def get_session(self, key: str) -> OAuthSession | None:
+        """The authorization in progress for ``key``, or ``None``."""
+        value: OAuthSession | None = self._read("sessions", self._check(key))
+        return value
+
+    def set_session(self, key: str, session: OAuthSession) -> None:
+        """Store the authorization in progress for ``key``."""
+        if not isinstance(session, OAuthSession):
+            raise TypeError(f"session must be an OAuthSession, not {type(session).__name__}")
+        self._modify("sessions", self._check(key), lambda _current: session)
+
+    def delete_session(self, key: str) -> None:
+        """Remove the authorization in progress for ``key``."""
+        self._modify("sessions", self._check(key), lambda _current: None)
+
+    # -- async twins ----------------------------------------------------------
+
+    async def get_async(self, key: str) -> Tokens | None:
+        """Async :meth:`get`."""
+        return await _in_thread(self.get, key)
+
+    async def set_async(self, key: str, tokens: Tokens) -> None:
+        """Async :meth:`set`."""
+        await _in_thread(self.set, key, tokens)
+
+    async def delete_async(self, key: str) -> None:
+        """Async :meth:`delete`."""
+        await _in_thread(self.delete, key)
+
+    async def clear_async(self) -> None:
+        """Async :meth:`clear`."""
+        await _in_thread(self.clear)
+
+    async def keys_async(self) -> list[str]:
+        """Async :meth:`keys`."""
+        return await _in_thread(self.keys)
+
+    async def update_async(self, key: str, fn: Updater[Tokens]) -> Tokens | None:
+        """Async :meth:`update`; ``fn`` runs in the worker thread."""
+        return await _in_thread(self.update, key, fn)
+
+    async def get_client_async(self, key: str) -> ClientInfo | None:
+        """Async :meth:`get_client`."""
+        return await _in_thread(self.get_client, key)
+
+    async def set_client_async(self, key: str, client: ClientInfo) -> None:
+        """Async :meth:`set_client`."""
+        await _in_thread(self.set_client, key, client)
+
+    async def delete_client_async(self, key: str) -> None:
+        """Async :meth:`delete_client`."""
+        await _in_thread(self.delete_client, key)
+
+    async def update_client_async(
+        self, key: str, fn: Updater[ClientInfo]
+    ) -> ClientInfo | None:
+        """Async :meth:`update_client`."""
+        return await _in_thread(self.update_client, key, fn)
+
+    async def get_session_async(self, key: str) -> OAuthSession | None:
+        """Async :meth:`get_session`."""
+        return await _in_thread(self.get_session, key)
+
+    async def set_session_async(self, key: str, session: OAuthSession) -> None:
+        """Async :meth:`set_session`."""
+        await _in_thread(self.set_session, key, session)
+
+    async def delete_session_async(self, key: str) -> None:
+        """Async :meth:`delete_session`."""
+        await _in_thread(self.delete_session, key)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _check(self, key: str) -> str:
+        return validate_key(key, reserved=self.reserved_keys)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (connections). The store is unusable afterwards."""
+
+    def __enter__(self) -> TokenStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _checked(fn: Callable[[Any], Any], kind: type, name: str) -> Callable[[Any], Any]:
+    def wrapper(current: Any) -> Any:
+        new = fn(current)
+        if new is not None and not isinstance(new, kind):
+            raise TypeError(
+                f"update function must return {kind.__name__} or None, not {type(new).__name__}"
+            )
+        return new
+
+    return wrapper
+
+
+async def _in_thread(func: Callable[..., T], *args: Any) -> T:
+    return await anyio.to_thread.run_sync(functools.partial(func, *args))

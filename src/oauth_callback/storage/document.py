@@ -1,0 +1,206 @@
+"""The ``tokens.json`` document: parsing, validation and serialization (no I/O).
+
+Format (version 1)::
+
+    {
+      "github": {"accessToken": "...", "refreshToken": "...", "expiresAt": 1767225600000,
+                 "scope": "repo", "anyOtherField": "kept"},
+      "other-app": {"accessToken": "..."},
+      "$oauth_callback": {
+        "version": 1,
+        "clients": {"github": {"clientId": "...", "tokenEndpoint": "...", ...}},
+        "sessions": {"github": {"codeVerifier": "...", "state": "..."}}
+      }
+    }
+
+Every top-level key except ``$oauth_callback`` holds one token record in the
+npm ``oauth-callback`` package's shape (``expiresAt`` in Unix milliseconds), so
+the two packages can share one file. Records and fields this version does not
+know are written back exactly as read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..models import ClientInfo, OAuthSession, Tokens
+from .base import Section
+
+__all__ = ["FORMAT_VERSION", "RESERVED_KEY", "Document", "DocumentError"]
+
+RESERVED_KEY = "$oauth_callback"
+FORMAT_VERSION = 1
+
+
+class DocumentError(ValueError):
+    """The bytes are not a valid store document. The message holds no secret."""
+
+
+def _fragment(key: str, value: Any) -> str:
+    body = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+    return json.dumps(key, ensure_ascii=False) + ": " + body
+
+
+def _parse_section(meta: Mapping[str, Any], name: str, kind: Any) -> dict[str, Any]:
+    raw = meta.get(name, {})
+    if not isinstance(raw, dict):
+        raise DocumentError(f"'{RESERVED_KEY}.{name}' must be an object")
+    parsed: dict[str, Any] = {}
+    for key, record in raw.items():
+        try:
+            parsed[key] = kind.from_record(record)
+        except ValueError as exc:
+            raise DocumentError(f"'{RESERVED_KEY}.{name}.{key}': {exc}") from None
+    return parsed
+
+
+class Document:
+    """An immutable parsed store. ``with_value`` returns a modified copy.
+
+    Serialization is incremental: each top-level entry keeps its serialized
+    text, so rewriting a large store after one change costs one record's
+    ``json.dumps`` plus a join.
+    """
+
+    __slots__ = ("_entries", "_fragments", "clients", "meta", "newer_version", "sessions", "tokens")
+
+    def __init__(
+        self,
+        entries: dict[str, Any],
+        tokens: dict[str, Tokens],
+        meta: dict[str, Any],
+        clients: dict[str, ClientInfo],
+        sessions: dict[str, OAuthSession],
+        fragments: dict[str, str] | None = None,
+    ) -> None:
+        self._entries = entries  # raw top-level JSON values except the reserved key
+        self.tokens = tokens
+        self.meta = meta  # raw reserved object, without "clients"/"sessions"
+        self.clients = clients
+        self.sessions = sessions
+        self._fragments = fragments if fragments is not None else {}
+        version = meta.get("version", FORMAT_VERSION)
+        self.newer_version = isinstance(version, int) and version > FORMAT_VERSION
+
+    @classmethod
+    def empty(cls) -> Document:
+        """A store with nothing in it."""
+        return cls({}, {}, {}, {}, {})
+
+    @classmethod
+    def parse(cls, data: bytes) -> Document:
+        """Parse and validate a whole document; raise :class:`DocumentError`."""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DocumentError(f"not UTF-8 (byte {exc.start})") from None
+        try:
+            top = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DocumentError(
+                f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+            ) from None
+        except RecursionError:
+            raise DocumentError("not valid JSON (nested too deeply)") from None
+        if not isinstance(top, dict):
+            raise DocumentError(f"top level is a JSON {type(top).__name__}, not an object")
+        entries: dict[str, Any] = {}
+        tokens: dict[str, Tokens] = {}
+        meta: dict[str, Any] = {}
+        clients: dict[str, ClientInfo] = {}
+        sessions: dict[str, OAuthSession] = {}
+        for key, value in top.items():
+            if key == RESERVED_KEY:
+                if not isinstance(value, dict):
+                    raise DocumentError(f"'{RESERVED_KEY}' must be an object")
+                version = value.get("version")
+                if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                    raise DocumentError(f"'{RESERVED_KEY}.version' must be a positive integer")
+                clients = _parse_section(value, "clients", ClientInfo)
+                sessions = _parse_section(value, "sessions", OAuthSession)
+                meta = {k: v for k, v in value.items() if k not in ("clients", "sessions")}
+                continue
+            try:
+                tokens[key] = Tokens.from_record(value)
+            except ValueError as exc:
+                raise DocumentError(f"record {key!r}: {exc}") from None
+            entries[key] = value
+        return cls(entries, tokens, meta, clients, sessions)
+
+    def get(self, section: Section, key: str) -> Any:
+        """The value under ``key`` in ``section`` or ``None``."""
+        if section == "tokens":
+            return self.tokens.get(key)
+        if section == "clients":
+            return self.clients.get(key)
+        return self.sessions.get(key)
+
+    def keys(self, section: Section) -> list[str]:
+        """The keys of ``section`` in document order."""
+        if section == "tokens":
+            return list(self.tokens)
+        if section == "clients":
+            return list(self.clients)
+        return list(self.sessions)
+
+    def with_value(self, section: Section, key: str, value: Any) -> Document:
+        """A copy with ``section[key]`` set to ``value`` (``None`` removes it)."""
+        if section == "tokens":
+            entries = dict(self._entries)
+            tokens = dict(self.tokens)
+            fragments = dict(self._fragments)
+            fragments.pop(key, None)
+            if value is None:
+                entries.pop(key, None)
+                tokens.pop(key, None)
+            else:
+                entries[key] = value.to_record()
+                tokens[key] = value
+            return Document(entries, tokens, self.meta, self.clients, self.sessions, fragments)
+        fragments = {k: v for k, v in self._fragments.items() if k != RESERVED_KEY}
+        clients = self.clients
+        sessions = self.sessions
+        if section == "clients":
+            clients = dict(clients)
+            if value is None:
+                clients.pop(key, None)
+            else:
+                clients[key] = value
+        else:
+            sessions = dict(sessions)
+            if value is None:
+                sessions.pop(key, None)
+            else:
+                sessions[key] = value
+        return Document(self._entries, self.tokens, self.meta, clients, sessions, fragments)
+
+    def _meta_value(self) -> dict[str, Any] | None:
+        if not self.clients and not self.sessions and not self.meta:
+            return None
+        value: dict[str, Any] = {"version": FORMAT_VERSION}
+        value.update(self.meta)
+        value["clients"] = {k: c.to_record() for k, c in self.clients.items()}
+        value["sessions"] = {k: s.to_record() for k, s in self.sessions.items()}
+        return value
+
+    def serialize(self) -> bytes:
+        """The document as UTF-8 JSON, two-space indented, newline-terminated."""
+        fragments = self._fragments
+        parts: list[str] = []
+        for key, value in self._entries.items():
+            fragment = fragments.get(key)
+            if fragment is None:
+                fragment = fragments[key] = _fragment(key, value)
+            parts.append(fragment)
+        meta_fragment = fragments.get(RESERVED_KEY)
+        if meta_fragment is None:
+            meta = self._meta_value()
+            if meta is not None:
+                meta_fragment = fragments[RESERVED_KEY] = _fragment(RESERVED_KEY, meta)
+        if meta_fragment is not None:
+            parts.append(meta_fragment)
+        if not parts:
+            return b"{}\n"
+        return ("{\n  " + ",\n  ".join(parts) + "\n}\n").encode("utf-8")

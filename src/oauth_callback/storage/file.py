@@ -1,0 +1,348 @@
+"""FileStore: one JSON file, crash-safe and safe for many processes.
+
+* Every write replaces the file with :func:`oauth_callback.fs.atomic_write`
+  while holding an exclusive lock on ``<path>.lock``; the file is re-read
+  inside the lock, so no update is ever lost.
+* Readers take no lock: they always see a whole file.
+* The previous good file is kept as ``<path>.bak``. A file that does not parse
+  is never treated as empty: reads fall back to the backup and the next write
+  moves the bad file aside (``<path>.corrupt-<timestamp>``); with no good
+  backup every operation raises :class:`StoreCorruptError` until
+  :meth:`FileStore.repair` is called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import StoreCorruptError, StoreError, StorePermissionError, StoreWriteError
+from ..fs import atomic_write, remove_stale_temp_files
+from ..locking import InterProcessLock
+from .base import Section, TokenStore
+from .document import FORMAT_VERSION, RESERVED_KEY, Document, DocumentError
+
+__all__ = ["DEFAULT_PATH", "ENV_VAR", "FileStore", "RepairReport", "default_path"]
+
+log = logging.getLogger("oauth_callback.storage")
+
+#: Environment variable that overrides the default store path.
+ENV_VAR = "OAUTH_CALLBACK_STORE"
+#: The npm package's default, shared on purpose.
+DEFAULT_PATH = os.path.join("~", ".mcp", "tokens.json")
+
+
+def default_path() -> str:
+    """``$OAUTH_CALLBACK_STORE`` if set, else ``~/.mcp/tokens.json``, expanded."""
+    return os.path.abspath(os.path.expanduser(os.environ.get(ENV_VAR) or DEFAULT_PATH))
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What one read of the file found."""
+
+    doc: Document
+    data: bytes | None  # the bytes parsed; None when the file is missing
+    key: tuple[int, int, int, int, int] | None
+    mode: int | None = None
+    corrupt_reason: str | None = None  # set when ``doc`` came from the backup
+
+
+@dataclass
+class RepairReport:
+    """What :meth:`FileStore.repair` found and did."""
+
+    path: str
+    problems: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    corrupt_copy: str | None = None
+    restored_from_backup: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing needed repair."""
+        return not self.problems
+
+
+_EMPTY = _Snapshot(Document.empty(), None, None)
+
+
+class FileStore(TokenStore):
+    """Tokens in one JSON file (default ``~/.mcp/tokens.json``, or ``$OAUTH_CALLBACK_STORE``).
+
+    ``durable=True`` fsyncs each write (file and directory) before returning;
+    ``durable=False`` keeps writes atomic but a power loss may roll back to an
+    older whole version. ``lock_timeout`` bounds the wait for the write lock
+    (:class:`StoreLockTimeout`). The file ends at ``file_mode`` after every
+    write; a directory the store creates is ``0700``.
+    """
+
+    reserved_keys = frozenset({RESERVED_KEY})
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        durable: bool = True,
+        lock_timeout: float = 10.0,
+        file_mode: int = 0o600,
+    ) -> None:
+        self.path = (
+            default_path() if path is None else os.path.abspath(os.path.expanduser(os.fspath(path)))
+        )
+        self.durable = durable
+        self.lock_timeout = lock_timeout
+        self.file_mode = file_mode
+        # The lock belongs to the file the path resolves to, so a symlink and
+        # its target share one lock.
+        self.lock_path = os.path.realpath(self.path) + ".lock"
+        self._lock = InterProcessLock(self.lock_path, timeout=lock_timeout)
+        self._snapshot: _Snapshot = _EMPTY
+        self._warned: set[tuple[int, int, int, int, int] | None] = set()
+        self._write_mutex = threading.RLock()
+
+    @property
+    def backup_path(self) -> str:
+        """Where the previous good version is kept."""
+        return self.path + ".bak"
+
+    def __repr__(self) -> str:
+        return f"FileStore({self.path!r}, durable={self.durable})"
+
+    # -- reading ----------------------------------------------------------
+
+    def _current(self) -> Document:
+        """The latest document, re-read only when the file's identity changed."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return _EMPTY.doc
+        except OSError as exc:
+            raise self._read_error(exc) from exc
+        snapshot = self._snapshot
+        if snapshot.key is not None and snapshot.key == _stat_key(st):
+            return snapshot.doc
+        return self._load().doc
+
+    def _load(self) -> _Snapshot:
+        """Read and parse the file now (reusing the parse when the bytes match)."""
+        try:
+            with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
+        except FileNotFoundError:
+            self._snapshot = _EMPTY
+            return _EMPTY
+        except OSError as exc:
+            raise self._read_error(exc) from exc
+        key = _stat_key(st)
+        previous = self._snapshot
+        if previous.data is not None and previous.data == data and previous.corrupt_reason is None:
+            snapshot = _Snapshot(previous.doc, data, key, stat.S_IMODE(st.st_mode))
+        else:
+            try:
+                snapshot = _Snapshot(Document.parse(data), data, key, stat.S_IMODE(st.st_mode))
+            except DocumentError as exc:
+                snapshot = self._from_backup(str(exc), data, key, stat.S_IMODE(st.st_mode))
+        self._snapshot = snapshot
+        return snapshot
+
+    def _from_backup(
+        self, reason: str, data: bytes, key: tuple[int, int, int, int, int], mode: int
+    ) -> _Snapshot:
+        try:
+            with open(self.backup_path, "rb") as f:
+                backup = Document.parse(f.read())
+        except (OSError, DocumentError) as exc:
+            why = "no backup" if isinstance(exc, FileNotFoundError) else f"backup unusable: {exc}"
+            raise StoreCorruptError(
+                f"token store {self.path} is corrupt ({reason}) and {why}; nothing was "
+                f"changed. Run FileStore.repair() or 'oauth-callback doctor --repair'",
+                path=self.path,
+            ) from None
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(
+                "token store %s is corrupt (%s); using backup %s. The bad file will be "
+                "moved aside on the next write.",
+                self.path, reason, self.backup_path,
+            )
+        return _Snapshot(backup, data, key, mode, corrupt_reason=reason)
+
+    def _read_error(self, exc: OSError) -> StoreError:
+        if isinstance(exc, PermissionError):
+            return StorePermissionError(
+                f"permission denied reading token store {self.path}", path=self.path
+            )
+        return StoreError(
+            f"could not read token store {self.path}: [Errno {exc.errno}] {exc.strerror}",
+            path=self.path,
+        )
+
+    def _read(self, section: Section, key: str) -> Any:
+        return self._current().get(section, key)
+
+    def _keys(self, section: Section) -> list[str]:
+        return self._current().keys(section)
+
+    # -- writing ----------------------------------------------------------
+
+    def _modify(self, section: Section, key: str, fn: Callable[[Any], Any]) -> Any:
+        result: list[Any] = []
+
+        def change(doc: Document) -> Document | None:
+            current = doc.get(section, key)
+            new = fn(current)
+            result.append(new)
+            if new is current:
+                return None
+            return doc.with_value(section, key, new)
+
+        self._transact(change)
+        return result[0]
+
+    def clear(self) -> None:
+        """Remove every token, client and session (unknown metadata is kept)."""
+        self._transact(lambda doc: Document({}, {}, doc.meta, {}, {}))
+
+    def _transact(self, change: Callable[[Document], Document | None]) -> None:
+        """Run ``change`` on the latest document under the write lock and save its result."""
+        self._ensure_directory()
+        with self._write_mutex, self._lock:
+            snapshot = self._load()
+            if snapshot.doc.newer_version:
+                raise StoreError(
+                    f"token store {self.path} was written by a newer version of "
+                    f"oauth-callback (format > {FORMAT_VERSION}); refusing to modify it",
+                    path=self.path,
+                )
+            new_doc = change(snapshot.doc)
+            if new_doc is None:
+                return
+            self._save(new_doc, snapshot)
+
+    def _save(self, doc: Document, snapshot: _Snapshot) -> None:
+        data = doc.serialize()
+        backup: str | None = self.backup_path
+        if snapshot.corrupt_reason is not None:
+            self._move_aside()
+            backup = None  # keep the good backup; never back up a bad file
+        elif snapshot.data is None:
+            backup = None
+        if snapshot.mode is not None and snapshot.mode & ~self.file_mode:
+            log.warning(
+                "token store %s had mode %04o; tightening to %04o",
+                self.path, snapshot.mode, self.file_mode,
+            )
+        atomic_write(self.path, data, mode=self.file_mode, durable=self.durable, backup=backup)
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self._snapshot = _EMPTY
+            return
+        self._snapshot = _Snapshot(doc, data, _stat_key(st), stat.S_IMODE(st.st_mode))
+
+    def _move_aside(self) -> str:
+        """Keep a copy of the bad file as ``<path>.corrupt-<timestamp>`` (a hard link)."""
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        aside = f"{self.path}.corrupt-{stamp}"
+        target = os.path.realpath(self.path)
+        try:
+            os.link(target, aside)
+        except FileExistsError:
+            aside = f"{aside}-{os.getpid()}"
+            os.link(target, aside)
+        except OSError:
+            with open(target, "rb") as f:
+                atomic_write(aside, f.read(), mode=self.file_mode, durable=False)
+        log.warning("moved corrupt token store %s aside to %s", self.path, aside)
+        return aside
+
+    def _ensure_directory(self) -> None:
+        directory = os.path.dirname(os.path.realpath(self.path))
+        if os.path.isdir(directory):
+            return
+        missing: list[str] = []
+        d = directory
+        while d and not os.path.exists(d):
+            missing.append(d)
+            parent = os.path.dirname(d)
+            if parent == d:
+                break
+            d = parent
+        for d in reversed(missing):
+            try:
+                os.mkdir(d, 0o700)
+                os.chmod(d, 0o700)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise StoreWriteError(
+                    f"could not create directory {d} for token store {self.path}: "
+                    f"[Errno {exc.errno}] {exc.strerror}",
+                    path=d, errno=exc.errno,
+                ) from exc
+
+    # -- maintenance --------------------------------------------------------
+
+    def repair(self) -> RepairReport:
+        """Bring the store back to a usable state, losing as little as possible.
+
+        Under the write lock: remove temp files of dead writers; if the file
+        does not parse, move it aside and restore the backup when it is good,
+        else start an empty store (the bad file is kept, so nothing is
+        deleted); tighten a loose file mode. Returns what it found and did.
+        """
+        report = RepairReport(self.path)
+        self._ensure_directory()
+        with self._write_mutex, self._lock:
+            for removed in remove_stale_temp_files(self.path, self.backup_path):
+                report.problems.append(f"stale temporary file {removed}")
+                report.actions.append(f"removed {removed}")
+            try:
+                snapshot = self._load()
+            except StoreCorruptError as exc:
+                report.problems.append(str(exc))
+                report.corrupt_copy = self._move_aside()
+                report.actions.append(f"moved the corrupt file aside to {report.corrupt_copy}")
+                self._snapshot = _EMPTY
+                atomic_write(self.path, Document.empty().serialize(), mode=self.file_mode,
+                             durable=self.durable)
+                report.actions.append("started an empty store (no good backup existed)")
+                self._load()
+                return report
+            if snapshot.corrupt_reason is not None:
+                report.problems.append(f"{self.path} is corrupt ({snapshot.corrupt_reason})")
+                self._save(snapshot.doc, snapshot)
+                report.corrupt_copy = self._last_corrupt_copy()
+                report.restored_from_backup = True
+                report.actions.append(
+                    f"moved the corrupt file aside and restored {self.backup_path}"
+                )
+            elif snapshot.mode is not None and snapshot.mode & ~self.file_mode:
+                report.problems.append(f"{self.path} has mode {snapshot.mode:04o}")
+                os.chmod(os.path.realpath(self.path), self.file_mode)
+                report.actions.append(f"set mode {self.file_mode:04o}")
+            with contextlib.suppress(OSError):
+                st = os.stat(self.backup_path)
+                if stat.S_IMODE(st.st_mode) & ~self.file_mode:
+                    os.chmod(self.backup_path, self.file_mode)
+                    report.problems.append(f"{self.backup_path} had a loose mode")
+                    report.actions.append(f"set mode {self.file_mode:04o} on {self.backup_path}")
+        return report
+
+    def _last_corrupt_copy(self) -> str | None:
+        directory, name = os.path.split(self.path)
+        copies = sorted(e for e in os.listdir(directory) if e.startswith(name + ".corrupt-"))
+        return os.path.join(directory, copies[-1]) if copies else None
