@@ -1,0 +1,88 @@
+"""Shared fixtures.
+
+``store_factory`` is the registry the contract suite runs against: every
+backend registers a factory here, and ``tests/test_store_contract.py`` runs
+the whole contract against each of them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from oauth_callback import FileStore, MemoryStore, TokenStore
+
+ROOT = Path(__file__).resolve().parent.parent
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+# name -> (factory(tmp_path) -> store, shared_between_processes)
+StoreFactory = Callable[[Path], TokenStore]
+
+
+def _file_store(tmp_path: Path) -> TokenStore:
+    return FileStore(tmp_path / "store" / "tokens.json")
+
+
+def _file_store_fast(tmp_path: Path) -> TokenStore:
+    return FileStore(tmp_path / "store" / "tokens.json", durable=False)
+
+
+BACKENDS: dict[str, StoreFactory] = {
+    "memory": lambda tmp_path: MemoryStore(),
+    "file": _file_store,
+    "file-nondurable": _file_store_fast,
+}
+# Backends whose data is shared between processes (URL to reopen in a child).
+PERSISTENT: dict[str, Callable[[Path], str]] = {
+    "file": lambda tmp_path: f"file:{tmp_path / 'store' / 'tokens.json'}",
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store_factory(request: pytest.FixtureRequest) -> StoreFactory:
+    """A factory for each store backend; calling it twice gives two handles on one store."""
+    return BACKENDS[request.param]
+
+
+@pytest.fixture
+def store(store_factory: StoreFactory, tmp_path: Path) -> Iterator[TokenStore]:
+    s = store_factory(tmp_path)
+    yield s
+    s.close()
+
+
+def run_python(code: str, *args: str, timeout: float = 60.0, check: bool = True,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (real process) and return the result."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + full_env.get("PYTHONPATH", "")
+    if env:
+        full_env.update(env)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True, text=True, timeout=timeout, env=full_env,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"child failed ({result.returncode}):\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
+
+
+def python_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+requires_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (CI runs as root)")
+requires_strace = pytest.mark.skipif(
+    shutil.which("strace") is None, reason="needs strace (CI installs it with apt-get)"
+)
