@@ -1,0 +1,1123 @@
+"""An embedded mock OAuth 2.1 authorization server for tests: :class:`MockProvider`.
+
+It runs on ``127.0.0.1`` on an ephemeral port in a background daemon thread
+and implements just enough of the specifications to exercise a real client:
+
+* RFC 8414 metadata at ``/.well-known/oauth-authorization-server`` (and
+  ``/.well-known/openid-configuration``);
+* ``/authorize``: authorization code flow with PKCE S256 (RFC 7636), loopback
+  redirect URIs with any port (RFC 8252 7.3), ``iss`` in the response
+  (RFC 9207), optional HTML consent page;
+* ``/token``: ``authorization_code`` and ``refresh_token`` grants, client
+  authentication ``none`` / ``client_secret_basic`` / ``client_secret_post``,
+  refresh-token rotation with reuse detection (a rotated-away refresh token
+  revokes the whole grant);
+* ``/register``: dynamic client registration (RFC 7591);
+* ``/userinfo`` and ``/me``: a Bearer-protected resource answering ``{"sub": ...}``.
+
+Every knob and counter is thread-safe. This is a *test tool*: it keeps the
+form fields of every token request, secrets included, in
+:attr:`MockProvider.token_requests`. It never logs anything.
+
+Example::
+
+    with MockProvider() as provider:
+        ...  # point the client at provider.issuer
+        assert provider.refresh_count == 1
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import html
+import json
+import re
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, cast
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
+
+__all__ = ["MockProvider"]
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_PKCE_RE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
+_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+_GRANT_TYPES = ("authorization_code", "refresh_token")
+_SCOPES_SUPPORTED = ("openid", "profile", "email", "offline_access", "read", "write")
+_DEFAULT_SCOPE = "read"
+_CODE_LIFETIME = 600.0
+_MAX_BODY = 1 << 20
+_REALM = "mock-oauth"
+
+_COUNTERS = (
+    "authorize_requests",
+    "code_exchanges",
+    "refresh_requests",
+    "refresh_count",
+    "invalid_grant_count",
+    "reuse_detected",
+    "registrations",
+    "token_requests",
+)
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class _Client:
+    client_id: str
+    client_secret: str | None
+    # None: any loopback redirect URI is accepted (preregistered clients).
+    redirect_uris: tuple[str, ...] | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Grant:
+    client_id: str
+    scope: str
+    revoked: bool = False
+
+
+@dataclass
+class _Code:
+    client_id: str
+    redirect_uri: str
+    code_challenge: str | None
+    scope: str
+    expires_at: float
+    used: bool = False
+    grant_id: str | None = None
+
+
+@dataclass
+class _AccessToken:
+    grant_id: str
+    client_id: str
+    scope: str
+    expires_at: float | None
+
+
+@dataclass
+class _RefreshToken:
+    grant_id: str
+    client_id: str
+    rotated: bool = False
+
+
+@dataclass
+class _Pending:
+    client_id: str
+    redirect_uri: str
+    state: str | None
+    scope: str
+    code_challenge: str | None
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _TokenError(Exception):
+    """An RFC 6749 5.2 error answer from the token (or registration) endpoint."""
+
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(error)
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+class _RedirectError(Exception):
+    """An error to deliver by redirect to an already validated redirect URI."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(error)
+        self.error = error
+        self.description = description
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _json_response(status: int, payload: Mapping[str, Any], *extra: tuple[str, str]) -> _Response:
+    body = json.dumps(payload).encode("utf-8")
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Cache-Control", "no-store"),
+        ("Pragma", "no-cache"),
+        *extra,
+    ]
+    return _Response(status, body, headers)
+
+
+def _html_response(status: int, title: str, body_html: str) -> _Response:
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title></head><body>{body_html}</body></html>"
+    )
+    headers = [
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Cache-Control", "no-store"),
+        ("X-Frame-Options", "DENY"),
+    ]
+    return _Response(status, page.encode("utf-8"), headers)
+
+
+def _error_page(message: str) -> _Response:
+    return _html_response(
+        400, "Authorization error", f"<h1>Authorization error</h1><p>{html.escape(message)}</p>"
+    )
+
+
+def _parse_params(text: str) -> dict[str, str]:
+    """Parse a query string or form body; a repeated parameter is an error (RFC 6749 3.1)."""
+    out: dict[str, str] = {}
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        if key in out:
+            raise ValueError(f"parameter {key!r} repeated")
+        out[key] = value
+    return out
+
+
+def _is_loopback(uri: str) -> bool:
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    return (
+        parts.scheme == "http"
+        and parts.hostname in _LOOPBACK_HOSTS
+        and not parts.fragment
+        and parts.username is None
+        and parts.password is None
+    )
+
+
+def _redirect_allowed(client: _Client, uri: str) -> bool:
+    """Exact match, or for loopback URIs a match of everything but the port (RFC 8252 7.3)."""
+    if client.redirect_uris is None:
+        return _is_loopback(uri)
+    if "#" in uri:
+        return False
+    for registered in client.redirect_uris:
+        if uri == registered:
+            return True
+        if _is_loopback(uri) and _is_loopback(registered):
+            got, reg = urlsplit(uri), urlsplit(registered)
+            if (got.hostname, got.path or "/", got.query) == (
+                reg.hostname,
+                reg.path or "/",
+                reg.query,
+            ):
+                return True
+    return False
+
+
+def _with_params(uri: str, params: Iterable[tuple[str, str | None]]) -> str:
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query.extend((k, v) for k, v in params if v is not None)
+    return urlunsplit(parts._replace(query=urlencode(query), fragment=""))
+
+
+def _s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+# --------------------------------------------------------------------------- HTTP plumbing
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], provider: MockProvider) -> None:
+        self.provider = provider
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def track(self, sock: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(sock)
+
+    def untrack(self, sock: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(sock)
+
+    def close_connections(self) -> None:
+        """Cut kept-alive connections so a stopped provider really stops answering."""
+        with self._connections_lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for sock in connections:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay silent: client disconnects are expected in tests."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "MockOAuth/1.0"
+    sys_version = ""
+    timeout = 30
+    disable_nagle_algorithm = True
+
+    @property
+    def _srv(self) -> _Server:
+        return cast(_Server, self.server)
+
+    def setup(self) -> None:
+        super().setup()
+        self._srv.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self._srv.untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Never log: request lines carry codes and states."""
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        provider = self._srv.provider
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            body = b""
+            if method == "POST":
+                if "chunked" in headers.get("transfer-encoding", "").lower():
+                    self.close_connection = True
+                    response = _Response(411, b"Content-Length required")
+                    self._send(response)
+                    return
+                length = int(headers.get("content-length") or 0)
+                if length < 0 or length > _MAX_BODY:
+                    self.close_connection = True
+                    self._send(_Response(413, b"request body too large"))
+                    return
+                body = self.rfile.read(length)
+            response = provider._handle(method, self.path, headers, body)
+        except Exception as exc:
+            provider._record_error(exc)
+            self.close_connection = True
+            response = _json_response(
+                500, {"error": "server_error", "error_description": "internal error"}
+            )
+        self._send(response)
+
+    def _send(self, response: _Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(response.body)
+
+
+# --------------------------------------------------------------------------- provider
+
+
+class MockProvider:
+    """An in-process mock OAuth 2.1 authorization server on ``127.0.0.1``.
+
+    Use as a context manager or call :meth:`start` / :meth:`stop`. The port is
+    ephemeral unless *port* is given; once bound it is kept, so a provider
+    restarted with ``start()`` after ``stop()`` keeps its issuer URL and state.
+
+    Constructor knobs:
+
+    * *expires_in*: access-token lifetime in seconds (``None``: no ``expires_in``
+      in responses and tokens never expire); also settable at run time.
+    * *rotate_refresh_tokens*: each refresh returns a new refresh token and
+      invalidates the old one; a rotated-away token presented again revokes the
+      whole grant (reuse detection). When ``False`` the same token keeps working.
+    * *require_pkce*: ``/authorize`` requires ``code_challenge`` with method S256.
+    * *consent*: ``GET /authorize`` shows an HTML consent form instead of auto-approving.
+    * *issue_refresh_token*: the code exchange returns a refresh token.
+    * *omit_refresh_token_on_refresh*: refresh responses carry no refresh token
+      and the presented one stays valid.
+    * *include_iss*: authorization responses carry ``iss`` (RFC 9207).
+    * *clients*: extra preregistered clients, ``client_id -> client_secret``
+      (``None`` for a public client). Preregistered clients accept any loopback
+      redirect URI, any port.
+    * *client_id*: the id of the default preregistered public client.
+    * *subject*: the ``sub`` that ``/userinfo`` reports.
+    """
+
+    def __init__(
+        self,
+        *,
+        expires_in: int | None = 3600,
+        rotate_refresh_tokens: bool = True,
+        require_pkce: bool = True,
+        consent: bool = False,
+        issue_refresh_token: bool = True,
+        omit_refresh_token_on_refresh: bool = False,
+        include_iss: bool = True,
+        clients: Mapping[str, str | None] | None = None,
+        client_id: str = "test-client",
+        subject: str = "test-user",
+        port: int = 0,
+    ) -> None:
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.require_pkce = require_pkce
+        self.consent = consent
+        self.issue_refresh_token = issue_refresh_token
+        self.omit_refresh_token_on_refresh = omit_refresh_token_on_refresh
+        self.include_iss = include_iss
+        self.subject = subject
+        self.client_id = client_id
+
+        self._lock = threading.RLock()
+        self._expires_in = expires_in
+        self._token_delay = 0.0
+        self._next_authorize_error: str | None = None
+        self._fail_remaining = 0
+        self._fail_status = 503
+        self._fail_body: str | None = None
+
+        self._clients: dict[str, _Client] = {client_id: _Client(client_id, None, None)}
+        for cid, secret in (clients or {}).items():
+            self._clients[cid] = _Client(cid, secret, None)
+        self._codes: dict[str, _Code] = {}
+        self._grants: dict[str, _Grant] = {}
+        self._access: dict[str, _AccessToken] = {}
+        self._refresh: dict[str, _RefreshToken] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self._token_requests: list[dict[str, str]] = []
+        self._errors: list[BaseException] = []
+
+        self._port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> MockProvider:
+        """Bind ``127.0.0.1`` and serve in a daemon thread; returns ``self``."""
+        with self._lock:
+            if self._server is not None:
+                raise RuntimeError("MockProvider is already running")
+            server = _Server(("127.0.0.1", self._port), self)
+            self._port = server.server_address[1]
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.02},
+                name=f"MockProvider:{self._port}",
+                daemon=True,
+            )
+            self._server, self._thread = server, thread
+        thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket and open connections (idempotent)."""
+        with self._lock:
+            server, thread = self._server, self._thread
+            self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> MockProvider:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is currently serving."""
+        with self._lock:
+            return self._server is not None
+
+    # ------------------------------------------------------------------ URLs
+
+    @property
+    def port(self) -> int:
+        """The bound port (raises ``RuntimeError`` before the first :meth:`start`)."""
+        if not self._port:
+            raise RuntimeError("MockProvider is not started")
+        return self._port
+
+    @property
+    def issuer(self) -> str:
+        """``http://127.0.0.1:PORT`` (no trailing slash)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def authorization_endpoint(self) -> str:
+        """``{issuer}/authorize``."""
+        return self.issuer + "/authorize"
+
+    @property
+    def token_endpoint(self) -> str:
+        """``{issuer}/token``."""
+        return self.issuer + "/token"
+
+    @property
+    def registration_endpoint(self) -> str:
+        """``{issuer}/register``."""
+        return self.issuer + "/register"
+
+    @property
+    def userinfo_endpoint(self) -> str:
+        """``{issuer}/userinfo`` (Bearer-protected; ``/me`` is an alias)."""
+        return self.issuer + "/userinfo"
+
+    @property
+    def metadata_url(self) -> str:
+        """``{issuer}/.well-known/oauth-authorization-server`` (RFC 8414)."""
+        return self.issuer + "/.well-known/oauth-authorization-server"
+
+    def metadata(self) -> dict[str, Any]:
+        """The RFC 8414 metadata document served at :attr:`metadata_url`."""
+        return {
+            "issuer": self.issuer,
+            "authorization_endpoint": self.authorization_endpoint,
+            "token_endpoint": self.token_endpoint,
+            "registration_endpoint": self.registration_endpoint,
+            "userinfo_endpoint": self.userinfo_endpoint,
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": list(_GRANT_TYPES),
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": list(_AUTH_METHODS),
+            "authorization_response_iss_parameter_supported": True,
+            "scopes_supported": list(_SCOPES_SUPPORTED),
+        }
+
+    # ------------------------------------------------------------------ clients
+
+    def register_client(
+        self, redirect_uris: Sequence[str] | None = None, confidential: bool = False
+    ) -> tuple[str, str | None]:
+        """Register a client directly (no HTTP, not counted); returns ``(client_id, secret)``.
+
+        With *redirect_uris* ``None`` any loopback redirect URI is accepted;
+        otherwise one must match (the port may differ for loopback URIs).
+        The secret is ``None`` for a public client.
+        """
+        client_id = "client_" + secrets.token_urlsafe(12)
+        secret = "cs_" + secrets.token_urlsafe(32) if confidential else None
+        uris = tuple(redirect_uris) if redirect_uris is not None else None
+        with self._lock:
+            self._clients[client_id] = _Client(client_id, secret, uris)
+        return client_id, secret
+
+    # ------------------------------------------------------------------ knobs
+
+    @property
+    def expires_in(self) -> int | None:
+        """Lifetime in seconds of access tokens issued from now on (``None``: never expire)."""
+        with self._lock:
+            return self._expires_in
+
+    @expires_in.setter
+    def expires_in(self, value: int | None) -> None:
+        with self._lock:
+            self._expires_in = value
+
+    @property
+    def token_delay(self) -> float:
+        """Seconds ``/token`` sleeps after processing a request and before answering it."""
+        with self._lock:
+            return self._token_delay
+
+    @token_delay.setter
+    def token_delay(self, value: float) -> None:
+        with self._lock:
+            self._token_delay = float(value)
+
+    @property
+    def next_authorize_error(self) -> str | None:
+        """One-shot: the next valid ``/authorize`` redirects with ``error=<this>``."""
+        with self._lock:
+            return self._next_authorize_error
+
+    @next_authorize_error.setter
+    def next_authorize_error(self, value: str | None) -> None:
+        with self._lock:
+            self._next_authorize_error = value
+
+    def fail_next_token_requests(
+        self, n: int, status: int = 503, *, body: str | None = None
+    ) -> None:
+        """Answer the next *n* ``POST /token`` with *status*, consuming no code or token.
+
+        The body is an RFC 6749 error JSON (``temporarily_unavailable`` for 503,
+        ``server_error`` otherwise) unless *body* is given, which is sent as
+        ``text/plain``. The requests are still recorded and counted.
+        """
+        with self._lock:
+            self._fail_remaining = n
+            self._fail_status = status
+            self._fail_body = body
+
+    def revoke_all(self) -> None:
+        """Revoke every grant: all access and refresh tokens stop working."""
+        with self._lock:
+            for grant in self._grants.values():
+                grant.revoked = True
+
+    def expire_access_tokens(self) -> None:
+        """Make every access token issued so far expired (refresh tokens are unaffected)."""
+        with self._lock:
+            past = time.time() - 1
+            for token in self._access.values():
+                token.expires_at = past
+
+    # ------------------------------------------------------------------ inspection
+
+    def is_access_token_active(self, token: str) -> bool:
+        """Whether *token* is a known, unrevoked, unexpired access token."""
+        with self._lock:
+            rec = self._access.get(token)
+            if rec is None or self._grants[rec.grant_id].revoked:
+                return False
+            return rec.expires_at is None or rec.expires_at > time.time()
+
+    def is_refresh_token_active(self, token: str) -> bool:
+        """Whether *token* is a known refresh token that is neither rotated away nor revoked."""
+        with self._lock:
+            rec = self._refresh.get(token)
+            return rec is not None and not rec.rotated and not self._grants[rec.grant_id].revoked
+
+    @property
+    def token_requests(self) -> list[dict[str, str]]:
+        """A copy of the form fields of every ``POST /token``, in order.
+
+        Secrets (codes, verifiers, refresh tokens, client secrets) are kept as
+        sent: this is a test tool. HTTP Basic credentials are not included.
+        """
+        with self._lock:
+            return [dict(r) for r in self._token_requests]
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """A snapshot of all counters (``token_requests`` is the count here)."""
+        with self._lock:
+            return dict(self._counters)
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Unexpected exceptions raised while handling requests (answered with 500)."""
+        with self._lock:
+            return list(self._errors)
+
+    def _count(self, name: str) -> int:
+        with self._lock:
+            return self._counters[name]
+
+    @property
+    def authorize_requests(self) -> int:
+        """``GET /authorize`` requests received (valid or not)."""
+        return self._count("authorize_requests")
+
+    @property
+    def code_exchanges(self) -> int:
+        """Successful ``authorization_code`` grants."""
+        return self._count("code_exchanges")
+
+    @property
+    def refresh_requests(self) -> int:
+        """``refresh_token`` grant requests, including failed and injected-failure ones."""
+        return self._count("refresh_requests")
+
+    @property
+    def refresh_count(self) -> int:
+        """Successful refreshes."""
+        return self._count("refresh_count")
+
+    @property
+    def invalid_grant_count(self) -> int:
+        """``invalid_grant`` answers from ``/token``."""
+        return self._count("invalid_grant_count")
+
+    @property
+    def reuse_detected(self) -> int:
+        """Times a rotated-away refresh token was presented (each revokes its grant)."""
+        return self._count("reuse_detected")
+
+    @property
+    def registrations(self) -> int:
+        """Successful ``POST /register`` (not :meth:`register_client`)."""
+        return self._count("registrations")
+
+    # ------------------------------------------------------------------ request handling
+
+    def _record_error(self, exc: BaseException) -> None:
+        with self._lock:
+            self._errors.append(exc)
+
+    def _handle(
+        self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes
+    ) -> _Response:
+        parts = urlsplit(raw_path)
+        path = parts.path
+        routes: dict[str, tuple[str, ...]] = {
+            "/.well-known/oauth-authorization-server": ("GET",),
+            "/.well-known/openid-configuration": ("GET",),
+            "/authorize": ("GET", "POST"),
+            "/token": ("POST",),
+            "/register": ("POST",),
+            "/userinfo": ("GET",),
+            "/me": ("GET",),
+        }
+        if path not in routes:
+            return _json_response(404, {"error": "not_found"})
+        if method not in routes[path]:
+            return _json_response(
+                405, {"error": "method_not_allowed"}, ("Allow", ", ".join(routes[path]))
+            )
+        if path.startswith("/.well-known/"):
+            return _json_response(200, self.metadata())
+        if path == "/authorize":
+            if method == "GET":
+                return self._authorize_get(parts.query)
+            return self._authorize_post(body)
+        if path == "/token":
+            return self._token(headers, body)
+        if path == "/register":
+            return self._register(body)
+        return self._userinfo(headers)
+
+    # /authorize ---------------------------------------------------------------
+
+    def _authorize_redirect(
+        self, redirect_uri: str, state: str | None, params: list[tuple[str, str | None]]
+    ) -> _Response:
+        params = [*params, ("state", state)]
+        if self.include_iss:
+            params.append(("iss", self.issuer))
+        return _Response(
+            302,
+            headers=[
+                ("Location", _with_params(redirect_uri, params)),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+
+    def _issue_code(self, pending: _Pending) -> _Response:
+        code = "ac_" + secrets.token_urlsafe(32)
+        with self._lock:
+            self._codes[code] = _Code(
+                client_id=pending.client_id,
+                redirect_uri=pending.redirect_uri,
+                code_challenge=pending.code_challenge,
+                scope=pending.scope,
+                expires_at=time.time() + _CODE_LIFETIME,
+            )
+        return self._authorize_redirect(pending.redirect_uri, pending.state, [("code", code)])
+
+    def _authorize_get(self, query: str) -> _Response:
+        with self._lock:
+            self._counters["authorize_requests"] += 1
+        try:
+            params = _parse_params(query)
+        except ValueError as exc:
+            return _error_page(str(exc))
+        client_id = params.get("client_id")
+        redirect_uri = params.get("redirect_uri")
+        with self._lock:
+            client = self._clients.get(client_id) if client_id else None
+        if client is None:
+            return _error_page("unknown or missing client_id")
+        if not redirect_uri or not _redirect_allowed(client, redirect_uri):
+            return _error_page("missing or unregistered redirect_uri")
+        state = params.get("state")
+        try:
+            pending = self._validate_authorize(client, redirect_uri, params)
+        except _RedirectError as exc:
+            return self._authorize_redirect(
+                redirect_uri,
+                state,
+                [("error", exc.error), ("error_description", exc.description)],
+            )
+        if self.consent:
+            return self._consent_page(pending)
+        return self._issue_code(pending)
+
+    def _validate_authorize(
+        self, client: _Client, redirect_uri: str, params: Mapping[str, str]
+    ) -> _Pending:
+        with self._lock:
+            forced, self._next_authorize_error = self._next_authorize_error, None
+        if forced:
+            raise _RedirectError(forced, "error forced by the test")
+        if params.get("response_type") != "code":
+            raise _RedirectError("unsupported_response_type", "only response_type=code")
+        challenge = params.get("code_challenge")
+        if challenge is None:
+            if self.require_pkce:
+                raise _RedirectError("invalid_request", "code_challenge is required")
+        else:
+            if params.get("code_challenge_method") != "S256":
+                raise _RedirectError("invalid_request", "code_challenge_method must be S256")
+            if not _PKCE_RE.fullmatch(challenge):
+                raise _RedirectError("invalid_request", "malformed code_challenge")
+        return _Pending(
+            client_id=client.client_id,
+            redirect_uri=redirect_uri,
+            state=params.get("state"),
+            scope=params.get("scope") or _DEFAULT_SCOPE,
+            code_challenge=challenge,
+        )
+
+    def _consent_page(self, pending: _Pending) -> _Response:
+        request_id = secrets.token_urlsafe(16)
+        with self._lock:
+            self._pending[request_id] = pending
+        esc = html.escape
+        body = (
+            "<h1>Authorize access</h1>"
+            f"<p>Client <b>{esc(pending.client_id)}</b> requests scope "
+            f"<b>{esc(pending.scope)}</b>.</p>"
+            "<form method='post' action='/authorize'>"
+            f"<input type='hidden' name='request_id' value='{esc(request_id)}'>"
+            "<button type='submit' name='action' value='approve'>Approve</button> "
+            "<button type='submit' name='action' value='deny'>Deny</button>"
+            "</form>"
+        )
+        return _html_response(200, "Authorize access", body)
+
+    def _authorize_post(self, body: bytes) -> _Response:
+        try:
+            form = _parse_params(body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return _error_page("malformed form")
+        with self._lock:
+            pending = self._pending.pop(form.get("request_id", ""), None)
+        if pending is None:
+            return _error_page("unknown or already answered authorization request")
+        action = form.get("action")
+        if action is None:
+            action = "approve" if "approve" in form else "deny" if "deny" in form else None
+        if action == "approve":
+            return self._issue_code(pending)
+        if action == "deny":
+            return self._authorize_redirect(
+                pending.redirect_uri,
+                pending.state,
+                [("error", "access_denied"), ("error_description", "the user denied access")],
+            )
+        return _error_page("missing action (approve or deny)")
+
+    # /token ---------------------------------------------------------------------
+
+    def _token(self, headers: Mapping[str, str], body: bytes) -> _Response:
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            form = _parse_params(body.decode("utf-8"))
+            parse_error: str | None = None
+        except (ValueError, UnicodeDecodeError) as exc:
+            form, parse_error = {}, str(exc)
+        with self._lock:
+            self._token_requests.append(dict(form))
+            self._counters["token_requests"] += 1
+            if form.get("grant_type") == "refresh_token":
+                self._counters["refresh_requests"] += 1
+            failing = self._fail_remaining > 0
+            if failing:
+                self._fail_remaining -= 1
+                status, fail_body = self._fail_status, self._fail_body
+            delay = self._token_delay
+        if failing:
+            if fail_body is not None:
+                response = _Response(
+                    status,
+                    fail_body.encode("utf-8"),
+                    [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")],
+                )
+            else:
+                error = "temporarily_unavailable" if status == 503 else "server_error"
+                response = _json_response(
+                    status, {"error": error, "error_description": "injected failure"}
+                )
+        else:
+            try:
+                if content_type != "application/x-www-form-urlencoded":
+                    raise _TokenError(
+                        "invalid_request", "body must be application/x-www-form-urlencoded"
+                    )
+                if parse_error is not None:
+                    raise _TokenError("invalid_request", parse_error)
+                with self._lock:
+                    payload = self._token_grant(form, headers.get("authorization"))
+                response = _json_response(200, payload)
+            except _TokenError as exc:
+                extra: list[tuple[str, str]] = []
+                if exc.status == 401:
+                    extra.append(("WWW-Authenticate", f'Basic realm="{_REALM}"'))
+                if exc.error == "invalid_grant":
+                    with self._lock:
+                        self._counters["invalid_grant_count"] += 1
+                response = _json_response(
+                    exc.status,
+                    {"error": exc.error, "error_description": exc.description},
+                    *extra,
+                )
+        if delay > 0:
+            time.sleep(delay)
+        return response
+
+    def _authenticate(self, form: Mapping[str, str], authorization: str | None) -> _Client:
+        basic: tuple[str, str] | None = None
+        if authorization:
+            scheme, _, credentials = authorization.strip().partition(" ")
+            if scheme.lower() == "basic":
+                try:
+                    decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+                except (ValueError, UnicodeDecodeError):
+                    raise _TokenError(
+                        "invalid_client", "malformed Basic credentials", 401
+                    ) from None
+                raw_id, sep, raw_secret = decoded.partition(":")
+                if not sep:
+                    raise _TokenError("invalid_client", "malformed Basic credentials", 401)
+                basic = (unquote_plus(raw_id), unquote_plus(raw_secret))
+        form_id = form.get("client_id")
+        client_id: str
+        secret: str | None
+        if basic is not None:
+            if "client_secret" in form:
+                raise _TokenError("invalid_request", "more than one client authentication method")
+            if form_id is not None and form_id != basic[0]:
+                raise _TokenError("invalid_request", "client_id does not match Basic credentials")
+            client_id, secret = basic
+        else:
+            if not form_id:
+                raise _TokenError("invalid_client", "client authentication required", 401)
+            client_id, secret = form_id, form.get("client_secret")
+        client = self._clients.get(client_id)
+        if client is None:
+            raise _TokenError("invalid_client", "unknown client", 401)
+        if client.client_secret is None:
+            if secret:
+                raise _TokenError("invalid_client", "public client sent a secret", 401)
+            return client
+        if not secret or not secrets.compare_digest(
+            secret.encode("utf-8"), client.client_secret.encode("utf-8")
+        ):
+            raise _TokenError("invalid_client", "client authentication failed", 401)
+        return client
+
+    def _token_grant(self, form: Mapping[str, str], authorization: str | None) -> dict[str, Any]:
+        """Process a token request; the caller holds the lock."""
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            raise _TokenError("invalid_request", "grant_type is required")
+        client = self._authenticate(form, authorization)
+        if grant_type == "authorization_code":
+            return self._grant_code(client, form)
+        if grant_type == "refresh_token":
+            return self._grant_refresh(client, form)
+        raise _TokenError("unsupported_grant_type", f"grant_type {grant_type!r} not supported")
+
+    def _revoke_grant(self, grant_id: str | None) -> None:
+        if grant_id is not None:
+            self._grants[grant_id].revoked = True
+
+    def _grant_code(self, client: _Client, form: Mapping[str, str]) -> dict[str, Any]:
+        code = form.get("code")
+        if not code:
+            raise _TokenError("invalid_request", "code is required")
+        rec = self._codes.get(code)
+        if rec is None:
+            raise _TokenError("invalid_grant", "unknown authorization code")
+        if rec.used:
+            # OAuth 2.1 4.1.3: revoke what the code already produced.
+            self._revoke_grant(rec.grant_id)
+            raise _TokenError("invalid_grant", "authorization code already used")
+        rec.used = True  # single use, even when the exchange below fails
+        if rec.expires_at <= time.time():
+            raise _TokenError("invalid_grant", "authorization code expired")
+        if rec.client_id != client.client_id:
+            raise _TokenError("invalid_grant", "code was issued to another client")
+        if form.get("redirect_uri") != rec.redirect_uri:
+            raise _TokenError("invalid_grant", "redirect_uri does not match the authorization")
+        verifier = form.get("code_verifier")
+        if rec.code_challenge is None:
+            if verifier is not None:
+                raise _TokenError("invalid_grant", "code_verifier sent without code_challenge")
+        elif (
+            verifier is None
+            or not _PKCE_RE.fullmatch(verifier)
+            or not secrets.compare_digest(_s256(verifier), rec.code_challenge)
+        ):
+            raise _TokenError("invalid_grant", "PKCE verification failed")
+        grant_id = secrets.token_hex(8)
+        self._grants[grant_id] = _Grant(client.client_id, rec.scope)
+        rec.grant_id = grant_id
+        self._counters["code_exchanges"] += 1
+        refresh = self._new_refresh(grant_id, client) if self.issue_refresh_token else None
+        return self._token_payload(grant_id, client, rec.scope, refresh)
+
+    def _grant_refresh(self, client: _Client, form: Mapping[str, str]) -> dict[str, Any]:
+        token = form.get("refresh_token")
+        if not token:
+            raise _TokenError("invalid_request", "refresh_token is required")
+        rec = self._refresh.get(token)
+        if rec is None:
+            raise _TokenError("invalid_grant", "unknown refresh token")
+        if rec.client_id != client.client_id:
+            raise _TokenError("invalid_grant", "refresh token was issued to another client")
+        grant = self._grants[rec.grant_id]
+        if rec.rotated:
+            self._counters["reuse_detected"] += 1
+            grant.revoked = True
+            raise _TokenError("invalid_grant", "refresh token reuse detected; grant revoked")
+        if grant.revoked:
+            raise _TokenError("invalid_grant", "grant revoked")
+        scope = grant.scope
+        requested = form.get("scope")
+        if requested:
+            if not set(requested.split()) <= set(grant.scope.split()):
+                raise _TokenError("invalid_scope", "scope exceeds the original grant")
+            scope = requested
+        refresh: str | None
+        if self.omit_refresh_token_on_refresh:
+            refresh = None
+        elif self.rotate_refresh_tokens:
+            rec.rotated = True
+            refresh = self._new_refresh(rec.grant_id, client)
+        else:
+            refresh = token
+        self._counters["refresh_count"] += 1
+        return self._token_payload(rec.grant_id, client, scope, refresh)
+
+    def _new_refresh(self, grant_id: str, client: _Client) -> str:
+        token = "rt_" + secrets.token_urlsafe(32)
+        self._refresh[token] = _RefreshToken(grant_id, client.client_id)
+        return token
+
+    def _token_payload(
+        self, grant_id: str, client: _Client, scope: str, refresh: str | None
+    ) -> dict[str, Any]:
+        access = "at_" + secrets.token_urlsafe(32)
+        expires_in = self._expires_in
+        expires_at = time.time() + expires_in if expires_in is not None else None
+        self._access[access] = _AccessToken(grant_id, client.client_id, scope, expires_at)
+        payload: dict[str, Any] = {"access_token": access, "token_type": "Bearer"}
+        if expires_in is not None:
+            payload["expires_in"] = expires_in
+        if refresh is not None:
+            payload["refresh_token"] = refresh
+        payload["scope"] = scope
+        return payload
+
+    # /register ------------------------------------------------------------------
+
+    def _register(self, body: bytes) -> _Response:
+        try:
+            metadata, secret = self._register_client(body)
+        except _TokenError as exc:
+            return _json_response(
+                exc.status, {"error": exc.error, "error_description": exc.description}
+            )
+        response = dict(metadata)
+        if secret is not None:
+            response["client_secret"] = secret
+            response["client_secret_expires_at"] = 0
+        return _json_response(201, response)
+
+    def _register_client(self, body: bytes) -> tuple[dict[str, Any], str | None]:
+        try:
+            raw = json.loads(body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise _TokenError("invalid_client_metadata", "body must be a JSON object") from None
+        if not isinstance(raw, dict):
+            raise _TokenError("invalid_client_metadata", "body must be a JSON object")
+        meta: dict[str, Any] = raw
+        uris = meta.get("redirect_uris")
+        if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+            raise _TokenError("invalid_redirect_uri", "redirect_uris must be a non-empty list")
+        for uri in uris:
+            parts = urlsplit(uri)
+            if not parts.scheme or "#" in uri:
+                raise _TokenError("invalid_redirect_uri", "redirect URIs must be absolute")
+            if parts.scheme == "http" and not _is_loopback(uri):
+                raise _TokenError("invalid_redirect_uri", "http is only allowed for loopback")
+        method = meta.get("token_endpoint_auth_method", "client_secret_basic")
+        if method not in _AUTH_METHODS:
+            raise _TokenError("invalid_client_metadata", "unsupported token_endpoint_auth_method")
+        grant_types = meta.get("grant_types", ["authorization_code"])
+        if not isinstance(grant_types, list) or not set(grant_types) <= set(_GRANT_TYPES):
+            raise _TokenError("invalid_client_metadata", "unsupported grant_types")
+        response_types = meta.get("response_types", ["code"])
+        if not isinstance(response_types, list) or not set(response_types) <= {"code"}:
+            raise _TokenError("invalid_client_metadata", "unsupported response_types")
+        client_id = "dcr_" + secrets.token_urlsafe(12)
+        secret = None if method == "none" else "cs_" + secrets.token_urlsafe(32)
+        echoed = {
+            **meta,
+            "client_id": client_id,
+            "client_id_issued_at": int(time.time()),
+            "redirect_uris": list(uris),
+            "token_endpoint_auth_method": method,
+            "grant_types": list(grant_types),
+            "response_types": list(response_types),
+        }
+        with self._lock:
+            self._clients[client_id] = _Client(client_id, secret, tuple(uris), echoed)
+            self._counters["registrations"] += 1
+        return echoed, secret
+
+    # /userinfo ------------------------------------------------------------------
+
+    def _userinfo(self, headers: Mapping[str, str]) -> _Response:
+        scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return _json_response(
+                401,
+                {"error": "invalid_token", "error_description": "Bearer token required"},
+                ("WWW-Authenticate", f'Bearer realm="{_REALM}", error="invalid_token"'),
+            )
+        with self._lock:
+            rec = self._access.get(token)
+            active = self.is_access_token_active(token)
+        if rec is None or not active:
+            return _json_response(
+                401,
+                {"error": "invalid_token", "error_description": "unknown, expired or revoked"},
+                ("WWW-Authenticate", f'Bearer realm="{_REALM}", error="invalid_token"'),
+            )
+        return _json_response(
+            200, {"sub": self.subject, "client_id": rec.client_id, "scope": rec.scope}
+        )
