@@ -14,7 +14,9 @@ completes or fails atomically all the same.
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
@@ -201,6 +203,26 @@ class TokenStore(abc.ABC):
         """Async :meth:`delete_session`."""
         await _in_thread(self.delete_session, key)
 
+    # -- refresh coordination ---------------------------------------------------
+
+    def refresh_lock(
+        self, key: str, *, timeout: float | None = None
+    ) -> contextlib.AbstractContextManager[Any]:
+        """An exclusive lock for refreshing ``key``, separate from the store's write lock.
+
+        Holding it never blocks readers, writers or other keys. It spans every
+        holder that shares the store: the threads of this process for
+        :class:`MemoryStore` (this default), every process on the machine for
+        :class:`FileStore`, every machine for a networked store. Raises
+        :class:`~oauth_callback.errors.StoreLockTimeout` after ``timeout``
+        seconds (``None``: wait as long as the backend's default allows).
+        """
+        self._check(key)
+        with _refresh_registry_lock:
+            locks: dict[str, threading.RLock] = self.__dict__.setdefault("_refresh_locks", {})
+            lock = locks.setdefault(key, threading.RLock())
+        return _ThreadLockContext(lock, key, timeout)
+
     # -- helpers ------------------------------------------------------------------
 
     def _check(self, key: str) -> str:
@@ -214,6 +236,26 @@ class TokenStore(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_refresh_registry_lock = threading.Lock()
+
+
+class _ThreadLockContext:
+    def __init__(self, lock: Any, key: str, timeout: float | None) -> None:
+        self._lock = lock
+        self._key = key
+        self._timeout = timeout
+
+    def __enter__(self) -> None:
+        from ..errors import StoreLockTimeout
+
+        wait = -1 if self._timeout is None else self._timeout
+        if not self._lock.acquire(timeout=wait):
+            raise StoreLockTimeout(f"timed out waiting for the refresh lock of {self._key!r}")
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 def _checked(fn: Callable[[Any], Any], kind: type, name: str) -> Callable[[Any], Any]:

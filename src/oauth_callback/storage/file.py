@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import logging
 import os
 import stat
@@ -293,6 +294,23 @@ class FileStore(TokenStore):
                     f"[Errno {exc.errno}] {exc.strerror}",
                     path=d, errno=exc.errno,
                 ) from exc
+
+    # -- refresh coordination ------------------------------------------------------
+
+    def refresh_lock(self, key: str, *, timeout: float | None = None) -> InterProcessLock:
+        """Per-key inter-process lock ``<path>.refresh-<hash of key>.lock``.
+
+        A file lock, released by the kernel if its holder dies, separate from
+        the store's write lock so a slow token endpoint never blocks readers,
+        writers or other keys. Default timeout: 60 s.
+        """
+        self._check(key)
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+        self._ensure_directory()
+        return InterProcessLock(
+            f"{os.path.realpath(self.path)}.refresh-{digest}.lock",
+            timeout=60.0 if timeout is None else timeout,
+        )
 
     # -- maintenance --------------------------------------------------------
 
