@@ -22,12 +22,24 @@ from .errors import (
     TokenEndpointError,
 )
 from .fs import atomic_write
+from .loopback import (
+    CallbackResult,
+    CallbackServer,
+    RequestInfo,
+    get_auth_code,
+    get_auth_code_async,
+    open_url,
+)
 from .models import ClientInfo, OAuthSession, Tokens
+from .pkce import generate_pkce, generate_state, pkce_challenge
 from .storage import FileStore, MemoryStore, RepairReport, TokenStore
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CallbackResult",
+    "CallbackServer",
+    "RequestInfo",
     "CallbackCancelled",
     "CallbackError",
     "CallbackTimeout",
@@ -54,4 +66,10 @@ __all__ = [
     "Tokens",
     "__version__",
     "atomic_write",
+    "generate_pkce",
+    "generate_state",
+    "get_auth_code",
+    "get_auth_code_async",
+    "open_url",
+    "pkce_challenge",
 ]

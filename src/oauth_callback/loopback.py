@@ -1,0 +1,981 @@
+"""Capture an OAuth authorization code on a loopback redirect URI (RFC 8252 7.3).
+
+:class:`CallbackServer` is a small stdlib HTTP server that binds only to
+loopback, serves each connection in its own daemon thread with a timeout, and
+completes on the first ``GET`` to the callback path whose ``Host`` header names
+the loopback address and port it serves. :func:`get_auth_code` and
+:func:`get_auth_code_async` wrap it for a fixed port; :func:`open_url` opens
+the authorization URL (or prints it when no browser is available).
+
+Nothing secret (authorization code, ``state``) is logged, put in an exception
+message or shown in a ``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hmac
+import html
+import ipaddress
+import logging
+import os
+import selectors
+import socket
+import sys
+import threading
+import time
+import webbrowser
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from types import MappingProxyType, TracebackType
+from typing import Any, TypeAlias, cast
+from urllib.parse import parse_qsl
+
+from .errors import (
+    CallbackCancelled,
+    CallbackTimeout,
+    InsecureHostError,
+    OAuthError,
+    OAuthStateError,
+    PortInUseError,
+)
+from .models import fingerprint
+
+__all__ = [
+    "CallbackResult",
+    "CallbackServer",
+    "OpenBrowser",
+    "RequestInfo",
+    "get_auth_code",
+    "get_auth_code_async",
+    "open_url",
+]
+
+logger = logging.getLogger("oauth_callback.loopback")
+
+OpenBrowser: TypeAlias = "bool | Callable[[str], object]"
+"""``True`` (system browser), ``False`` (print the URL) or a callable given the URL."""
+
+_REDACTED = "<redacted>"
+_POLL_INTERVAL = 0.05  # seconds between checks of a ``cancel`` event
+_MAX_CONNECTIONS = 64  # concurrent connections served; more are closed at once
+_BIND_ATTEMPTS = 10  # port=0 on two families: tries to find a port free on both
+_MAX_QUERY_FIELDS = 200
+
+_SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Content-Type", "text/html; charset=utf-8"),
+    ("Cache-Control", "no-store"),
+    ("Pragma", "no-cache"),
+    ("Referrer-Policy", "no-referrer"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Connection", "close"),
+)
+
+# Header values redacted in RequestInfo when redact_query is on.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_URL_HEADERS = frozenset({"referer", "origin"})
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, repr=False)
+class CallbackResult:
+    """The query parameters of the authorization callback.
+
+    ``code``, ``state`` and ``iss`` (RFC 9207) are ``None`` when absent;
+    ``params`` holds every query parameter (first value of each name),
+    ``code`` and ``state`` included. The ``repr`` shows fingerprints, never
+    the code or state.
+    """
+
+    code: str | None
+    state: str | None
+    iss: str | None
+    params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"CallbackResult(code={fingerprint(self.code)}, state={fingerprint(self.state)}, "
+            f"iss={self.iss!r}, params=<{', '.join(sorted(self.params))}>)"
+        )
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """One request the callback server received, as given to ``on_request``.
+
+    ``path`` is the request target; unless the server was created with
+    ``redact_query=False`` every query value is replaced by ``<redacted>``, and
+    so are ``Authorization``/``Cookie`` values and the query of ``Referer``/
+    ``Origin``. ``headers`` has lower-cased names.
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+
+
+# --------------------------------------------------------------------------- pages
+
+_PAGE_STYLE = (
+    "body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;"
+    "background:#f4f5f7;color:#1f2328;font:16px/1.5 -apple-system,BlinkMacSystemFont,"
+    "'Segoe UI',Roboto,Helvetica,Arial,sans-serif}"
+    "main{background:#fff;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08);"
+    "padding:2.5rem 3rem;max-width:32rem;text-align:center}"
+    ".icon{font-size:2.5rem;line-height:1;margin-bottom:.75rem}"
+    ".ok{color:#1a7f37}.bad{color:#cf222e}"
+    "h1{font-size:1.35rem;margin:0 0 .5rem}p{margin:.5rem 0;color:#59636e}"
+    "code{background:#f0f1f3;border-radius:4px;padding:.1rem .35rem;word-break:break-all}"
+)
+
+
+def _page(title: str, icon: str, icon_class: str, body: str) -> str:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{title}</title><style>{_PAGE_STYLE}</style></head>"
+        f'<body><main><div class="icon {icon_class}">{icon}</div>{body}</main></body></html>'
+    )
+
+
+DEFAULT_SUCCESS_HTML = _page(
+    "Authorization complete",
+    "&#10003;",
+    "ok",
+    "<h1>Authorization complete</h1><p>You can close this tab and return to the application.</p>",
+)
+
+
+def _default_error_html(error: str, description: str | None, uri: str | None) -> str:
+    parts = [f"<h1>Authorization failed</h1><p><code>{html.escape(error)}</code></p>"]
+    if description:
+        parts.append(f"<p>{html.escape(description)}</p>")
+    if uri:
+        parts.append(f"<p>More information: <code>{html.escape(uri)}</code></p>")
+    parts.append("<p>You can close this tab and return to the application.</p>")
+    return _page("Authorization failed", "&#10007;", "bad", "".join(parts))
+
+
+def _status_page(status: int, message: str) -> str:
+    return _page(
+        f"{status} {html.escape(message)}",
+        "&#9888;",
+        "bad",
+        f"<h1>{status} {html.escape(message)}</h1>",
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _redact_url(target: str) -> str:
+    """``target`` with every query value replaced by ``<redacted>`` (fragment dropped)."""
+    base, sep, query = target.partition("?")
+    base = base.partition("#")[0]
+    if not sep:
+        return base
+    query = query.partition("#")[0]
+    names = [piece.partition("=")[0] for piece in query.split("&") if piece]
+    return base + "?" + "&".join(f"{name}={_REDACTED}" for name in names)
+
+
+def _is_in_use(exc: OSError) -> bool:
+    winerror = getattr(exc, "winerror", None)
+    return exc.errno == errno.EADDRINUSE or winerror in (10048, 10013)
+
+
+def _is_unavailable(exc: OSError) -> bool:
+    return exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT)
+
+
+def _listen(family: socket.AddressFamily, address: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if os.name == "nt":  # SO_REUSEADDR on Windows would allow port hijacking
+            exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
+            if exclusive is not None:
+                sock.setsockopt(socket.SOL_SOCKET, exclusive, 1)
+        else:  # rebind a fixed port despite TIME_WAIT from a previous run
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address, port))
+        sock.listen(16)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_all(
+    targets: list[tuple[socket.AddressFamily, str]], port: int, host: str
+) -> tuple[list[socket.socket], int]:
+    """Listen on every target with one common port; skip families this machine lacks."""
+    attempts = _BIND_ATTEMPTS if port == 0 and len(targets) > 1 else 1
+    for _ in range(attempts):
+        bound: list[socket.socket] = []
+        chosen = port
+        retry = False
+        try:
+            for family, address in targets:
+                try:
+                    bound.append(_listen(family, address, chosen))
+                except OSError as exc:
+                    if _is_in_use(exc):
+                        if port == 0 and bound:
+                            retry = True  # the other family holds this port: pick again
+                            break
+                        raise PortInUseError(chosen, host) from None
+                    if _is_unavailable(exc) and len(targets) > 1:
+                        logger.debug("loopback %s unavailable, not listening on it", address)
+                        continue
+                    raise
+                if chosen == 0:
+                    chosen = cast(int, bound[-1].getsockname()[1])
+        except BaseException:
+            for sock in bound:
+                sock.close()
+            raise
+        if retry:
+            for sock in bound:
+                sock.close()
+            continue
+        if not bound:
+            raise OSError(errno.EADDRNOTAVAIL, f"no loopback address available for {host}")
+        return bound, chosen
+    raise PortInUseError(port, host)
+
+
+def _resolve_host(
+    host: str, allow_non_loopback: bool
+) -> tuple[list[tuple[socket.AddressFamily, str]], str, bool]:
+    """Return ``(bind targets, host for the redirect URI, is_loopback)`` for ``host``."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if bare.lower() == "localhost":
+        return [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")], "localhost", True
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        ip = None
+    if ip is not None and ip.is_loopback:
+        family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+        uri_host = str(ip) if ip.version == 4 else f"[{ip}]"
+        return [(family, str(ip))], uri_host, True
+    if not allow_non_loopback:
+        raise InsecureHostError(
+            f"refusing to serve the OAuth callback on non-loopback host {host!r}: anyone who "
+            "can reach it could deliver or intercept the authorization code; use 'localhost', "
+            "'127.0.0.1' or '::1', or pass allow_non_loopback=True (e.g. inside a container)"
+        )
+    if ip is not None:
+        family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+        if ip.is_unspecified:
+            return [(family, str(ip))], "localhost", False
+        return [(family, str(ip))], (str(ip) if ip.version == 4 else f"[{ip}]"), False
+    infos = socket.getaddrinfo(bare, None, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(errno.EADDRNOTAVAIL, f"cannot resolve {host!r}")
+    family, _, _, _, sockaddr = infos[0]
+    return [(family, str(sockaddr[0]))], bare, False
+
+
+def _query_params(query: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True, max_num_fields=_MAX_QUERY_FIELDS):
+        params.setdefault(name, value)  # first value wins (no parameter pollution)
+    return params
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    result: CallbackResult | None
+    error: OAuthError | OAuthStateError | None
+
+
+def _evaluate(params: Mapping[str, str], expected_state: str | None) -> _Outcome:
+    state = params.get("state")
+    if (
+        expected_state is not None
+        and state is not None
+        and not hmac.compare_digest(state.encode("utf-8"), expected_state.encode("utf-8"))
+    ):
+        return _Outcome(
+            None,
+            OAuthStateError(
+                "the callback's state does not match the one sent (possible CSRF); "
+                "start the authorization again"
+            ),
+        )
+    if "error" in params:
+        return _Outcome(
+            None,
+            OAuthError(
+                params["error"],
+                params.get("error_description") or None,
+                params.get("error_uri") or None,
+            ),
+        )
+    if expected_state is not None and state is None:
+        return _Outcome(
+            None,
+            OAuthStateError("the callback carries no state although one was sent (possible CSRF)"),
+        )
+    return _Outcome(
+        CallbackResult(
+            code=params.get("code"),
+            state=state,
+            iss=params.get("iss"),
+            params=MappingProxyType(dict(params)),
+        ),
+        None,
+    )
+
+
+# --------------------------------------------------------------------------- handler
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves one connection for a :class:`CallbackServer` (one request, then close)."""
+
+    server_version = "oauth-callback"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+
+    def __init__(
+        self,
+        request: socket.socket,
+        client_address: Any,
+        owner: CallbackServer,
+        claim: list[dict[str, str]],
+    ) -> None:
+        self.owner = owner
+        self.claim = claim
+        super().__init__(request, client_address, cast(Any, owner))
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.owner.connection_timeout)  # idle clients cannot linger
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    # -- silence the stdlib's stderr logging (it would print the query string)
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return
+
+    # -- responses
+    def _respond(self, status: int, body: str, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        payload = body.encode("utf-8")
+        self.send_response(status)
+        for name, value in (*_SECURITY_HEADERS, *extra):
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+        self.wfile.flush()
+        self.close_connection = True
+        logger.debug(
+            "%s %s -> %d",
+            self.command or "-",
+            _redact_url(self.path) if hasattr(self, "path") else "-",
+            status,
+        )
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Malformed or unsupported requests: our page and headers, never the stdlib's.
+
+        The stdlib's ``message`` can quote the request line (and so a code); it is
+        replaced by the standard reason phrase.
+        """
+        message = self.responses.get(code, ("Error",))[0]
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # always send a status line and headers
+        self._respond(code, _status_page(code, message))
+
+    # -- dispatch
+    def _dispatch(self) -> None:
+        owner = self.owner
+        self._notify_on_request()
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1:
+            self.send_error(400, "Bad Request")
+            return
+        if hosts[0].strip().lower() not in owner._allowed_hosts:
+            # DNS rebinding: a page on another origin resolved to 127.0.0.1.
+            self.send_error(421, "Misdirected Request")
+            return
+        if not self.path.startswith("/"):
+            self.send_error(400, "Bad Request")
+            return
+        path, _, query = self.path.partition("?")
+        if path != owner.callback_path:
+            self.send_error(404, "Not Found")
+            return
+        if self.command != "GET":
+            self._respond(405, _status_page(405, "Method Not Allowed"), (("Allow", "GET"),))
+            return
+        try:
+            params = _query_params(query.partition("#")[0])
+        except ValueError:
+            self.send_error(400, "Bad Request")
+            return
+        outcome = owner._claim(params)
+        if outcome is None:
+            self._respond(409, _status_page(409, "Authorization already completed"))
+            return
+        self.claim.append(params)
+        if outcome.error is None:
+            self._respond(200, owner._success_html)
+        elif isinstance(outcome.error, OAuthError):
+            err = outcome.error
+            self._respond(400, owner._render_error(err.error, err.description, err.uri))
+        else:
+            self._respond(
+                400,
+                owner._render_error(
+                    "state_mismatch",
+                    "This response does not belong to the sign-in this application started. "
+                    "Start the sign-in again from the application.",
+                    None,
+                ),
+            )
+
+    def _notify_on_request(self) -> None:
+        callback = self.owner._on_request
+        if callback is None:
+            return
+        redact = self.owner._redact_query
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            if redact and key in _SECRET_HEADERS:
+                value = _REDACTED
+            elif redact and key in _URL_HEADERS:
+                value = _redact_url(value)
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        info = RequestInfo(
+            method=self.command,
+            path=_redact_url(self.path) if redact else self.path,
+            headers=MappingProxyType(headers),
+        )
+        try:
+            callback(info)
+        except Exception as exc:
+            logger.warning("on_request callback raised %s; ignored", type(exc).__name__)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
+    do_OPTIONS = do_TRACE = do_CONNECT = _dispatch
+
+
+# --------------------------------------------------------------------------- server
+
+
+class CallbackServer:
+    """A loopback HTTP server that captures one OAuth authorization callback.
+
+    Binds on :meth:`start` (or entering ``with`` / ``async with``) and stops on
+    :meth:`close` (or leaving the block). ``host="localhost"`` listens on both
+    127.0.0.1 and ::1 (where available) with the same port; an IP literal
+    listens on that address only; anything not loopback raises
+    :class:`InsecureHostError` unless ``allow_non_loopback=True``. ``port=0``
+    picks a free port; :attr:`port` and :attr:`redirect_uri` give the real one.
+    A taken port raises :class:`PortInUseError` on start.
+
+    The first ``GET`` to ``callback_path`` with a valid ``Host`` header
+    completes the flow; the server then stops accepting connections.
+    ``expected_state`` may be given here (so the page shown to the user already
+    reflects a state mismatch) or to :meth:`wait_for_callback`.
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 3000,
+        callback_path: str = "/callback",
+        *,
+        success_html: str | None = None,
+        error_html: str | None = None,
+        on_request: Callable[[RequestInfo], object] | None = None,
+        redact_query: bool = True,
+        allow_non_loopback: bool = False,
+        connection_timeout: float = 10.0,
+        expected_state: str | None = None,
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {port}")
+        if not callback_path.startswith("/") or "?" in callback_path or "#" in callback_path:
+            raise ValueError(f"callback_path must be an absolute path, got {callback_path!r}")
+        if connection_timeout <= 0:
+            raise ValueError("connection_timeout must be positive")
+        self._targets, self._uri_host, loopback = _resolve_host(host, allow_non_loopback)
+        self.host = host
+        self.callback_path = callback_path
+        self.connection_timeout = connection_timeout
+        self._requested_port = port
+        self._success_html = success_html if success_html is not None else DEFAULT_SUCCESS_HTML
+        self._error_html = error_html
+        self._on_request = on_request
+        self._redact_query = redact_query
+        self._expected_state = expected_state
+        if not loopback:
+            logger.warning(
+                "callback server will listen on non-loopback host %r: anyone who can reach it "
+                "can deliver an authorization callback",
+                host,
+            )
+
+        self._lock = threading.Lock()
+        self._port: int | None = None
+        self._listeners: list[socket.socket] = []
+        self._allowed_hosts: frozenset[str] = frozenset()
+        self._accept_thread: threading.Thread | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._stop_accepting = threading.Event()
+        self._slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
+        self._connections: set[socket.socket] = set()
+        self._started = False
+        self._closed = False
+        self._claimed = False
+        self._params: dict[str, str] | None = None
+        self._finished = threading.Event()
+        self._waiters: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        where = self.redirect_uri if self._port is not None else f"{self.host}:unbound"
+        state = "closed" if self._closed else ("listening" if self._started else "new")
+        return f"<CallbackServer {where} {state}>"
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        """Bind and start serving. Raises :class:`PortInUseError` if the port is taken."""
+        with self._lock:
+            if self._started or self._closed:
+                raise RuntimeError("CallbackServer can only be started once")
+            self._started = True
+        listeners, port = _bind_all(self._targets, self._requested_port, self.host)
+        self._listeners = listeners
+        self._port = port
+        names = {"localhost", "127.0.0.1", "[::1]", self._uri_host.lower()}
+        allowed = {f"{name}:{port}" for name in names}
+        if port == 80:
+            allowed |= names
+        self._allowed_hosts = frozenset(allowed)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name=f"oauth-callback-accept-{port}", daemon=True
+        )
+        self._accept_thread.start()
+        logger.debug("callback server listening on %s", self.redirect_uri)
+
+    def close(self) -> None:
+        """Stop accepting, drop open connections and wake every waiter. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            connections = list(self._connections)
+        self._stop_accepting.set()
+        self._wake()
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5.0)
+        else:
+            for sock in self._listeners:
+                sock.close()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        for wake_sock in (self._wake_r, self._wake_w):
+            if wake_sock is not None:
+                wake_sock.close()
+        self._finish()
+
+    def __enter__(self) -> CallbackServer:
+        if not self._started:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> CallbackServer:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- properties
+
+    @property
+    def port(self) -> int:
+        """The port actually bound. Raises :class:`RuntimeError` before :meth:`start`."""
+        if self._port is None:
+            raise RuntimeError("CallbackServer is not started")
+        return self._port
+
+    @property
+    def redirect_uri(self) -> str:
+        """``http://<host>:<port><callback_path>`` with the real port, e.g. for ``port=0``."""
+        return f"http://{self._uri_host}:{self.port}{self.callback_path}"
+
+    # -- waiting
+
+    def wait_for_callback(
+        self,
+        timeout: float | None = 300.0,
+        expected_state: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CallbackResult:
+        """Block until the callback arrives and return its parameters.
+
+        Raises :class:`CallbackTimeout` after ``timeout`` seconds (``None``: no
+        limit), :class:`CallbackCancelled` soon after ``cancel`` is set or the
+        server is closed, :class:`OAuthStateError` if ``state`` does not match
+        ``expected_state``, :class:`OAuthError` if the provider sent ``error``.
+        """
+        self._begin_wait(expected_state)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._finished.is_set():
+            if cancel is not None and cancel.is_set():
+                raise CallbackCancelled("waiting for the authorization callback was cancelled")
+            slice_ = _POLL_INTERVAL  # short slices: prompt cancel, Ctrl-C works on Windows
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._timeout_error(timeout)
+                slice_ = min(slice_, remaining)
+            self._finished.wait(slice_)
+        return self._result(expected_state)
+
+    async def wait_for_callback_async(
+        self, timeout: float | None = 300.0, expected_state: str | None = None
+    ) -> CallbackResult:
+        """Await the callback; the async twin of :meth:`wait_for_callback`.
+
+        Cancel it by cancelling the task: :class:`asyncio.CancelledError`
+        propagates and the server is closed by the enclosing ``async with``.
+        """
+        self._begin_wait(expected_state)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def set_done() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed
+                loop.call_soon_threadsafe(set_done)
+
+        self._add_waiter(wake)
+        try:
+            finished, _ = await asyncio.wait({done}, timeout=timeout)
+        finally:
+            self._remove_waiter(wake)
+        if not finished:
+            raise self._timeout_error(timeout)
+        return self._result(expected_state)
+
+    # -- internals
+
+    def _begin_wait(self, expected_state: str | None) -> None:
+        if not self._started:
+            raise RuntimeError("CallbackServer is not started; use 'with' or call start()")
+        if expected_state is not None:
+            with self._lock:
+                self._expected_state = expected_state
+
+    def _timeout_error(self, timeout: float | None) -> CallbackTimeout:
+        return CallbackTimeout(
+            f"no authorization callback on {self.redirect_uri} within {timeout:g} s"
+        )
+
+    def _result(self, expected_state: str | None) -> CallbackResult:
+        with self._lock:
+            params = self._params
+            expected = expected_state if expected_state is not None else self._expected_state
+        if params is None:
+            raise CallbackCancelled(
+                "the callback server was closed before the authorization callback arrived"
+            )
+        outcome = _evaluate(params, expected)
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.result is not None
+        return outcome.result
+
+    def _add_waiter(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._finished.is_set():
+                self._waiters.append(wake)
+                return
+        wake()
+
+    def _remove_waiter(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            if wake in self._waiters:
+                self._waiters.remove(wake)
+
+    def _finish(self) -> None:
+        with self._lock:
+            self._finished.set()
+            waiters, self._waiters = self._waiters, []
+        for wake in waiters:
+            wake()
+
+    def _wake(self) -> None:
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
+
+    def _claim(self, params: Mapping[str, str]) -> _Outcome | None:
+        """First callback wins: stop accepting and say which page to show; else ``None``."""
+        with self._lock:
+            if self._claimed or self._closed:
+                return None
+            self._claimed = True
+            expected = self._expected_state
+        self._stop_accepting.set()
+        self._wake()
+        return _evaluate(params, expected)
+
+    def _publish(self, params: dict[str, str]) -> None:
+        # Called after the response went out and the connection closed, so the
+        # browser has its page before the waiter returns and closes the server.
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5.0)  # listeners closed: no second callback
+        with self._lock:
+            if self._closed:
+                return
+            self._params = params
+        logger.debug("authorization callback received on %s", self.redirect_uri)
+        self._finish()
+
+    def _render_error(self, error: str, description: str | None, uri: str | None) -> str:
+        if self._error_html is None:
+            return _default_error_html(error, description, uri)
+        return (
+            self._error_html.replace("{{error}}", html.escape(error))
+            .replace("{{error_description}}", html.escape(description or ""))
+            .replace("{{error_uri}}", html.escape(uri or ""))
+        )
+
+    def _accept_loop(self) -> None:
+        selector = selectors.DefaultSelector()
+        try:
+            for sock in self._listeners:
+                selector.register(sock, selectors.EVENT_READ, sock)
+            assert self._wake_r is not None
+            selector.register(self._wake_r, selectors.EVENT_READ, None)
+            while not self._stop_accepting.is_set():
+                for key, _ in selector.select():
+                    listener = cast("socket.socket | None", key.data)
+                    if listener is None:
+                        self._drain_wake()
+                        continue
+                    if self._stop_accepting.is_set():
+                        break
+                    self._accept_one(listener)
+        except Exception:
+            logger.exception("callback server accept loop failed")
+        finally:
+            selector.close()
+            for sock in self._listeners:
+                sock.close()
+
+    def _drain_wake(self) -> None:
+        assert self._wake_r is not None
+        try:
+            while self._wake_r.recv(64):
+                pass
+        except OSError:
+            pass
+
+    def _accept_one(self, listener: socket.socket) -> None:
+        try:
+            conn, address = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # e.g. EMFILE: back off instead of spinning
+            logger.warning("accept failed: %s", exc.strerror or type(exc).__name__)
+            self._stop_accepting.wait(0.05)
+            return
+        if not self._slots.acquire(blocking=False):
+            logger.warning("too many open connections to the callback server; dropping one")
+            conn.close()
+            return
+        with self._lock:
+            if self._closed:
+                self._slots.release()
+                conn.close()
+                return
+            self._connections.add(conn)
+        threading.Thread(
+            target=self._serve_connection,
+            args=(conn, address),
+            name="oauth-callback-conn",
+            daemon=True,
+        ).start()
+
+    def _serve_connection(self, conn: socket.socket, address: Any) -> None:
+        claim: list[dict[str, str]] = []
+        try:
+            conn.setblocking(True)
+            _Handler(conn, address, self, claim)
+        except Exception as exc:  # client hung up, timed out, or sent garbage
+            logger.debug("connection ended: %s", type(exc).__name__)
+        finally:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_WR)
+            conn.close()
+            with self._lock:
+                self._connections.discard(conn)
+            self._slots.release()
+        if claim:
+            self._publish(claim[0])
+
+
+# --------------------------------------------------------------------------- browser
+
+
+def _no_display() -> bool:
+    """True on a Linux/BSD box without a graphical session or an explicit $BROWSER."""
+    if sys.platform == "darwin" or os.name == "nt":
+        return False
+    if os.environ.get("BROWSER"):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _print_url(url: str) -> None:
+    print(f"Open this URL in your browser: {url}", file=sys.stderr, flush=True)
+
+
+def open_url(url: str, open_browser: OpenBrowser = True) -> None:
+    """Show ``url`` to the user: ``True`` opens the system browser, ``False`` prints it.
+
+    A callable is called with ``url`` (its exceptions propagate). With ``True``,
+    when no browser can be opened (headless Linux without ``$BROWSER``,
+    ``webbrowser.open`` returning ``False`` or raising) the URL is printed to
+    stderr instead, so the caller can keep waiting.
+    """
+    if callable(open_browser):
+        open_browser(url)
+        return
+    if not open_browser:
+        _print_url(url)
+        return
+    if _no_display():
+        logger.info("no graphical display; printing the authorization URL instead")
+        _print_url(url)
+        return
+    try:
+        opened = webbrowser.open(url)
+    except Exception as exc:
+        logger.info("could not open a browser (%s); printing the URL", type(exc).__name__)
+        opened = False
+    if not opened:
+        _print_url(url)
+
+
+# --------------------------------------------------------------------------- wrappers
+
+
+def get_auth_code(
+    authorization_url: str,
+    *,
+    port: int = 3000,
+    host: str = "localhost",
+    callback_path: str = "/callback",
+    timeout: float | None = 300.0,
+    open_browser: OpenBrowser = True,
+    expected_state: str | None = None,
+    success_html: str | None = None,
+    error_html: str | None = None,
+    on_request: Callable[[RequestInfo], object] | None = None,
+    cancel: threading.Event | None = None,
+) -> CallbackResult:
+    """Serve the callback on a fixed port, show ``authorization_url``, return the callback.
+
+    ``authorization_url`` must already carry the redirect URI
+    ``http://<host>:<port><callback_path>``; to use ``port=0`` build the URL
+    from :attr:`CallbackServer.redirect_uri` instead. Raises what
+    :meth:`CallbackServer.start` and :meth:`CallbackServer.wait_for_callback`
+    raise; the server is closed on every exit path.
+    """
+    with CallbackServer(
+        host,
+        port,
+        callback_path,
+        success_html=success_html,
+        error_html=error_html,
+        on_request=on_request,
+        expected_state=expected_state,
+    ) as server:
+        open_url(authorization_url, open_browser)
+        return server.wait_for_callback(timeout, expected_state, cancel)
+
+
+async def get_auth_code_async(
+    authorization_url: str,
+    *,
+    port: int = 3000,
+    host: str = "localhost",
+    callback_path: str = "/callback",
+    timeout: float | None = 300.0,
+    open_browser: OpenBrowser = True,
+    expected_state: str | None = None,
+    success_html: str | None = None,
+    error_html: str | None = None,
+    on_request: Callable[[RequestInfo], object] | None = None,
+) -> CallbackResult:
+    """The async twin of :func:`get_auth_code`; cancel it by cancelling the task.
+
+    With ``open_browser=True`` the browser is launched in a worker thread; a
+    callable ``open_browser`` runs in the event loop thread and must not block.
+    """
+    async with CallbackServer(
+        host,
+        port,
+        callback_path,
+        success_html=success_html,
+        error_html=error_html,
+        on_request=on_request,
+        expected_state=expected_state,
+    ) as server:
+        if open_browser is True:
+            await asyncio.to_thread(open_url, authorization_url, True)
+        else:
+            open_url(authorization_url, open_browser)
+        return await server.wait_for_callback_async(timeout, expected_state)
