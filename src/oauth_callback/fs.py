@@ -140,11 +140,13 @@ def _replace(
     src: str,
     dst: str,
     *,
-    retry_permission_errors: bool = _WINDOWS,
+    retry_permission_errors: bool | None = None,
     timeout: float = WINDOWS_REPLACE_TIMEOUT,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """``os.replace``; on Windows retry ``PermissionError`` (target held open) with back-off."""
+    if retry_permission_errors is None:
+        retry_permission_errors = _WINDOWS
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:

@@ -1,0 +1,404 @@
+"""FileStore specifics: format, npm compatibility, corruption, permissions, locking, repair."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oauth_callback import (
+    ClientInfo,
+    FileStore,
+    OAuthSession,
+    StoreCorruptError,
+    StoreError,
+    StoreLockTimeout,
+    StorePermissionError,
+    Tokens,
+)
+from oauth_callback.storage.document import RESERVED_KEY
+from oauth_callback.storage.file import ENV_VAR, default_path
+
+from .conftest import python_env
+
+SECRET = "secret-access-token-value"
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "mcp" / "tokens.json"
+
+
+# --------------------------------------------------------------------------- format
+
+
+def test_default_path_and_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert default_path() == os.path.expanduser("~/.mcp/tokens.json")
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "x.json"))
+    assert FileStore().path == str(tmp_path / "x.json")
+    monkeypatch.setenv(ENV_VAR, "~/custom.json")
+    assert FileStore().path == os.path.expanduser("~/custom.json")
+
+
+def test_reads_a_file_written_by_the_npm_package(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    npm = {
+        "mcp-server-a": {"accessToken": "at-a", "refreshToken": "rt-a", "expiresAt": 1767225600000,
+                         "scope": "read"},
+        "mcp-server-b": {"accessToken": "at-b"},
+    }
+    path.write_text(json.dumps(npm, indent=2))
+    store = FileStore(path)
+    assert store.keys() == ["mcp-server-a", "mcp-server-b"]
+    a = store.get("mcp-server-a")
+    assert a == Tokens("at-a", "rt-a", 1767225600.0, "read")
+
+
+def test_writes_what_the_npm_package_reads(path: Path) -> None:
+    store = FileStore(path)
+    store.set("k", Tokens("at", "rt", expires_at=1767225600.5, scope="s"))
+    data = json.loads(path.read_text())
+    assert data["k"] == {"accessToken": "at", "refreshToken": "rt", "expiresAt": 1767225600500,
+                         "scope": "s"}
+    assert isinstance(data["k"]["expiresAt"], int)
+
+
+def test_unknown_fields_and_other_apps_records_survive_rewrites(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    original = {
+        "other-app": {"accessToken": "x", "expiresAt": 1.5e12, "vendorField": [1, {"a": None}],
+                      "scope": None},
+        "mine": {"accessToken": "old", "idToken": "keep-me"},
+        RESERVED_KEY: {"version": 1, "futureSection": {"z": 1}, "clients": {}, "sessions": {}},
+    }
+    path.write_text(json.dumps(original))
+    store = FileStore(path)
+    store.update("mine", lambda cur: cur.replace(access_token="new") if cur else None)
+    store.set_client("mine", ClientInfo("cid"))
+    data = json.loads(path.read_text())
+    assert data["other-app"] == original["other-app"]  # byte-identical values, untouched
+    assert data["mine"] == {"accessToken": "new", "idToken": "keep-me"}
+    assert data[RESERVED_KEY]["futureSection"] == {"z": 1}
+    assert data[RESERVED_KEY]["clients"]["mine"] == {"clientId": "cid"}
+
+
+def test_reserved_key_cannot_be_used(path: Path) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        FileStore(path).set(RESERVED_KEY, Tokens("x"))
+
+
+def test_newer_format_is_read_but_not_modified(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"k": {"accessToken": "a"}, RESERVED_KEY: {"version": 99}}))
+    before = path.read_bytes()
+    store = FileStore(path)
+    assert store.get("k") == Tokens("a")
+    with pytest.raises(StoreError, match="newer version"):
+        store.set("j", Tokens("b"))
+    assert path.read_bytes() == before
+
+
+def test_clients_and_sessions_live_under_the_reserved_key(path: Path) -> None:
+    store = FileStore(path)
+    store.set_client("k", ClientInfo("cid", "csecret", token_endpoint="https://as/token"))
+    store.set_session("k", OAuthSession("v" * 43, "st"))
+    data = json.loads(path.read_text())
+    assert list(data) == [RESERVED_KEY]
+    assert data[RESERVED_KEY]["version"] == 1
+    assert data[RESERVED_KEY]["sessions"]["k"] == {"codeVerifier": "v" * 43, "state": "st"}
+
+
+# --------------------------------------------------------------------------- corruption
+
+CORRUPTIONS = {
+    "truncated": b'{"a": {"accessToken": "x"',
+    "garbage": b"\x00\x01garbage",
+    "not-utf8": b'{"a": {"accessToken": "\xff\xfe"}}',
+    "not-an-object": b'[1, 2, 3]',
+    "record-wrong-type": b'{"a": "just a string"}',
+    "field-wrong-type": b'{"a": {"accessToken": 42}}',
+    "empty": b"",
+    "reserved-wrong-type": b'{"$oauth_callback": []}',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_corrupt_without_backup_raises_and_refuses_writes(path: Path, kind: str) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(CORRUPTIONS[kind])
+    store = FileStore(path)
+    with pytest.raises(StoreCorruptError) as info:
+        store.get("a")
+    assert info.value.path == str(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(StoreCorruptError):
+        store.set("b", Tokens("new"))
+    with pytest.raises(StoreCorruptError):
+        store.keys()
+    assert path.read_bytes() == CORRUPTIONS[kind]  # unchanged
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+def test_corrupt_with_good_backup_falls_back_and_moves_bad_file_aside(
+    path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FileStore(path)
+    store.set("a", Tokens("a1"))
+    store.set("b", Tokens("b1"))  # .bak now holds {"a"}
+    store.set("c", Tokens(SECRET))  # .bak now holds {"a", "b"}
+    path.write_bytes(CORRUPTIONS[kind])  # something outside us damages the file
+    fresh = FileStore(path)
+    with caplog.at_level(logging.WARNING, logger="oauth_callback"):
+        assert fresh.get("a") == Tokens("a1")
+        assert fresh.keys() == ["a", "b"]
+    assert any("corrupt" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
+    fresh.set("d", Tokens("d1"))
+    assert fresh.keys() == ["a", "b", "d"]
+    aside = [p for p in path.parent.iterdir() if p.name.startswith("tokens.json.corrupt-")]
+    assert len(aside) == 1
+    assert aside[0].read_bytes() == CORRUPTIONS[kind]
+    assert json.loads(path.read_text())["d"] == {"accessToken": "d1"}
+    assert SECRET not in caplog.text
+
+
+def test_corrupt_message_has_no_secret(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b'{"a": {"accessToken": "' + SECRET.encode() + b'", "expiresAt": "soon"}}')
+    with pytest.raises(StoreCorruptError) as info:
+        FileStore(path).get("a")
+    assert SECRET not in str(info.value)
+    assert "expiresAt" in str(info.value)
+
+
+def test_repair_restores_backup(path: Path) -> None:
+    store = FileStore(path)
+    store.set("a", Tokens("a1"))
+    store.set("b", Tokens("b1"))
+    path.write_bytes(b"{broken")
+    report = FileStore(path).repair()
+    assert not report.ok
+    assert report.restored_from_backup
+    assert report.corrupt_copy is not None
+    assert Path(report.corrupt_copy).read_bytes() == b"{broken"
+    assert FileStore(path).keys() == ["a"]
+    assert FileStore(path).repair().ok
+
+
+def test_repair_without_backup_keeps_bad_file_and_starts_empty(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"garbage")
+    report = FileStore(path).repair()
+    assert report.corrupt_copy is not None
+    assert Path(report.corrupt_copy).read_bytes() == b"garbage"
+    store = FileStore(path)
+    assert store.keys() == []
+    store.set("a", Tokens("x"))
+    assert store.get("a") == Tokens("x")
+
+
+def test_repair_tightens_modes_and_removes_stale_temps(path: Path) -> None:
+    store = FileStore(path)
+    store.set("a", Tokens("x"))
+    os.chmod(path, 0o644)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = path.parent / f".tokens.json.{dead}.0123456789abcdef.tmp"
+    stale.write_bytes(b"partial")
+    report = FileStore(path).repair()
+    assert not stale.exists()
+    assert mode_of(path) == 0o600
+    assert any("stale" in p for p in report.problems)
+
+
+# --------------------------------------------------------------------------- permissions
+
+
+def test_modes_with_umask_000(path: Path) -> None:
+    old = os.umask(0)
+    try:
+        store = FileStore(path)
+        store.set("a", Tokens("x"))
+        store.set("b", Tokens("y"))
+    finally:
+        os.umask(old)
+    assert mode_of(path) == 0o600
+    assert mode_of(path.parent) == 0o700
+    assert mode_of(Path(str(path) + ".bak")) == 0o600
+    assert mode_of(Path(str(path) + ".lock")) == 0o600
+
+
+def test_custom_file_mode(path: Path) -> None:
+    FileStore(path, file_mode=0o640).set("a", Tokens("x"))
+    assert mode_of(path) == 0o640
+
+
+def test_loose_file_is_tightened_with_a_warning(path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"a": {"accessToken": "x"}}))
+    os.chmod(path, 0o644)
+    with caplog.at_level(logging.WARNING, logger="oauth_callback"):
+        FileStore(path).set("b", Tokens("y"))
+    assert mode_of(path) == 0o600
+    assert "0644" in caplog.text
+    assert mode_of(Path(str(path) + ".bak")) == 0o600
+
+
+def test_existing_directory_mode_is_left_alone(tmp_path: Path) -> None:
+    d = tmp_path / "shared"
+    d.mkdir(mode=0o755)
+    os.chmod(d, 0o755)
+    FileStore(d / "t.json").set("a", Tokens("x"))
+    assert mode_of(d) == 0o755
+    assert mode_of(d / "t.json") == 0o600
+
+
+def test_symlinked_store_path(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "tokens.json"
+    FileStore(real).set("a", Tokens("x"))
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    store = FileStore(link)
+    store.set("b", Tokens("y"))
+    assert link.is_symlink()
+    assert FileStore(real).keys() == ["a", "b"]
+    assert store.lock_path == str(real) + ".lock"
+
+
+def test_symlink_planted_at_lock_path_is_not_followed(path: Path, tmp_path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_text("do not touch")
+    Path(str(path) + ".lock").symlink_to(victim)
+    with pytest.raises(StorePermissionError, match="symlink"):
+        FileStore(path).set("a", Tokens("x"))
+    assert victim.read_text() == "do not touch"
+    assert mode_of(victim) != 0o600 or True  # content is what matters
+    assert not path.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("strace") is None,
+                    reason="as root, EACCES is injected with strace (CI installs it)")
+def test_unreadable_file_raises_permission_error(path: Path) -> None:
+    """EACCES on the store file -> StorePermissionError naming it. Root bypasses file modes,
+    so as root the child's syscalls on the file get EACCES injected by strace instead."""
+    FileStore(path).set("a", Tokens("x"))
+    code = (
+        "import sys\n"
+        "from oauth_callback import FileStore, StorePermissionError\n"
+        "try:\n"
+        "    FileStore(sys.argv[1]).get('a')\n"
+        "except StorePermissionError as e:\n"
+        "    print('denied', sys.argv[1] in str(e))\n"
+    )
+    cmd = [sys.executable, "-c", code, str(path)]
+    if os.geteuid() == 0:
+        calls = "openat,newfstatat,statx,stat"
+        cmd = ["strace", "-qq", "-o", "/dev/null", "-P", str(path), "-e", f"trace={calls}",
+               "-e", f"inject={calls}:error=EACCES", *cmd]
+    else:
+        os.chmod(path, 0)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=python_env())
+    assert result.stdout.strip() == "denied True", result.stderr
+
+
+def test_unreadable_file_as_root_via_a_directory(path: Path) -> None:
+    """Reading a directory where the file should be is a clear StoreError (works as root too)."""
+    path.mkdir(parents=True)
+    with pytest.raises(StoreError) as info:
+        FileStore(path).get("a")
+    assert str(path) in str(info.value)
+
+
+# --------------------------------------------------------------------------- locking
+
+HOLD_LOCK = """
+import sys, time
+from oauth_callback.locking import InterProcessLock
+lock = InterProcessLock(sys.argv[1], timeout=5)
+lock.acquire()
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_lock_timeout_names_the_lock_file(path: Path) -> None:
+    store = FileStore(path, lock_timeout=0.3)
+    store.set("a", Tokens("x"))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, store.lock_path, "30"],
+                              stdout=subprocess.PIPE, text=True, env=python_env())
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreLockTimeout) as info:
+            store.set("b", Tokens("y"))
+        assert isinstance(info.value, TimeoutError)
+        assert store.lock_path in str(info.value)
+        # Readers never take the lock.
+        assert store.get("a") == Tokens("x")
+    finally:
+        holder.kill()
+        holder.wait()
+    # The kernel released the dead holder's lock: writes work again.
+    store.set("b", Tokens("y"))
+    assert store.keys() == ["a", "b"]
+
+
+def test_warm_get_does_not_reread(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FileStore(path)
+    store.set("a", Tokens("x"))
+    opened: list[str] = []
+    import builtins
+
+    real_open = builtins.open
+
+    def spy(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy)
+    for _ in range(100):
+        assert store.get("a") == Tokens("x")
+    assert opened == []
+
+
+def test_external_change_is_seen(path: Path) -> None:
+    a = FileStore(path)
+    a.set("k", Tokens("v1"))
+    assert a.get("k") == Tokens("v1")
+    b = FileStore(path)
+    b.set("k", Tokens("v2"))
+    assert a.get("k") == Tokens("v2")
+    b.delete("k")
+    assert a.get("k") is None
+
+
+def test_store_repr_and_errors_hold_no_secret(path: Path) -> None:
+    store = FileStore(path)
+    store.set("k", Tokens(SECRET, refresh_token=SECRET + "r"))
+    t = store.get("k")
+    assert SECRET not in repr(t)
+    assert SECRET not in str(t)
+    assert SECRET not in repr(store)
+    assert "sha256:" in repr(t)
+
+
+def test_expiry_survives_with_millisecond_precision(path: Path) -> None:
+    now = time.time()
+    FileStore(path).set("k", Tokens("x", expires_at=now + 3600))
+    got = FileStore(path).get("k")
+    assert got is not None
+    assert got.expires_at is not None
+    assert abs(got.expires_at - (now + 3600)) < 0.001
