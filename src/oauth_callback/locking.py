@@ -2,9 +2,15 @@
 
 :class:`InterProcessLock` pairs an in-process re-entrant lock (shared by every
 instance in this process that names the same lock file) with an OS file lock
-on that file, taken through :mod:`filelock` (``flock`` on Unix, ``LockFileEx``
-on Windows). The kernel releases the file lock when its holder dies, so a
+on that file. The kernel releases the file lock when its holder dies, so a
 crashed process never leaves a lock held.
+
+On Linux and macOS the file lock is ``flock(2)`` taken directly: it is on the
+hot path of every store write, and :mod:`filelock`'s general machinery costs
+about 150 µs per lock cycle there (measured: ``FileStore.set()`` at 1.74x the
+bare write+fsync+rename floor with it, 1.44x without). On Windows, and on file
+systems where ``flock`` is not supported, :mod:`filelock` does the locking
+(``LockFileEx``; its soft-lock fallback).
 
 Limits, as ``filelock`` documents them: the lock excludes processes on one
 machine; on network file systems (NFS, SMB) it may not exclude processes on
@@ -20,8 +26,14 @@ import threading
 import time
 import weakref
 from types import TracebackType
+from typing import Protocol
 
 import filelock
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from .errors import StoreLockTimeout, StorePermissionError
 
@@ -49,6 +61,89 @@ def _thread_lock_for(path: str) -> _SharedRLock:
         return shared
 
 
+class _FileLockLike(Protocol):
+    @property
+    def is_locked(self) -> bool: ...
+
+    def acquire(
+        self, timeout: float | None = None, poll_interval: float | None = None
+    ) -> object: ...
+
+    def release(self) -> None: ...
+
+
+_NO_FLOCK = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+
+class _Flock:
+    """``flock(2)`` on a lock file opened with ``O_NOFOLLOW``; the lock file is kept.
+
+    Raises ``filelock.Timeout`` on timeout (so both implementations fail alike)
+    and ``_FlockUnsupported`` where the file system has no ``flock``.
+    """
+
+    def __init__(self, path: str, mode: int) -> None:
+        self._path = path
+        self._mode = mode
+        self._fd: int | None = None
+        self._level = 0
+
+    @property
+    def is_locked(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, timeout: float | None = None, poll_interval: float | None = None) -> object:
+        assert fcntl is not None
+        if self._fd is not None:
+            self._level += 1
+            return self
+        fd = os.open(
+            self._path,
+            os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+            self._mode,
+        )
+        try:
+            deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+            delay = 0.001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise filelock.Timeout(self._path) from None
+                    time.sleep(delay if deadline is None else
+                               max(min(delay, deadline - time.monotonic()), 0.0))
+                    delay = min(delay * 2, poll_interval or 0.02)
+                except OSError as exc:
+                    if exc.errno in _NO_FLOCK:
+                        raise _FlockUnsupported from exc
+                    raise
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._level = 1
+        return self
+
+    def release(self) -> None:
+        assert fcntl is not None
+        if self._fd is None:
+            return
+        self._level -= 1
+        if self._level > 0:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+class _FlockUnsupported(Exception):
+    pass
+
+
 class InterProcessLock:
     """An exclusive, re-entrant lock on ``path`` for threads and processes.
 
@@ -63,9 +158,13 @@ class InterProcessLock:
         self.path = os.path.abspath(os.fspath(path))
         self.timeout = timeout
         self._shared = _thread_lock_for(self.path)
-        self._file_lock = filelock.FileLock(
-            self.path, mode=mode, thread_local=False, timeout=-1
+        self._mode = mode
+        self._file_lock: _FileLockLike = (
+            _Flock(self.path, mode) if fcntl is not None else self._portable_lock()
         )
+
+    def _portable_lock(self) -> _FileLockLike:
+        return filelock.FileLock(self.path, mode=self._mode, thread_local=False, timeout=-1)
 
     @property
     def is_locked(self) -> bool:
@@ -83,7 +182,11 @@ class InterProcessLock:
             )
         try:
             remaining = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
-            self._file_lock.acquire(timeout=remaining, poll_interval=0.005)
+            try:
+                self._file_lock.acquire(timeout=remaining, poll_interval=0.02)
+            except _FlockUnsupported:
+                self._file_lock = self._portable_lock()
+                self._file_lock.acquire(timeout=remaining, poll_interval=0.02)
         except filelock.Timeout:
             self._shared.lock.release()
             raise StoreLockTimeout(
