@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 
 from oauth_callback import FileStore, MemoryStore, TokenStore
+from oauth_callback.storage import SQLiteStore
+
+from .redis_server import session_url, stop_session_server
 
 ROOT = Path(__file__).resolve().parent.parent
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -34,15 +37,39 @@ def _file_store_fast(tmp_path: Path) -> TokenStore:
     return FileStore(tmp_path / "store" / "tokens.json", durable=False)
 
 
+def _sqlite_store(tmp_path: Path) -> TokenStore:
+    return SQLiteStore(tmp_path / "store" / "tokens.db")
+
+
+def _redis_store(tmp_path: Path) -> TokenStore:
+    # A private redis-server for the session (tests/redis_server.py); the test
+    # is skipped, with the reason, when redis-server or redis-py is missing.
+    url = session_url(tmp_path)
+    from oauth_callback.storage.redis import RedisStore
+
+    return RedisStore(url)
+
+
 BACKENDS: dict[str, StoreFactory] = {
     "memory": lambda tmp_path: MemoryStore(),
     "file": _file_store,
     "file-nondurable": _file_store_fast,
+    "sqlite": _sqlite_store,
+    "redis": _redis_store,
 }
 # Backends whose data is shared between processes (URL to reopen in a child).
 PERSISTENT: dict[str, Callable[[Path], str]] = {
     "file": lambda tmp_path: f"file:{tmp_path / 'store' / 'tokens.json'}",
+    "sqlite": lambda tmp_path: f"sqlite:{tmp_path / 'store' / 'tokens.db'}",
+    "redis": session_url,
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_session_server() -> Iterator[None]:
+    """Stop the session's redis-server (started on first use) when the session ends."""
+    yield
+    stop_session_server()
 
 
 @pytest.fixture(params=sorted(BACKENDS))

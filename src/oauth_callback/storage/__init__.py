@@ -5,5 +5,6 @@ from __future__ import annotations
 from .base import TokenStore
 from .file import FileStore, RepairReport
 from .memory import MemoryStore
+from .sqlite import SQLiteStore
 
-__all__ = ["FileStore", "MemoryStore", "RepairReport", "TokenStore"]
+__all__ = ["FileStore", "MemoryStore", "RepairReport", "SQLiteStore", "TokenStore"]

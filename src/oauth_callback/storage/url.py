@@ -3,6 +3,9 @@
 * ``PATH`` or ``file:PATH``: :class:`FileStore` at ``PATH`` (``~`` expanded)
 * ``file:`` alone or ``None``: :class:`FileStore` at its default path
 * ``memory:``: a new :class:`MemoryStore`
+* ``sqlite:PATH`` (or ``sqlite://PATH``): :class:`SQLiteStore` at ``PATH`` (``~`` expanded)
+* ``redis://[user:password@]host[:port][/db][?prefix=P]`` or ``rediss://...`` (TLS):
+  :class:`~oauth_callback.storage.redis.RedisStore` (needs ``oauth-callback[redis]``)
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from .base import TokenStore
 from .file import FileStore
 from .memory import MemoryStore
+from .sqlite import SQLiteStore
 
 __all__ = ["open_store"]
 
@@ -25,9 +29,21 @@ def open_store(url: str | None = None, *, durable: bool = True) -> TokenStore:
         if path.startswith("//"):
             path = path[2:]
         return FileStore(path, durable=durable)
+    if url.startswith("sqlite:"):
+        path = url[len("sqlite:"):]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise ValueError(f"store URL {url!r} names no database file; use sqlite:PATH")
+        return SQLiteStore(path, durable=durable)
+    if url.startswith(("redis://", "rediss://")):
+        from .redis import RedisStore  # optional dependency: imported only when asked for
+
+        return RedisStore(url)
     scheme, sep, _ = url.partition(":")
     if sep and scheme.isalpha() and len(scheme) > 1 and "/" not in scheme:
         raise ValueError(
-            f"unknown store URL scheme {scheme!r} in {url!r}; use a path, file:PATH or memory:"
+            f"unknown store URL scheme {scheme!r} in {url!r}; "
+            "use a path, file:PATH, sqlite:PATH or memory:"
         )
     return FileStore(url, durable=durable)
