@@ -21,6 +21,7 @@ from .errors import (
     StoreWriteError,
     TokenEndpointError,
 )
+from .flow import OAuthClient
 from .fs import atomic_write
 from .loopback import (
     CallbackResult,
@@ -30,8 +31,10 @@ from .loopback import (
     get_auth_code_async,
     open_url,
 )
+from .manager import TokenManager
 from .models import ClientInfo, OAuthSession, Tokens
 from .pkce import generate_pkce, generate_state, pkce_challenge
+from .protocol import ServerMetadata
 from .storage import FileStore, MemoryStore, RepairReport, TokenStore
 
 __version__ = "0.1.0"
@@ -49,11 +52,13 @@ __all__ = [
     "InsecureHostError",
     "MemoryStore",
     "OAuthCallbackError",
+    "OAuthClient",
     "OAuthError",
     "OAuthSession",
     "OAuthStateError",
     "PortInUseError",
     "ReauthRequired",
+    "ServerMetadata",
     "RepairReport",
     "StoreCorruptError",
     "StoreError",
@@ -62,6 +67,7 @@ __all__ = [
     "StoreUnavailableError",
     "StoreWriteError",
     "TokenEndpointError",
+    "TokenManager",
     "TokenStore",
     "Tokens",
     "__version__",

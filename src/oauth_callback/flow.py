@@ -1,0 +1,812 @@
+"""The OAuth client: discovery, the loopback login, code exchange and refresh.
+
+:class:`OAuthClient` is a thin network shell over :mod:`oauth_callback.protocol`
+using ``httpx2``; every network method has an ``_async`` twin. ``login`` runs
+the whole authorization code flow with PKCE on a loopback redirect URI and
+saves the tokens *and* the client registration in a
+:class:`~oauth_callback.storage.base.TokenStore`, so a later process can
+refresh with only the store and the key (see :class:`oauth_callback.manager.TokenManager`).
+
+Nothing secret (tokens, client secret, code, verifier, ``state``) is logged,
+put in an exception message or shown in a ``repr``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+import anyio.to_thread
+import httpx2
+
+from .errors import DiscoveryError, OAuthError, TokenEndpointError
+from .loopback import CallbackServer, OpenBrowser, RequestInfo, open_url
+from .models import ClientInfo, OAuthSession, Tokens
+from .pkce import generate_pkce, generate_state
+from .protocol import (
+    AUTH_METHODS,
+    Backoff,
+    RawResponse,
+    ServerMetadata,
+    TokenFlow,
+    TokenRequest,
+    authorization_code_request,
+    build_authorization_url,
+    check_callback,
+    default_auth_method,
+    discovery_flow,
+    refresh_request,
+    token_flow,
+)
+from .storage.base import TokenStore
+
+__all__ = ["DEFAULT_TIMEOUT", "OAuthClient"]
+
+logger = logging.getLogger("oauth_callback.flow")
+
+#: Default timeout in seconds of every HTTP request the client makes.
+DEFAULT_TIMEOUT = 30.0
+
+T = TypeVar("T")
+S = TypeVar("S")
+R = TypeVar("R")
+
+
+# --------------------------------------------------------------------------- HTTP shells
+
+
+def _raw(response: httpx2.Response) -> RawResponse:
+    return RawResponse(
+        response.status_code,
+        {k.lower(): v for k, v in response.headers.items()},
+        response.content,
+    )
+
+
+def _network_error(what: str, url: str, exc: Exception) -> str:
+    # httpx2 messages describe the transport failure (no request body in them).
+    detail = str(exc).strip()
+    return f"could not reach the {what} {url}: {type(exc).__name__}" + (
+        f" ({detail[:200]})" if detail else ""
+    )
+
+
+def _post_sync(http: httpx2.Client, request: TokenRequest) -> RawResponse | TokenEndpointError:
+    try:
+        response = http.post(request.url, content=request.body, headers=dict(request.headers))
+    except httpx2.RequestError as exc:
+        return TokenEndpointError(_network_error("token endpoint", request.url, exc))
+    return _raw(response)
+
+
+async def _post_async(
+    http: httpx2.AsyncClient, request: TokenRequest
+) -> RawResponse | TokenEndpointError:
+    try:
+        response = await http.post(
+            request.url, content=request.body, headers=dict(request.headers)
+        )
+    except httpx2.RequestError as exc:
+        return TokenEndpointError(_network_error("token endpoint", request.url, exc))
+    return _raw(response)
+
+
+def _get_sync(http: httpx2.Client, url: str) -> RawResponse | DiscoveryError:
+    try:
+        return _raw(http.get(url, headers={"Accept": "application/json"}))
+    except httpx2.RequestError as exc:
+        return DiscoveryError(_network_error("metadata URL", url, exc))
+
+
+async def _get_async(http: httpx2.AsyncClient, url: str) -> RawResponse | DiscoveryError:
+    try:
+        return _raw(await http.get(url, headers={"Accept": "application/json"}))
+    except httpx2.RequestError as exc:
+        return DiscoveryError(_network_error("metadata URL", url, exc))
+
+
+def _finish(stop: StopIteration) -> Any:
+    return stop.value
+
+
+def _drive_sync(gen: Generator[S, Any, R], step: Callable[[S], Any]) -> R:
+    """Run a protocol generator, answering each yielded value with ``step(value)``."""
+    value = next(gen)
+    while True:
+        try:
+            value = gen.send(step(value))
+        except StopIteration as stop:
+            return cast(R, _finish(stop))
+
+
+def _token_step_sync(http: httpx2.Client) -> Callable[[TokenRequest | Backoff], Any]:
+    def step(item: TokenRequest | Backoff) -> RawResponse | TokenEndpointError | None:
+        if isinstance(item, Backoff):
+            time.sleep(item.seconds)
+            return None
+        return _post_sync(http, item)
+
+    return step
+
+
+async def _drive_token_async(flow: TokenFlow, http: httpx2.AsyncClient) -> Tokens:
+    item = next(flow)
+    while True:
+        reply: RawResponse | TokenEndpointError | None
+        if isinstance(item, Backoff):
+            await anyio.sleep(item.seconds)
+            reply = None
+        else:
+            reply = await _post_async(http, item)
+        try:
+            item = flow.send(reply)
+        except StopIteration as stop:
+            return cast(Tokens, _finish(stop))
+
+
+async def _discover_async(http: httpx2.AsyncClient, issuer: str) -> ServerMetadata:
+    gen = discovery_flow(issuer)
+    url = next(gen)
+    while True:
+        reply = await _get_async(http, url)
+        try:
+            url = gen.send(reply)
+        except StopIteration as stop:
+            return cast(ServerMetadata, _finish(stop))
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class OAuthClient:
+    """An OAuth 2.1 client of one authorization server.
+
+    Give the endpoints, or an ``issuer`` (its metadata is then discovered on
+    first use), or build it with :meth:`discover`. ``token_endpoint_auth_method``
+    ``None`` means ``none`` without a secret and ``client_secret_basic`` with
+    one. ``resource`` (RFC 8707) is sent in the authorization and token
+    requests. ``http_client`` / ``async_http_client`` are used (never closed)
+    when given; otherwise each call opens a short-lived client with ``timeout``.
+
+    Raises :class:`ValueError` for an unknown auth method or a secret-based one
+    without ``client_secret``.
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        *,
+        client_secret: str | None = None,
+        scope: str | Sequence[str] | None = None,
+        authorization_endpoint: str | None = None,
+        token_endpoint: str | None = None,
+        issuer: str | None = None,
+        token_endpoint_auth_method: str | None = None,
+        resource: str | Sequence[str] | None = None,
+        metadata: ServerMetadata | None = None,
+        http_client: httpx2.Client | None = None,
+        async_http_client: httpx2.AsyncClient | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if not isinstance(client_id, str) or not client_id:
+            raise ValueError("client_id must be a non-empty string")
+        method = token_endpoint_auth_method or default_auth_method(client_secret)
+        if method not in AUTH_METHODS:
+            raise ValueError(
+                f"unsupported token_endpoint_auth_method {method!r}; use one of {AUTH_METHODS}"
+            )
+        if method != "none" and not client_secret:
+            raise ValueError(f"token_endpoint_auth_method {method!r} needs a client_secret")
+        self.client_id = client_id
+        self._client_secret = client_secret
+        if scope is not None and not isinstance(scope, str):
+            scope = " ".join(scope)
+        self.scope: str | None = scope or None
+        self.token_endpoint_auth_method = method
+        if resource is None:
+            resource = ()
+        self.resource: tuple[str, ...] = (
+            (resource,) if isinstance(resource, str) else tuple(resource)
+        )
+        self.metadata = metadata
+        self.issuer = issuer if issuer is not None else (metadata.issuer if metadata else None)
+        self.authorization_endpoint = authorization_endpoint or (
+            metadata.authorization_endpoint if metadata else None
+        )
+        self.token_endpoint = token_endpoint or (metadata.token_endpoint if metadata else None)
+        self.timeout = timeout
+        self._http = http_client
+        self._async_http = async_http_client
+        self._metadata_lock = threading.Lock()
+
+    @property
+    def client_secret(self) -> str | None:
+        """The client secret (``None`` for a public client)."""
+        return self._client_secret
+
+    def __repr__(self) -> str:
+        return (
+            f"OAuthClient(client_id={self.client_id!r}, issuer={self.issuer!r}, "
+            f"token_endpoint={self.token_endpoint!r}, "
+            f"auth_method={self.token_endpoint_auth_method!r})"
+        )
+
+    # -- construction ---------------------------------------------------------
+
+    @classmethod
+    def discover(
+        cls,
+        issuer: str,
+        client_id: str,
+        *,
+        http_client: httpx2.Client | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> OAuthClient:
+        """Fetch ``issuer``'s metadata (RFC 8414, then OIDC) and build a client.
+
+        ``kwargs`` are the other constructor arguments. Raises
+        :class:`DiscoveryError` when no metadata is found or it is invalid
+        (e.g. it names another issuer).
+        """
+        with _sync_client(http_client, timeout) as http:
+            metadata = _drive_sync(discovery_flow(issuer), lambda url: _get_sync(http, url))
+        return cls(
+            client_id, metadata=metadata, http_client=http_client, timeout=timeout, **kwargs
+        )
+
+    @classmethod
+    async def discover_async(
+        cls,
+        issuer: str,
+        client_id: str,
+        *,
+        async_http_client: httpx2.AsyncClient | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> OAuthClient:
+        """Async :meth:`discover`."""
+        async with _async_client(async_http_client, timeout) as http:
+            metadata = await _discover_async(http, issuer)
+        return cls(
+            client_id,
+            metadata=metadata,
+            async_http_client=async_http_client,
+            timeout=timeout,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_client_info(
+        cls,
+        info: ClientInfo,
+        *,
+        http_client: httpx2.Client | None = None,
+        async_http_client: httpx2.AsyncClient | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> OAuthClient:
+        """Rebuild the client a login saved with :meth:`client_info`.
+
+        Without a stored ``token_endpoint`` the ``issuer``'s metadata is
+        discovered on first use. Raises :class:`ValueError` as the constructor.
+        """
+        resource = info.extra.get("resource")
+        if not (
+            resource is None
+            or isinstance(resource, str)
+            or (isinstance(resource, list) and all(isinstance(r, str) for r in resource))
+        ):
+            resource = None
+        return cls(
+            info.client_id,
+            client_secret=info.client_secret,
+            scope=info.scope,
+            authorization_endpoint=info.authorization_endpoint,
+            token_endpoint=info.token_endpoint,
+            issuer=info.issuer,
+            token_endpoint_auth_method=info.token_endpoint_auth_method,
+            resource=resource,
+            http_client=http_client,
+            async_http_client=async_http_client,
+            timeout=timeout,
+        )
+
+    def client_info(self, redirect_uri: str | None = None) -> ClientInfo:
+        """What :meth:`from_client_info` needs to rebuild this client later."""
+        extra: dict[str, Any] = {}
+        if self.resource:
+            extra["resource"] = self.resource[0] if len(self.resource) == 1 else list(
+                self.resource
+            )
+        return ClientInfo(
+            client_id=self.client_id,
+            client_secret=self._client_secret,
+            issuer=self.issuer,
+            token_endpoint=self.token_endpoint,
+            authorization_endpoint=self.authorization_endpoint,
+            redirect_uri=redirect_uri,
+            scope=self.scope,
+            token_endpoint_auth_method=self.token_endpoint_auth_method,
+            extra=extra,
+        )
+
+    # -- dynamic client registration (RFC 7591) ---------------------------------
+
+    @classmethod
+    def register(
+        cls,
+        issuer_or_metadata: str | ServerMetadata,
+        *,
+        client_name: str,
+        redirect_uris: Sequence[str],
+        scope: str | None = None,
+        token_endpoint_auth_method: str = "none",
+        extra_metadata: Mapping[str, Any] | None = None,
+        http_client: httpx2.Client | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> OAuthClient:
+        """Register a new client (RFC 7591) and return it, ready for :meth:`login`.
+
+        For a loopback login register ``http://127.0.0.1/callback`` or
+        ``http://localhost/callback``: servers must accept any port on a
+        loopback redirect URI (RFC 8252 7.3). Raises :class:`DiscoveryError`
+        when the server has no registration endpoint, :class:`OAuthError` for
+        an RFC 7591 error answer, :class:`TokenEndpointError` for a network
+        failure or malformed answer.
+        """
+        with _sync_client(http_client, timeout) as http:
+            metadata = (
+                issuer_or_metadata
+                if isinstance(issuer_or_metadata, ServerMetadata)
+                else _drive_sync(
+                    discovery_flow(issuer_or_metadata), lambda url: _get_sync(http, url)
+                )
+            )
+            url, body = _registration_request(
+                metadata, client_name, redirect_uris, scope, token_endpoint_auth_method,
+                extra_metadata,
+            )
+            try:
+                response = http.post(url, json=body, headers={"Accept": "application/json"})
+            except httpx2.RequestError as exc:
+                raise TokenEndpointError(
+                    _network_error("registration endpoint", url, exc)
+                ) from None
+        return cls._registered(metadata, _raw(response), scope, http_client, None, timeout)
+
+    @classmethod
+    async def register_async(
+        cls,
+        issuer_or_metadata: str | ServerMetadata,
+        *,
+        client_name: str,
+        redirect_uris: Sequence[str],
+        scope: str | None = None,
+        token_endpoint_auth_method: str = "none",
+        extra_metadata: Mapping[str, Any] | None = None,
+        async_http_client: httpx2.AsyncClient | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> OAuthClient:
+        """Async :meth:`register`."""
+        async with _async_client(async_http_client, timeout) as http:
+            metadata = (
+                issuer_or_metadata
+                if isinstance(issuer_or_metadata, ServerMetadata)
+                else await _discover_async(http, issuer_or_metadata)
+            )
+            url, body = _registration_request(
+                metadata, client_name, redirect_uris, scope, token_endpoint_auth_method,
+                extra_metadata,
+            )
+            try:
+                response = await http.post(url, json=body, headers={"Accept": "application/json"})
+            except httpx2.RequestError as exc:
+                raise TokenEndpointError(
+                    _network_error("registration endpoint", url, exc)
+                ) from None
+        return cls._registered(metadata, _raw(response), scope, None, async_http_client, timeout)
+
+    @classmethod
+    def _registered(
+        cls,
+        metadata: ServerMetadata,
+        response: RawResponse,
+        scope: str | None,
+        http_client: httpx2.Client | None,
+        async_http_client: httpx2.AsyncClient | None,
+        timeout: float,
+    ) -> OAuthClient:
+        try:
+            data = json.loads(response.body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise TokenEndpointError(
+                f"registration endpoint answered HTTP {response.status} without a JSON object",
+                status_code=response.status,
+            )
+        if response.status >= 400 or "error" in data:
+            error = data.get("error")
+            if isinstance(error, str) and response.status < 500:
+                desc = data.get("error_description")
+                raise OAuthError(error, desc[:300] if isinstance(desc, str) else None)
+            raise TokenEndpointError(
+                f"registration endpoint answered HTTP {response.status}",
+                status_code=response.status,
+            )
+        client_id = data.get("client_id")
+        if not isinstance(client_id, str) or not client_id:
+            raise TokenEndpointError(
+                "registration response has no 'client_id'", status_code=response.status
+            )
+        secret = data.get("client_secret")
+        method = data.get("token_endpoint_auth_method")
+        return cls(
+            client_id,
+            client_secret=secret if isinstance(secret, str) and secret else None,
+            scope=scope,
+            token_endpoint_auth_method=method if isinstance(method, str) else None,
+            metadata=metadata,
+            http_client=http_client,
+            async_http_client=async_http_client,
+            timeout=timeout,
+        )
+
+    # -- metadata on demand -------------------------------------------------------
+
+    def _needs_metadata(self, *, authorize: bool) -> bool:
+        missing = self.token_endpoint is None or (authorize and self.authorization_endpoint is None)
+        if missing and self.issuer is None:
+            raise ValueError(
+                "OAuthClient needs an issuer or the "
+                + ("authorization and token endpoints" if authorize else "token endpoint")
+            )
+        return missing
+
+    def _adopt(self, metadata: ServerMetadata) -> None:
+        with self._metadata_lock:
+            self.metadata = metadata
+            self.authorization_endpoint = (
+                self.authorization_endpoint or metadata.authorization_endpoint
+            )
+            self.token_endpoint = self.token_endpoint or metadata.token_endpoint
+
+    def _ensure_endpoints(self, *, authorize: bool = False) -> None:
+        if self._needs_metadata(authorize=authorize):
+            assert self.issuer is not None
+            with _sync_client(self._http, self.timeout) as http:
+                self._adopt(
+                    _drive_sync(discovery_flow(self.issuer), lambda url: _get_sync(http, url))
+                )
+
+    async def _ensure_endpoints_async(self, *, authorize: bool = False) -> None:
+        if self._needs_metadata(authorize=authorize):
+            assert self.issuer is not None
+            async with _async_client(self._async_http, self.timeout) as http:
+                self._adopt(await _discover_async(http, self.issuer))
+
+    @property
+    def _iss_required(self) -> bool:
+        return bool(self.metadata and self.metadata.authorization_response_iss_parameter_supported)
+
+    # -- building blocks ------------------------------------------------------------
+
+    def authorization_url(
+        self,
+        redirect_uri: str,
+        state: str,
+        code_challenge: str,
+        *,
+        extra_params: Mapping[str, str] | None = None,
+    ) -> str:
+        """The authorization request URL (PKCE S256, ``state``, ``scope``, ``resource``).
+
+        Discovers the metadata first when only an issuer is known.
+        """
+        self._ensure_endpoints(authorize=True)
+        return self._authorization_url(redirect_uri, state, code_challenge, extra_params)
+
+    def _authorization_url(
+        self,
+        redirect_uri: str,
+        state: str,
+        code_challenge: str,
+        extra_params: Mapping[str, str] | None,
+    ) -> str:
+        assert self.authorization_endpoint is not None
+        return build_authorization_url(
+            self.authorization_endpoint,
+            client_id=self.client_id,
+            redirect_uri=redirect_uri,
+            state=state,
+            code_challenge=code_challenge,
+            scope=self.scope,
+            resource=self.resource or None,
+            extra_params=extra_params,
+        )
+
+    def _code_request(self, code: str, redirect_uri: str, code_verifier: str) -> TokenRequest:
+        assert self.token_endpoint is not None
+        return authorization_code_request(
+            self.token_endpoint,
+            code=code,
+            redirect_uri=redirect_uri,
+            code_verifier=code_verifier,
+            client_id=self.client_id,
+            client_secret=self._client_secret,
+            auth_method=self.token_endpoint_auth_method,
+            resource=self.resource or None,
+        )
+
+    def _refresh_request(self, refresh_token: str, scope: str | None) -> TokenRequest:
+        assert self.token_endpoint is not None
+        return refresh_request(
+            self.token_endpoint,
+            refresh_token=refresh_token,
+            client_id=self.client_id,
+            client_secret=self._client_secret,
+            auth_method=self.token_endpoint_auth_method,
+            scope=scope,
+            resource=self.resource or None,
+        )
+
+    def exchange_code(self, code: str, redirect_uri: str, code_verifier: str) -> Tokens:
+        """Exchange an authorization code for tokens (sent once: codes are single use).
+
+        Raises :class:`OAuthError` (e.g. ``invalid_grant`` for a wrong PKCE
+        verifier) or :class:`TokenEndpointError` (network, 5xx, malformed reply).
+        """
+        self._ensure_endpoints()
+        flow = token_flow(self._code_request(code, redirect_uri, code_verifier))
+        with _sync_client(self._http, self.timeout) as http:
+            return _drive_sync(flow, _token_step_sync(http))
+
+    async def exchange_code_async(
+        self, code: str, redirect_uri: str, code_verifier: str
+    ) -> Tokens:
+        """Async :meth:`exchange_code`."""
+        await self._ensure_endpoints_async()
+        flow = token_flow(self._code_request(code, redirect_uri, code_verifier))
+        async with _async_client(self._async_http, self.timeout) as http:
+            return await _drive_token_async(flow, http)
+
+    def refresh(
+        self,
+        refresh_token: str,
+        *,
+        previous: Tokens | None = None,
+        scope: str | None = None,
+        max_retries: int = 0,
+        backoff: float = 0.2,
+    ) -> Tokens:
+        """Use ``refresh_token`` (RFC 6749 6) and return the new tokens.
+
+        When the response omits ``refresh_token`` the one sent is kept (and the
+        scope of ``previous``, if given). Network errors, 5xx and 429 are
+        retried ``max_retries`` times with exponential backoff from ``backoff``
+        seconds. Raises :class:`OAuthError` (``invalid_grant``: the grant is
+        gone) or :class:`TokenEndpointError` once retries are exhausted.
+        """
+        self._ensure_endpoints()
+        flow = self._refresh_flow(refresh_token, previous, scope, max_retries, backoff)
+        with _sync_client(self._http, self.timeout) as http:
+            return _keep_refresh_token(_drive_sync(flow, _token_step_sync(http)), refresh_token)
+
+    async def refresh_async(
+        self,
+        refresh_token: str,
+        *,
+        previous: Tokens | None = None,
+        scope: str | None = None,
+        max_retries: int = 0,
+        backoff: float = 0.2,
+    ) -> Tokens:
+        """Async :meth:`refresh`."""
+        await self._ensure_endpoints_async()
+        flow = self._refresh_flow(refresh_token, previous, scope, max_retries, backoff)
+        async with _async_client(self._async_http, self.timeout) as http:
+            return _keep_refresh_token(await _drive_token_async(flow, http), refresh_token)
+
+    def _refresh_flow(
+        self,
+        refresh_token: str,
+        previous: Tokens | None,
+        scope: str | None,
+        max_retries: int,
+        backoff: float,
+    ) -> TokenFlow:
+        return token_flow(
+            self._refresh_request(refresh_token, scope),
+            max_retries=max_retries,
+            backoff=backoff,
+            previous=previous,
+        )
+
+    # -- the interactive login ---------------------------------------------------------
+
+    def login(
+        self,
+        store: TokenStore,
+        key: str,
+        *,
+        port: int = 0,
+        host: str = "localhost",
+        callback_path: str = "/callback",
+        open_browser: OpenBrowser = True,
+        timeout: float | None = 300.0,
+        cancel: threading.Event | None = None,
+        on_request: Callable[[RequestInfo], object] | None = None,
+        success_html: str | None = None,
+        error_html: str | None = None,
+        extra_params: Mapping[str, str] | None = None,
+    ) -> Tokens:
+        """Run the authorization code flow with PKCE on a loopback redirect URI.
+
+        Starts a :class:`CallbackServer` (``port=0``: a free port), keeps the
+        PKCE verifier and ``state`` in ``store`` as the session of ``key``
+        while waiting (removed on every exit path), shows the URL with
+        :func:`open_url`, checks ``state`` and ``iss`` (RFC 9207), exchanges
+        the code, then saves the client registration (``store.set_client``) and
+        the tokens (``store.set``) under ``key`` and returns the tokens.
+
+        Raises :class:`CallbackTimeout`, :class:`CallbackCancelled` (``cancel``
+        set), :class:`OAuthStateError` (state or issuer mismatch),
+        :class:`OAuthError` (the provider refused, or the code exchange
+        failed), :class:`TokenEndpointError`, :class:`PortInUseError`.
+        On failure the tokens and client stored under ``key`` are left as they were.
+        """
+        self._ensure_endpoints(authorize=True)
+        verifier, challenge = generate_pkce()
+        state = generate_state()
+        with CallbackServer(
+            host,
+            port,
+            callback_path,
+            success_html=success_html,
+            error_html=error_html,
+            on_request=on_request,
+            expected_state=state,
+        ) as server:
+            redirect_uri = server.redirect_uri
+            url = self._authorization_url(redirect_uri, state, challenge, extra_params)
+            store.set_session(key, _session(verifier, state, redirect_uri))
+            try:
+                logger.debug("waiting for the authorization callback on %s", redirect_uri)
+                open_url(url, open_browser)
+                result = server.wait_for_callback(timeout, state, cancel)
+                server.close()
+                code = check_callback(
+                    result, state, self.issuer, iss_required=self._iss_required
+                )
+                tokens = self.exchange_code(code, redirect_uri, verifier)
+                self._save(store, key, tokens, redirect_uri)
+            finally:
+                store.delete_session(key)
+        logger.info("login for %r succeeded", key)
+        return tokens
+
+    async def login_async(
+        self,
+        store: TokenStore,
+        key: str,
+        *,
+        port: int = 0,
+        host: str = "localhost",
+        callback_path: str = "/callback",
+        open_browser: OpenBrowser = True,
+        timeout: float | None = 300.0,
+        on_request: Callable[[RequestInfo], object] | None = None,
+        success_html: str | None = None,
+        error_html: str | None = None,
+        extra_params: Mapping[str, str] | None = None,
+    ) -> Tokens:
+        """Async :meth:`login` (asyncio). Cancel it by cancelling the task.
+
+        With ``open_browser=True`` the browser is launched in a worker thread; a
+        callable ``open_browser`` runs in the event loop thread and must not
+        block. Store operations run in worker threads.
+        """
+        await self._ensure_endpoints_async(authorize=True)
+        verifier, challenge = generate_pkce()
+        state = generate_state()
+        async with CallbackServer(
+            host,
+            port,
+            callback_path,
+            success_html=success_html,
+            error_html=error_html,
+            on_request=on_request,
+            expected_state=state,
+        ) as server:
+            redirect_uri = server.redirect_uri
+            url = self._authorization_url(redirect_uri, state, challenge, extra_params)
+            await store.set_session_async(key, _session(verifier, state, redirect_uri))
+            try:
+                if open_browser is True:
+                    await anyio.to_thread.run_sync(open_url, url, True)
+                else:
+                    open_url(url, open_browser)
+                result = await server.wait_for_callback_async(timeout, state)
+                server.close()
+                code = check_callback(
+                    result, state, self.issuer, iss_required=self._iss_required
+                )
+                tokens = await self.exchange_code_async(code, redirect_uri, verifier)
+                await anyio.to_thread.run_sync(self._save, store, key, tokens, redirect_uri)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await store.delete_session_async(key)
+        logger.info("login for %r succeeded", key)
+        return tokens
+
+    def _save(self, store: TokenStore, key: str, tokens: Tokens, redirect_uri: str) -> None:
+        # Client first: tokens without the client that can refresh them would
+        # force a new login; a client without new tokens is harmless.
+        store.set_client(key, self.client_info(redirect_uri))
+        store.set(key, tokens)
+
+
+def _session(verifier: str, state: str, redirect_uri: str) -> OAuthSession:
+    return OAuthSession(
+        code_verifier=verifier,
+        state=state,
+        created_at=time.time(),
+        extra={"redirectUri": redirect_uri},
+    )
+
+
+def _keep_refresh_token(tokens: Tokens, sent: str) -> Tokens:
+    return tokens if tokens.refresh_token is not None else tokens.replace(refresh_token=sent)
+
+
+def _registration_request(
+    metadata: ServerMetadata,
+    client_name: str,
+    redirect_uris: Sequence[str],
+    scope: str | None,
+    auth_method: str,
+    extra_metadata: Mapping[str, Any] | None,
+) -> tuple[str, dict[str, Any]]:
+    if metadata.registration_endpoint is None:
+        raise DiscoveryError(
+            f"authorization server {metadata.issuer!r} has no registration_endpoint "
+            "(dynamic client registration unsupported)"
+        )
+    if auth_method not in AUTH_METHODS:
+        raise ValueError(f"unsupported token_endpoint_auth_method {auth_method!r}")
+    body: dict[str, Any] = {
+        "client_name": client_name,
+        "redirect_uris": list(redirect_uris),
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": auth_method,
+    }
+    if scope:
+        body["scope"] = scope
+    body.update(extra_metadata or {})
+    return metadata.registration_endpoint, body
+
+
+@contextlib.contextmanager
+def _sync_client(given: httpx2.Client | None, timeout: float) -> Iterator[httpx2.Client]:
+    if given is not None:
+        yield given
+        return
+    with httpx2.Client(timeout=timeout) as http:
+        yield http
+
+
+@contextlib.asynccontextmanager
+async def _async_client(
+    given: httpx2.AsyncClient | None, timeout: float
+) -> AsyncIterator[httpx2.AsyncClient]:
+    if given is not None:
+        yield given
+        return
+    async with httpx2.AsyncClient(timeout=timeout) as http:
+        yield http

@@ -1,0 +1,210 @@
+"""TokenManager: a valid access token, refreshed once for everyone sharing the store.
+
+The refresh guarantee
+---------------------
+For one store and one key, at most one refresh request is in flight at any
+time across every thread and process that shares the store (for
+:class:`~oauth_callback.storage.file.FileStore`: every process on the machine;
+for :class:`~oauth_callback.storage.memory.MemoryStore`: the threads of one
+process). When many callers find the same expired token, exactly one of them
+sends the refresh; the others wait on :meth:`TokenStore.refresh_lock` and then
+read and return the tokens it saved. A rotated refresh token is therefore
+never presented twice by this library, which is what keeps a server with
+refresh-token reuse detection from revoking the grant.
+
+This holds while the refreshing process is alive. If it dies after the server
+processed its refresh but before the answer was saved, the lock is released
+by the kernel and the next caller refreshes with the stored refresh token: on
+a server that does not rotate refresh tokens that works; on one that rotates
+them the stored token was consumed, the server answers ``invalid_grant`` and
+:class:`~oauth_callback.errors.ReauthRequired` is raised (the tokens are
+removed, the client registration kept). No client can recover a response
+that was lost with the process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio.to_thread
+
+from .errors import OAuthError, ReauthRequired
+from .flow import OAuthClient
+from .models import Tokens
+from .storage.base import TokenStore
+
+__all__ = ["TokenManager"]
+
+logger = logging.getLogger("oauth_callback.manager")
+
+
+def _reauth(key: str, reason: str) -> ReauthRequired:
+    """A :class:`ReauthRequired` for a local reason (no server answer involved)."""
+    exc = ReauthRequired(key, "login_required", reason)
+    exc.args = (f"login required for {key!r}: {reason}",)
+    return exc
+
+
+def _if_unchanged(
+    refresh_token: str | None, new: Tokens | None
+) -> Callable[[Tokens | None], Tokens | None]:
+    """An update function: write ``new`` only if the store still holds ``refresh_token``."""
+
+    def update(current: Tokens | None) -> Tokens | None:
+        if current is None or current.refresh_token != refresh_token:
+            return current  # replaced (a new login) or removed (a logout): leave it
+        return new
+
+    return update
+
+
+class TokenManager:
+    """Hands out a valid access token for ``key`` in ``store``, refreshing when needed.
+
+    ``client`` is the :class:`OAuthClient` to refresh with; ``None`` rebuilds
+    it from the client registration the login saved (``store.get_client``).
+    A token is refreshed when it expires within ``skew`` seconds. A refresh
+    that fails with a network error, 5xx or 429 is retried ``max_retries``
+    times with exponential backoff from ``backoff`` seconds. ``lock_timeout``
+    bounds the wait for another holder's refresh.
+
+    Thread-safe; one instance may be shared, and any number of instances in
+    any number of processes may share one store (see the module docstring for
+    the exact guarantee).
+    """
+
+    def __init__(
+        self,
+        store: TokenStore,
+        key: str,
+        client: OAuthClient | None = None,
+        *,
+        skew: float = 60.0,
+        max_retries: int = 3,
+        backoff: float = 0.2,
+        lock_timeout: float = 60.0,
+    ) -> None:
+        if skew < 0 or max_retries < 0 or backoff < 0 or lock_timeout < 0:
+            raise ValueError("skew, max_retries, backoff and lock_timeout must be non-negative")
+        self.store = store
+        self.key = key
+        self.client = client
+        self.skew = skew
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.lock_timeout = lock_timeout
+
+    def __repr__(self) -> str:
+        return f"TokenManager({self.store!r}, {self.key!r})"
+
+    # -- public API ------------------------------------------------------------
+
+    def tokens(self) -> Tokens:
+        """The stored tokens, refreshed first if they expire within ``skew`` seconds.
+
+        Raises :class:`ReauthRequired` when there are no tokens, no refresh
+        token, no way to rebuild the client, or the server answered
+        ``invalid_grant`` (the tokens are then removed if they are still the
+        ones refreshed; the client registration stays).
+        :class:`TokenEndpointError` when the token endpoint stays unreachable or
+        failing after the retries (the stored tokens are untouched), another
+        :class:`OAuthError` (e.g. ``invalid_client``) as the server sent it,
+        :class:`StoreLockTimeout` when another holder's refresh takes longer
+        than ``lock_timeout``.
+        """
+        seen = self.store.get(self.key)
+        if seen is not None and not seen.is_expired(self.skew):
+            return seen
+        return self._refresh_locked(seen)
+
+    def access_token(self) -> str:
+        """The access token of :meth:`tokens`."""
+        return self.tokens().access_token
+
+    def force_refresh(self, rejected_access_token: str | None = None) -> Tokens:
+        """Refresh now (e.g. after a resource server answered 401), once for everyone.
+
+        With ``rejected_access_token`` the refresh is skipped when the store
+        already holds a different access token (another caller refreshed since).
+        Raises as :meth:`tokens`.
+        """
+        return self._refresh_locked(self.store.get(self.key), force=True,
+                                    rejected=rejected_access_token)
+
+    async def tokens_async(self) -> Tokens:
+        """Async :meth:`tokens`.
+
+        The whole sync path (store reads, lock wait, HTTP refresh) runs in a
+        worker thread (``anyio.to_thread.run_sync``), so the event loop never
+        blocks. Cancelling the awaiting task lets a refresh already started
+        finish and be saved before the cancellation is delivered.
+        """
+        return await anyio.to_thread.run_sync(self.tokens)
+
+    async def access_token_async(self) -> str:
+        """Async :meth:`access_token` (runs in a worker thread, as :meth:`tokens_async`)."""
+        return (await self.tokens_async()).access_token
+
+    async def force_refresh_async(self, rejected_access_token: str | None = None) -> Tokens:
+        """Async :meth:`force_refresh` (runs in a worker thread)."""
+        return await anyio.to_thread.run_sync(self.force_refresh, rejected_access_token)
+
+    # -- the algorithm -------------------------------------------------------------
+
+    def _refresh_locked(
+        self, seen: Tokens | None, *, force: bool = False, rejected: str | None = None
+    ) -> Tokens:
+        key = self.key
+        with self.store.refresh_lock(key, timeout=self.lock_timeout):
+            current = self.store.get(key)
+            if current is None:
+                raise _reauth(key, "no tokens are stored; log in first")
+            if self._usable(current, seen, force=force, rejected=rejected):
+                return current
+            if not current.refresh_token:
+                raise _reauth(key, "the access token expired and no refresh token is stored")
+            client = self._client_for_refresh()
+            used = current.refresh_token
+            logger.debug("refreshing the access token of %r", key)
+            try:
+                new = client.refresh(
+                    used,
+                    previous=current,
+                    max_retries=self.max_retries,
+                    backoff=self.backoff,
+                )
+            except OAuthError as exc:
+                if exc.error != "invalid_grant":
+                    raise
+                self.store.update(key, _if_unchanged(used, None))
+                logger.info("the grant of %r is no longer valid; login required", key)
+                raise ReauthRequired(key, exc.error, exc.description, exc.uri) from None
+            stored = self.store.update(key, _if_unchanged(used, new))
+            if stored is not new:
+                logger.info("tokens of %r were replaced during the refresh; kept the new ones", key)
+            return new
+
+    def _usable(
+        self, current: Tokens, seen: Tokens | None, *, force: bool, rejected: str | None
+    ) -> bool:
+        """Whether ``current`` (read under the lock) can be returned without a refresh."""
+        if force:
+            return rejected is not None and current.access_token != rejected
+        if not current.is_expired(self.skew):
+            return True
+        # Someone refreshed while we waited: use their tokens even if they live
+        # shorter than ``skew`` (else every caller would refresh in turn).
+        return current != seen and not current.is_expired(0)
+
+    def _client_for_refresh(self) -> OAuthClient:
+        if self.client is not None:
+            return self.client
+        info = self.store.get_client(self.key)
+        if info is None:
+            raise _reauth(
+                self.key,
+                "no client registration is stored to refresh with; log in again "
+                "(OAuthClient.login saves it) or pass client= to TokenManager",
+            )
+        return OAuthClient.from_client_info(info)

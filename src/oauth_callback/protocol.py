@@ -1,0 +1,667 @@
+"""The OAuth client protocol, without I/O: requests to build, responses to judge.
+
+Everything here is pure: it builds URLs and token requests, parses metadata
+and token responses, and validates callbacks. The network shells in
+:mod:`oauth_callback.flow` drive it, sync and async alike, through two small
+generators (like ``httpx`` auth flows):
+
+* :func:`discovery_flow` yields the URLs to ``GET`` in order and is sent back
+  a :class:`RawResponse` (or the transport error as a :class:`DiscoveryError`);
+  it returns :class:`ServerMetadata`.
+* :func:`token_flow` yields a :class:`TokenRequest` to ``POST`` (send back a
+  :class:`RawResponse`, or a :class:`~oauth_callback.errors.TokenEndpointError`
+  for a network failure) or a :class:`Backoff` to sleep (send back ``None``);
+  it returns :class:`~oauth_callback.models.Tokens`.
+
+No function puts a secret (token, client secret, code, verifier, ``state``)
+into an exception message or a ``repr``. Response bodies are never quoted in
+messages either: a malformed body may still hold a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import ipaddress
+import json
+import math
+import time
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, TypeAlias
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
+
+from .errors import DiscoveryError, OAuthError, OAuthStateError, TokenEndpointError
+from .loopback import CallbackResult
+from .models import Tokens
+
+__all__ = [
+    "AUTH_METHODS",
+    "AuthMethod",
+    "Backoff",
+    "RawResponse",
+    "ServerMetadata",
+    "TokenFlow",
+    "TokenRequest",
+    "authorization_code_request",
+    "build_authorization_url",
+    "check_callback",
+    "default_auth_method",
+    "discovery_flow",
+    "discovery_urls",
+    "is_retryable",
+    "merge_refreshed",
+    "parse_token_response",
+    "refresh_request",
+    "token_flow",
+]
+
+AuthMethod: TypeAlias = Literal["none", "client_secret_basic", "client_secret_post"]
+#: Client authentication methods supported at the token endpoint (RFC 6749 2.3.1).
+AUTH_METHODS: tuple[str, ...] = ("none", "client_secret_basic", "client_secret_post")
+
+_MAX_TEXT = 300  # provider-supplied error text is cut to this many characters
+_LOOPBACK_NAMES = frozenset({"localhost"})
+# Parameters build_authorization_url sets itself; ``extra_params`` may not override them.
+_CORE_AUTHZ_PARAMS = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "resource",
+    }
+)
+
+
+def _clip(text: Any) -> str | None:
+    """Provider text made safe to show: a string, single line, at most ``_MAX_TEXT`` chars."""
+    if not isinstance(text, str) or not text:
+        return None
+    line = " ".join(text.split())
+    return line if len(line) <= _MAX_TEXT else line[: _MAX_TEXT - 1] + "…"
+
+
+def _is_loopback_host(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return bool(ipaddress.ip_address(host).is_loopback)
+    except ValueError:
+        return False
+
+
+def _check_url(name: str, value: Any) -> str:
+    """An absolute https URL (http only on loopback), or :class:`DiscoveryError`."""
+    if not isinstance(value, str) or not value:
+        raise DiscoveryError(f"authorization server metadata has no {name!r} URL")
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise DiscoveryError(f"metadata field {name!r} is not a valid URL") from None
+    if parts.scheme == "https" and parts.hostname:
+        return value
+    if parts.scheme == "http" and _is_loopback_host(parts.hostname):
+        return value
+    raise DiscoveryError(
+        f"metadata field {name!r} must be an https URL (http only on loopback), got {value!r}"
+    )
+
+
+def _str_tuple(data: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DiscoveryError(f"metadata field {name!r} must be a list of strings")
+    return tuple(value)
+
+
+def _same_issuer(a: str, b: str) -> bool:
+    # RFC 8414 3.3 asks for identical strings; a lone trailing slash is
+    # tolerated because providers disagree about it (the origin and path are
+    # still compared exactly).
+    return a == b or a.rstrip("/") == b.rstrip("/")
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+@dataclass(frozen=True)
+class ServerMetadata:
+    """Validated authorization server metadata (RFC 8414, or OIDC discovery).
+
+    ``raw`` keeps the whole document. Build it with :meth:`from_json`, which
+    validates; constructing it directly does not.
+    """
+
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    registration_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    userinfo_endpoint: str | None = None
+    scopes_supported: tuple[str, ...] | None = None
+    code_challenge_methods_supported: tuple[str, ...] | None = None
+    token_endpoint_auth_methods_supported: tuple[str, ...] | None = None
+    authorization_response_iss_parameter_supported: bool = False
+    raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any, *, issuer: str) -> ServerMetadata:
+        """Validate a metadata document fetched for ``issuer``.
+
+        Raises :class:`DiscoveryError` when it is not a JSON object, its
+        ``issuer`` differs from the one requested (RFC 8414 3.3; a trailing
+        slash aside), an endpoint is missing or not https (http is accepted
+        for loopback hosts only), or the server advertises PKCE methods
+        without ``S256``.
+        """
+        if not isinstance(data, Mapping):
+            raise DiscoveryError("authorization server metadata is not a JSON object")
+        got = data.get("issuer")
+        if not isinstance(got, str) or not got:
+            raise DiscoveryError("authorization server metadata has no 'issuer'")
+        if not _same_issuer(got, issuer):
+            raise DiscoveryError(
+                f"authorization server metadata names issuer {got!r}, but {issuer!r} was "
+                "requested; refusing to use it (RFC 8414 3.3)"
+            )
+        challenge_methods = _str_tuple(data, "code_challenge_methods_supported")
+        if challenge_methods is not None and "S256" not in challenge_methods:
+            raise DiscoveryError(
+                f"authorization server {got!r} does not support PKCE S256 "
+                f"(code_challenge_methods_supported={list(challenge_methods)!r})"
+            )
+        optional = {}
+        for name in ("registration_endpoint", "revocation_endpoint", "userinfo_endpoint"):
+            optional[name] = _check_url(name, data[name]) if data.get(name) else None
+        iss_supported = data.get("authorization_response_iss_parameter_supported", False)
+        return cls(
+            issuer=_check_url("issuer", got),
+            authorization_endpoint=_check_url(
+                "authorization_endpoint", data.get("authorization_endpoint")
+            ),
+            token_endpoint=_check_url("token_endpoint", data.get("token_endpoint")),
+            registration_endpoint=optional["registration_endpoint"],
+            revocation_endpoint=optional["revocation_endpoint"],
+            userinfo_endpoint=optional["userinfo_endpoint"],
+            scopes_supported=_str_tuple(data, "scopes_supported"),
+            code_challenge_methods_supported=challenge_methods,
+            token_endpoint_auth_methods_supported=_str_tuple(
+                data, "token_endpoint_auth_methods_supported"
+            ),
+            authorization_response_iss_parameter_supported=iss_supported is True,
+            raw=MappingProxyType(dict(data)),
+        )
+
+
+def discovery_urls(issuer: str) -> list[str]:
+    """The metadata URLs to try for ``issuer``, in order.
+
+    1. RFC 8414 3.1: ``/.well-known/oauth-authorization-server`` inserted
+       between the host and the issuer's path;
+    2. OIDC with the same path insertion (only when the issuer has a path);
+    3. OIDC Discovery 4: the issuer with ``/.well-known/openid-configuration``
+       appended.
+
+    Raises :class:`DiscoveryError` for an issuer that is not an absolute
+    http(s) URL or that has a query or fragment (RFC 8414 2).
+    """
+    try:
+        parts = urlsplit(issuer)
+    except ValueError:
+        raise DiscoveryError(f"issuer {issuer!r} is not a valid URL") from None
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise DiscoveryError(f"issuer {issuer!r} must be an absolute https URL")
+    if parts.query or parts.fragment or "?" in issuer or "#" in issuer:
+        raise DiscoveryError(f"issuer {issuer!r} must not have a query or fragment")
+    path = parts.path.rstrip("/")
+
+    def at(new_path: str) -> str:
+        return urlunsplit((parts.scheme, parts.netloc, new_path, "", ""))
+
+    urls = [at("/.well-known/oauth-authorization-server" + path)]
+    if path:
+        urls.append(at("/.well-known/openid-configuration" + path))
+    urls.append(at(path + "/.well-known/openid-configuration"))
+    return list(dict.fromkeys(urls))
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """An HTTP response as the pure layer needs it. Header names are lower case."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def __repr__(self) -> str:
+        return f"RawResponse(status={self.status}, body=<{len(self.body)} bytes>)"
+
+
+def discovery_flow(issuer: str) -> Generator[str, RawResponse | DiscoveryError, ServerMetadata]:
+    """Yield each metadata URL to ``GET``; send back the response or a :class:`DiscoveryError`.
+
+    The first ``200`` with a JSON body is validated (:meth:`ServerMetadata.from_json`)
+    and returned; a document that fails validation raises at once (no other
+    URL is tried). When every URL fails, raises :class:`DiscoveryError` naming
+    each URL and what it answered.
+    """
+    failures: list[str] = []
+    for url in discovery_urls(issuer):
+        outcome = yield url
+        if isinstance(outcome, DiscoveryError):
+            failures.append(f"{url}: {outcome}")
+            continue
+        if outcome.status != 200:
+            failures.append(f"{url}: HTTP {outcome.status}")
+            continue
+        try:
+            data = json.loads(outcome.body)
+        except ValueError:
+            failures.append(f"{url}: not JSON")
+            continue
+        return ServerMetadata.from_json(data, issuer=issuer)
+    raise DiscoveryError(
+        f"no authorization server metadata found for {issuer!r} (" + "; ".join(failures) + ")"
+    )
+
+
+# --------------------------------------------------------------------------- authorization
+
+
+def build_authorization_url(
+    authorization_endpoint: str,
+    *,
+    client_id: str,
+    redirect_uri: str,
+    state: str,
+    code_challenge: str,
+    scope: str | Sequence[str] | None = None,
+    resource: str | Sequence[str] | None = None,
+    extra_params: Mapping[str, str] | None = None,
+) -> str:
+    """The authorization request URL (RFC 6749 4.1.1 with PKCE S256, RFC 7636 4.3).
+
+    Always sends ``response_type=code`` and ``code_challenge_method=S256``;
+    ``resource`` (RFC 8707) is repeated once per value. A query already on the
+    endpoint is kept. Raises :class:`ValueError` if ``extra_params`` tries to
+    override one of the parameters set here.
+    """
+    params: list[tuple[str, str]] = [
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", redirect_uri),
+    ]
+    scope_text = _scope_text(scope)
+    if scope_text:
+        params.append(("scope", scope_text))
+    params += [
+        ("state", state),
+        ("code_challenge", code_challenge),
+        ("code_challenge_method", "S256"),
+    ]
+    params += [("resource", r) for r in _resources(resource)]
+    for name, value in (extra_params or {}).items():
+        if name in _CORE_AUTHZ_PARAMS:
+            raise ValueError(f"extra_params may not set {name!r}; it has its own argument")
+        params.append((name, value))
+    parts = urlsplit(authorization_endpoint)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    return urlunsplit(parts._replace(query=urlencode(query + params), fragment=""))
+
+
+def _scope_text(scope: str | Sequence[str] | None) -> str | None:
+    if scope is None or isinstance(scope, str):
+        return scope or None
+    return " ".join(scope) or None
+
+
+def _resources(resource: str | Sequence[str] | None) -> list[str]:
+    if resource is None:
+        return []
+    if isinstance(resource, str):
+        return [resource]
+    return list(resource)
+
+
+def check_callback(
+    result: CallbackResult,
+    expected_state: str,
+    expected_issuer: str | None,
+    *,
+    iss_required: bool = False,
+) -> str:
+    """Validate an authorization callback and return its ``code``.
+
+    * ``state`` must equal ``expected_state`` (constant-time compare), else
+      :class:`OAuthStateError`.
+    * RFC 9207: when ``iss`` is present it must equal ``expected_issuer``;
+      when ``iss_required`` (the server advertises
+      ``authorization_response_iss_parameter_supported``) it must be present.
+      Either failure raises :class:`OAuthStateError` (possible mix-up attack).
+      With ``expected_issuer=None`` (endpoints configured by hand) ``iss``
+      cannot be checked and is ignored.
+    * An ``error`` parameter raises :class:`OAuthError`; a missing ``code``
+      raises :class:`OAuthError` ``invalid_request``.
+    """
+    state = result.state
+    if state is None or not hmac.compare_digest(
+        state.encode("utf-8"), expected_state.encode("utf-8")
+    ):
+        raise OAuthStateError(
+            "the callback's state does not match the one sent (possible CSRF); "
+            "start the authorization again"
+        )
+    if expected_issuer is not None:
+        if result.iss is None:
+            if iss_required:
+                raise OAuthStateError(
+                    f"the authorization response carries no 'iss' although {expected_issuer!r} "
+                    "advertises it (RFC 9207); possible mix-up attack"
+                )
+        elif result.iss != expected_issuer:
+            raise OAuthStateError(
+                f"the authorization response came from issuer {result.iss!r}, expected "
+                f"{expected_issuer!r} (RFC 9207); possible mix-up attack"
+            )
+    params = result.params
+    if "error" in params:
+        raise OAuthError(
+            _clip(params["error"]) or "unknown_error",
+            _clip(params.get("error_description")),
+            _clip(params.get("error_uri")),
+        )
+    if not result.code:
+        raise OAuthError("invalid_request", "the authorization callback carried no code")
+    return result.code
+
+
+# --------------------------------------------------------------------------- token requests
+
+
+@dataclass(frozen=True, repr=False)
+class TokenRequest:
+    """A ``POST`` to the token endpoint: ``url``, form fields and headers.
+
+    The body is ``application/x-www-form-urlencoded`` (:attr:`body`); a
+    tuple value is sent as a repeated field. The ``repr`` names the form fields but shows no value.
+    """
+
+    url: str
+    form: Mapping[str, str | tuple[str, ...]]
+    headers: Mapping[str, str]
+
+    @property
+    def body(self) -> bytes:
+        """The encoded form; a tuple value repeats the field (several ``resource``)."""
+        return urlencode(list(self.form.items()), doseq=True).encode("ascii")
+
+    @property
+    def grant_type(self) -> str:
+        """The ``grant_type`` field."""
+        value = self.form.get("grant_type", "")
+        return value if isinstance(value, str) else value[0]
+
+    def __repr__(self) -> str:
+        return f"TokenRequest(url={self.url!r}, fields={sorted(self.form)!r})"
+
+    __str__ = __repr__
+
+
+def default_auth_method(client_secret: str | None) -> AuthMethod:
+    """``none`` for a public client, ``client_secret_basic`` when there is a secret."""
+    return "none" if client_secret is None else "client_secret_basic"
+
+
+def _token_request(
+    url: str,
+    form: dict[str, str],
+    *,
+    client_id: str,
+    client_secret: str | None,
+    auth_method: str | None,
+    resource: str | Sequence[str] | None,
+) -> TokenRequest:
+    method = auth_method or default_auth_method(client_secret)
+    if method not in AUTH_METHODS:
+        raise ValueError(
+            f"unsupported token_endpoint_auth_method {method!r}; use one of {AUTH_METHODS}"
+        )
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Accept": "application/json",
+        "Cache-Control": "no-store",
+    }
+    if method != "none" and not client_secret:
+        raise ValueError(f"token_endpoint_auth_method {method!r} needs a client_secret")
+    if method == "client_secret_basic":
+        assert client_secret is not None
+        # RFC 6749 2.3.1: form-urlencode id and secret, then base64 "id:secret".
+        pair = f"{quote_plus(client_id, safe='')}:{quote_plus(client_secret, safe='')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+    elif method == "client_secret_post":
+        assert client_secret is not None
+        form["client_id"] = client_id
+        form["client_secret"] = client_secret
+    else:
+        form["client_id"] = client_id
+    resources = _resources(resource)
+    full: dict[str, str | tuple[str, ...]] = dict(form)
+    if resources:
+        full["resource"] = resources[0] if len(resources) == 1 else tuple(resources)
+    return TokenRequest(url, MappingProxyType(full), MappingProxyType(headers))
+
+
+def authorization_code_request(
+    token_endpoint: str,
+    *,
+    code: str,
+    redirect_uri: str,
+    code_verifier: str,
+    client_id: str,
+    client_secret: str | None = None,
+    auth_method: str | None = None,
+    resource: str | Sequence[str] | None = None,
+) -> TokenRequest:
+    """The ``authorization_code`` grant request (RFC 6749 4.1.3, RFC 7636 4.5).
+
+    ``auth_method`` ``None`` means :func:`default_auth_method`. Raises
+    :class:`ValueError` for an unknown method or a secret-based method without
+    a secret.
+    """
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_uri,
+        "code_verifier": code_verifier,
+    }
+    return _token_request(
+        token_endpoint,
+        form,
+        client_id=client_id,
+        client_secret=client_secret,
+        auth_method=auth_method,
+        resource=resource,
+    )
+
+
+def refresh_request(
+    token_endpoint: str,
+    *,
+    refresh_token: str,
+    client_id: str,
+    client_secret: str | None = None,
+    auth_method: str | None = None,
+    scope: str | Sequence[str] | None = None,
+    resource: str | Sequence[str] | None = None,
+) -> TokenRequest:
+    """The ``refresh_token`` grant request (RFC 6749 6).
+
+    Raises as :func:`authorization_code_request`.
+    """
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    scope_text = _scope_text(scope)
+    if scope_text:
+        form["scope"] = scope_text
+    return _token_request(
+        token_endpoint,
+        form,
+        client_id=client_id,
+        client_secret=client_secret,
+        auth_method=auth_method,
+        resource=resource,
+    )
+
+
+# --------------------------------------------------------------------------- token responses
+
+
+def _content_type(headers: Mapping[str, str]) -> str:
+    for name, value in headers.items():
+        if name.lower() == "content-type":
+            return value.split(";")[0].strip().lower()
+    return ""
+
+
+def parse_token_response(
+    status: int, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+) -> Tokens:
+    """Judge a token endpoint response (RFC 6749 5.1 / 5.2).
+
+    Returns :class:`Tokens` for a 2xx JSON object with an ``access_token``.
+    Raises :class:`OAuthError` for an RFC 6749 5.2 error object (``error``
+    string) with a 4xx status, or with a 2xx status (some providers do that);
+    :class:`TokenEndpointError` (``status_code`` set) for a 5xx or 429, for a
+    body that is not a JSON object, or for a success missing
+    ``access_token`` or with malformed fields. Messages never quote the body.
+    """
+    data: Any
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    if status >= 500 or status == 429:
+        error = data.get("error") if isinstance(data, Mapping) else None
+        detail = f" ({_clip(error)})" if isinstance(error, str) else ""
+        raise TokenEndpointError(
+            f"token endpoint answered HTTP {status}{detail}", status_code=status
+        )
+    if not isinstance(data, Mapping):
+        kind = _content_type(headers) or "no content type"
+        raise TokenEndpointError(
+            f"token endpoint answered HTTP {status} with a body that is not a JSON object "
+            f"({kind}, {len(body)} bytes)",
+            status_code=status,
+        )
+    error = data.get("error")
+    if isinstance(error, str) and error and (400 <= status < 500 or 200 <= status < 300):
+        raise OAuthError(
+            _clip(error) or "unknown_error",
+            _clip(data.get("error_description")),
+            _clip(data.get("error_uri")),
+        )
+    if not 200 <= status < 300:
+        raise TokenEndpointError(
+            f"token endpoint answered HTTP {status} without an OAuth error object",
+            status_code=status,
+        )
+    try:
+        return Tokens.from_response(data, now=now)
+    except ValueError as exc:
+        # Tokens.from_response names the field, never its value.
+        raise TokenEndpointError(
+            f"malformed token response: {exc}", status_code=status
+        ) from None
+
+
+def merge_refreshed(previous: Tokens, new: Tokens) -> Tokens:
+    """The tokens to keep after a refresh answered ``new``.
+
+    RFC 6749 6: a refresh response may omit ``refresh_token`` (the old one stays
+    valid) and ``scope`` (unchanged); both are taken from ``previous`` then.
+    """
+    changes: dict[str, Any] = {}
+    if new.refresh_token is None and previous.refresh_token is not None:
+        changes["refresh_token"] = previous.refresh_token
+    if new.scope is None and previous.scope is not None:
+        changes["scope"] = previous.scope
+    return new.replace(**changes) if changes else new
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether a token request that failed with ``error`` may be sent again.
+
+    True for :class:`TokenEndpointError` without a status (network failure),
+    with a 5xx status or 429. Everything else, OAuth errors included, is final.
+    """
+    if not isinstance(error, TokenEndpointError):
+        return False
+    code = error.status_code
+    return code is None or code >= 500 or code == 429
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """A pause the driver of :func:`token_flow` performs before the next attempt."""
+
+    seconds: float
+
+
+TokenFlow: TypeAlias = Generator[
+    "TokenRequest | Backoff", "RawResponse | TokenEndpointError | None", Tokens
+]
+
+
+def backoff_delays(max_retries: int, backoff: float) -> Iterable[float]:
+    """``backoff * 2**n`` for n in ``0..max_retries-1``, each capped at 30 s."""
+    for n in range(max_retries):
+        yield min(backoff * (2**n), 30.0)
+
+
+def token_flow(
+    request: TokenRequest,
+    *,
+    max_retries: int = 0,
+    backoff: float = 0.2,
+    previous: Tokens | None = None,
+    clock: Any = time.time,
+) -> TokenFlow:
+    """Send ``request``; retry what :func:`is_retryable` allows, with exponential backoff.
+
+    Yields the request (send back a :class:`RawResponse`, or a
+    :class:`TokenEndpointError` without status for a network failure) and, between
+    attempts, a :class:`Backoff` (send back ``None``). At most
+    ``1 + max_retries`` requests are yielded. Returns the tokens, merged with
+    ``previous`` by :func:`merge_refreshed` when given. Raises the last
+    :class:`TokenEndpointError` once retries are exhausted, and
+    :class:`OAuthError` at once.
+    """
+    if max_retries < 0 or not math.isfinite(backoff) or backoff < 0:
+        raise ValueError("max_retries and backoff must be non-negative")
+    delays = iter(backoff_delays(max_retries, backoff))
+    while True:
+        sent_at = clock()
+        outcome = yield request
+        try:
+            if outcome is None:
+                raise TypeError("token_flow expects a RawResponse or a TokenEndpointError")
+            if isinstance(outcome, TokenEndpointError):
+                raise outcome
+            tokens = parse_token_response(
+                outcome.status, outcome.headers, outcome.body, now=sent_at
+            )
+        except TokenEndpointError as exc:
+            delay = next(delays, None)
+            if delay is None or not is_retryable(exc):
+                raise
+            yield Backoff(delay)
+            continue
+        return merge_refreshed(previous, tokens) if previous is not None else tokens
