@@ -402,3 +402,12 @@ def test_expiry_survives_with_millisecond_precision(path: Path) -> None:
     assert got is not None
     assert got.expires_at is not None
     assert abs(got.expires_at - (now + 3600)) < 0.001
+
+
+def test_locks_nest_in_one_thread(path: Path) -> None:
+    """Two lock objects on one path in one thread re-enter instead of deadlocking."""
+    store = FileStore(path, lock_timeout=1)
+    with store.refresh_lock("k", timeout=1), store.refresh_lock("k", timeout=1):
+        store.set("k", Tokens("x"))
+        store.update("k", lambda cur: (store.set("j", Tokens("y")), cur)[1])
+    assert store.keys() == ["k", "j"]

@@ -40,25 +40,35 @@ from .errors import StoreLockTimeout, StorePermissionError
 __all__ = ["InterProcessLock"]
 
 _registry_lock = threading.Lock()
-_thread_locks: weakref.WeakValueDictionary[str, _SharedRLock] = weakref.WeakValueDictionary()
+_shared_locks: weakref.WeakValueDictionary[str, _Shared] = weakref.WeakValueDictionary()
 
 
-class _SharedRLock:
-    """An RLock that can be held in a WeakValueDictionary."""
+class _Shared:
+    """What every InterProcessLock on one path in this process shares: a
+    re-entrant thread lock and the one OS file lock it guards (so nesting in a
+    thread re-enters instead of deadlocking on a second descriptor)."""
 
-    __slots__ = ("__weakref__", "lock")
+    __slots__ = ("__weakref__", "file_lock", "lock")
 
-    def __init__(self) -> None:
+    def __init__(self, file_lock: _FileLockLike) -> None:
         self.lock = threading.RLock()
+        self.file_lock = file_lock
 
 
-def _thread_lock_for(path: str) -> _SharedRLock:
+def _shared_for(path: str, mode: int) -> _Shared:
     with _registry_lock:
-        shared = _thread_locks.get(path)
+        shared = _shared_locks.get(path)
         if shared is None:
-            shared = _SharedRLock()
-            _thread_locks[path] = shared
+            file_lock: _FileLockLike = (
+                _Flock(path, mode) if fcntl is not None else _portable_lock(path, mode)
+            )
+            shared = _Shared(file_lock)
+            _shared_locks[path] = shared
         return shared
+
+
+def _portable_lock(path: str, mode: int) -> _FileLockLike:
+    return filelock.FileLock(path, mode=mode, thread_local=False, timeout=-1)
 
 
 class _FileLockLike(Protocol):
@@ -157,19 +167,13 @@ class InterProcessLock:
                  mode: int = 0o600) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self.timeout = timeout
-        self._shared = _thread_lock_for(self.path)
         self._mode = mode
-        self._file_lock: _FileLockLike = (
-            _Flock(self.path, mode) if fcntl is not None else self._portable_lock()
-        )
-
-    def _portable_lock(self) -> _FileLockLike:
-        return filelock.FileLock(self.path, mode=self._mode, thread_local=False, timeout=-1)
+        self._shared = _shared_for(self.path, mode)
 
     @property
     def is_locked(self) -> bool:
         """True while this process holds the lock."""
-        return self._file_lock.is_locked
+        return self._shared.file_lock.is_locked
 
     def acquire(self, timeout: float | None = None) -> None:
         """Take the lock, waiting at most ``timeout`` (default: the instance's)."""
@@ -183,10 +187,10 @@ class InterProcessLock:
         try:
             remaining = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
-                self._file_lock.acquire(timeout=remaining, poll_interval=0.02)
+                self._shared.file_lock.acquire(timeout=remaining, poll_interval=0.02)
             except _FlockUnsupported:
-                self._file_lock = self._portable_lock()
-                self._file_lock.acquire(timeout=remaining, poll_interval=0.02)
+                self._shared.file_lock = _portable_lock(self.path, self._mode)
+                self._shared.file_lock.acquire(timeout=remaining, poll_interval=0.02)
         except filelock.Timeout:
             self._shared.lock.release()
             raise StoreLockTimeout(
@@ -214,7 +218,7 @@ class InterProcessLock:
     def release(self) -> None:
         """Release one level of the lock."""
         try:
-            self._file_lock.release()
+            self._shared.file_lock.release()
         finally:
             self._shared.lock.release()
 
