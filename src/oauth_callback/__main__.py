@@ -1,0 +1,10 @@
+"""``python -m oauth_callback``: the ``oauth-callback`` command."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
