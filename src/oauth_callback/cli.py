@@ -583,7 +583,7 @@ def follow_authorization(url: str) -> int:
 
     Returns the status of the final response (the loopback callback page).
     """
-    import httpx2
+    from ._http import httpx2
 
     with httpx2.Client(follow_redirects=True, timeout=10.0) as http:
         status: int = http.get(url).status_code
@@ -681,7 +681,7 @@ def _run_demo(args: argparse.Namespace, provider: MockProvider, store: TokenStor
     if current is not None:
         _say(f"new expiry: {human_expiry(current.expires_at)}")
     _step(8, "Calling a protected resource with the token")
-    import httpx2
+    from ._http import httpx2
 
     resp = httpx2.get(provider.userinfo_endpoint, headers={"Authorization": f"Bearer {after}"},
                       timeout=10.0)

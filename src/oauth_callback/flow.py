@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mappin
 from typing import Any, TypeVar, cast
 
 import anyio.to_thread
-import httpx2
 
+from ._http import httpx2
 from .errors import DiscoveryError, OAuthError, TokenEndpointError
 from .loopback import CallbackServer, OpenBrowser, RequestInfo, open_url
 from .models import ClientInfo, OAuthSession, Tokens
