@@ -1,0 +1,476 @@
+"""RedisStore against a real redis-server (tests/redis_server.py); the contract suite runs too."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .redis_server import REDIS_SERVER, RedisServer, prefix_for, session_server, skip_reason
+
+pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+
+redis = pytest.importorskip("redis", reason="redis-py is not installed (pip install 'oauth-callback[redis]')")
+
+from redis.crc import key_slot  # noqa: E402
+
+from oauth_callback import (  # noqa: E402
+    ClientInfo,
+    OAuthSession,
+    StoreCorruptError,
+    StoreLockTimeout,
+    StoreUnavailableError,
+    Tokens,
+)
+from oauth_callback.storage.redis import RedisStore  # noqa: E402
+from oauth_callback.storage.url import open_store  # noqa: E402
+
+from .conftest import python_env  # noqa: E402
+
+assert REDIS_SERVER is not None or skip_reason() is not None
+
+
+@pytest.fixture
+def server() -> RedisServer:
+    return session_server()
+
+
+@pytest.fixture
+def url(server: RedisServer, tmp_path: Path) -> str:
+    return server.url_for(prefix_for(tmp_path))
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[RedisStore]:
+    s = RedisStore(url)
+    yield s
+    s.close()
+
+
+def tok(n: int | str, **kw: object) -> Tokens:
+    return Tokens(access_token=f"at-{n}", **kw)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- naming, keys()
+
+
+SPECIAL_KEYS = [
+    "a b", "ünïcødé ✓", "*", "?", "[x]", "[!a-z]", "{tag}", "}{", "{", "}", ":", "a:b:c",
+    "\\", "back\\slash*", "new\nline", "tab\t", "😀", "prefix:*", "x" * 1000, "-", "=", "/",
+    "%2F", "'\"", "\x00nul", "\ud800lone-surrogate",
+]
+
+
+def test_keys_scan_many_and_special_characters(server: RedisServer, store: RedisStore) -> None:
+    names = [f"k{i}" for i in range(2500)]
+    # Loaded in one pipeline: with appendfsync always each set() costs fsyncs.
+    pipe = server.client().pipeline(transaction=False)
+    for i, name in enumerate(names):
+        pipe.set(store.redis_key("tokens", name), store._encode(name, i + 1, tok(i)))
+    pipe.execute()
+    server.client().set(f"{store.prefix}:seq", len(names))
+    store.set(names[-1], tok(len(names) - 1))  # and one through the API
+    for name in SPECIAL_KEYS:
+        store.set(name, tok(name))
+    keys = store.keys()  # the server renamed KEYS away: this is SCAN
+    assert keys == names + SPECIAL_KEYS  # creation order, each key once
+    for name in SPECIAL_KEYS:
+        assert store.get(name) == tok(name)
+    store.set("k5", tok("again"))  # an overwrite keeps the position
+    assert store.keys()[5] == "k5"
+    store.delete("k0")
+    assert store.keys()[0] == "k1"
+
+
+def test_keys_never_uses_the_keys_command(server: RedisServer, store: RedisStore) -> None:
+    store.set("a", tok(1))
+    with pytest.raises(redis.ResponseError, match="unknown command"):
+        server.client().keys("*")
+    assert store.keys() == ["a"]
+
+
+def test_prefix_isolates_stores_and_glob_characters_in_prefix(server: RedisServer, tmp_path: Path) -> None:
+    base = prefix_for(tmp_path)
+    a = RedisStore(server.url, prefix=f"{base}*[?]")
+    b = RedisStore(server.url, prefix=f"{base}x")
+    c = RedisStore(server.url, prefix=f"{base}")
+    a.set("k", tok("a"))
+    b.set("k", tok("b"))
+    c.set("k", tok("c"))
+    assert a.keys() == b.keys() == c.keys() == ["k"]
+    c.clear()
+    assert a.get("k") == tok("a") and b.get("k") == tok("b") and c.keys() == []
+
+
+def test_hash_tag_puts_all_keys_of_a_store_key_in_one_slot(
+    server: RedisServer, store: RedisStore
+) -> None:
+    r = server.client()
+    slots_seen = set()
+    for name in ["github", "{tag}", "a:b", "ünï", *(f"key-{i}" for i in range(40))]:
+        store.set(name, tok(1))
+        store.set_client(name, ClientInfo("cid"))
+        store.set_session(name, OAuthSession(state="s"))
+        with store.refresh_lock(name):
+            lock_key = store.redis_key("refresh-lock", name)
+            assert r.exists(lock_key)
+        rkeys = [store.redis_key(s, name) for s in ("tokens", "clients", "sessions")]
+        assert all(r.exists(k) for k in rkeys)
+        slots = {key_slot(k.encode()) for k in [*rkeys, lock_key]}
+        assert len(slots) == 1, (name, rkeys)
+        tag = rkeys[0][rkeys[0].index("{") + 1:rkeys[0].index("}")]
+        assert all(k.startswith(f"{store.prefix}:{{{tag}}}:") for k in [*rkeys, lock_key])
+        slots_seen |= slots
+    assert len(slots_seen) > 30  # different store keys spread over the cluster
+
+
+def test_values_are_json_records_carrying_the_key(server: RedisServer, store: RedisStore) -> None:
+    import json
+
+    store.set("my key", Tokens("at", refresh_token="rt", expires_at=1_767_225_600.5))
+    raw = server.client().get(store.redis_key("tokens", "my key"))
+    assert raw is not None
+    payload = json.loads(raw)
+    assert payload["key"] == "my key"
+    assert payload["record"] == {"accessToken": "at", "refreshToken": "rt", "expiresAt": 1767225600500}
+
+
+def test_works_with_a_given_client_decoding_responses(server: RedisServer, tmp_path: Path) -> None:
+    client = server.client(decode_responses=True)
+    s = RedisStore(client, prefix=prefix_for(tmp_path))
+    s.set("ü", tok(1))
+    s.set_client("ü", ClientInfo("cid"))
+    assert s.keys() == ["ü"] and s.get("ü") == tok(1) and s.get_client("ü") == ClientInfo("cid")
+    s.clear()
+    assert s.keys() == []
+    s.close()
+    assert client.ping()  # a given client is not closed
+
+
+def test_open_store_urls(server: RedisServer, tmp_path: Path) -> None:
+    url = server.url_for(prefix_for(tmp_path))
+    s = open_store(url)
+    assert isinstance(s, RedisStore) and s.prefix == prefix_for(tmp_path)
+    s.set("k", tok(1))
+    assert RedisStore(server.url, prefix=prefix_for(tmp_path)).get("k") == tok(1)
+    tls = open_store("rediss://user:hunter2-secret@redis.example:6380/3")  # no connection yet
+    assert isinstance(tls, RedisStore) and tls.prefix == "oauth-callback"
+    assert "hunter2" not in repr(tls) and "redis.example:6380/3" in repr(tls)
+
+
+# --------------------------------------------------------------------------- writes
+
+
+def test_update_is_compare_and_set_and_reruns_fn_on_conflict(url: str) -> None:
+    s1, s2 = RedisStore(url), RedisStore(url)
+    s1.set("k", Tokens("x", extra={"n": 0}))
+    calls = []
+
+    def bump(cur: Tokens | None) -> Tokens:
+        assert cur is not None
+        calls.append(cur.extra["n"])
+        if len(calls) == 1:  # another writer commits between our read and our write
+            s2.set("k", Tokens("x", extra={"n": 10}))
+        return cur.replace(extra={"n": cur.extra["n"] + 1})
+
+    result = s1.update("k", bump)
+    assert calls == [0, 10]
+    assert result is not None and result.extra["n"] == 11
+    assert s2.get("k") == result
+
+
+def test_update_gives_up_after_retry_timeout(url: str) -> None:
+    s1, s2 = RedisStore(url, retry_timeout=0.2), RedisStore(url)
+    s1.set("k", tok(0))
+    n = [0]
+
+    def always_conflicting(cur: Tokens | None) -> Tokens:
+        n[0] += 1
+        s2.set("k", tok(f"other-{n[0]}"))
+        return tok("mine")
+
+    with pytest.raises(StoreLockTimeout, match="conflicting writes"):
+        s1.update("k", always_conflicting)
+    assert s1.get("k") == tok(f"other-{n[0]}")
+
+
+def test_corrupt_value_raises_and_clear_removes_it(server: RedisServer, store: RedisStore) -> None:
+    store.set("good", tok(1))
+    rkey = store.redis_key("tokens", "bad")
+    server.client().set(rkey, b"{not json")
+    with pytest.raises(StoreCorruptError, match="unreadable") as info:
+        store.get("bad")
+    assert rkey in str(info.value)
+    with pytest.raises(StoreCorruptError):
+        store.set("bad", tok(2))  # nothing is overwritten blindly
+    assert store.keys() == ["good", "bad"]  # listed last, so it can be found
+    assert server.client().get(rkey) == b"{not json"
+    store.clear()
+    assert store.keys() == [] and store.get("bad") is None
+
+
+def test_clear_many_keys_keeps_held_refresh_locks(server: RedisServer, store: RedisStore) -> None:
+    pipe = server.client().pipeline(transaction=False)
+    for i in range(1200):  # more than one DEL batch
+        store_key = f"k{i}"
+        pipe.set(store.redis_key("clients", store_key), b'{"seq":0,"record":{"clientId":"c"}}')
+    pipe.execute()
+    store.set("t", tok(1))
+    with store.refresh_lock("t"):
+        store.clear()
+        assert server.client().exists(store.redis_key("refresh-lock", "t"))
+    assert store.keys() == [] and store.get_client("k7") is None
+    assert not list(server.client().scan_iter(match=f"{store.prefix}:{{*}}:client"))
+
+
+def test_ttl_fixed_and_from_refresh_token_life(server: RedisServer, tmp_path: Path) -> None:
+    r = server.client()
+    prefix = prefix_for(tmp_path)
+    plain = RedisStore(server.url, prefix=prefix)
+    fixed = RedisStore(server.url, prefix=prefix, ttl=100)
+    life = RedisStore(server.url, prefix=prefix, ttl_from_refresh=True)
+    both = RedisStore(server.url, prefix=prefix, ttl=100, ttl_from_refresh=True)
+
+    def pttl(key: str) -> int:
+        return int(r.pttl(plain.redis_key("tokens", key)))
+
+    plain.set("a", tok(1))
+    assert pttl("a") == -1  # persistent by default
+    fixed.set("a", tok(1))
+    assert 99_000 < pttl("a") <= 100_000
+    plain.set("a", tok(2))
+    assert pttl("a") == -1  # a write without TTL removes it
+    life.set("b", tok(1, refresh_token="r", extra={"refresh_token_expires_in": 500}))
+    assert 499_000 < pttl("b") <= 500_000
+    life.set("c", tok(1, refresh_token="r", extra={"refresh_expires_in": 50},
+                      expires_at=time.time() + 3600))
+    assert 3_590_000 < pttl("c") <= 3_600_000  # never before the access token expires
+    life.set("d", tok(1, refresh_token="r"))
+    assert pttl("d") == -1  # no field, no ttl
+    both.set("d", tok(1, refresh_token="r"))
+    assert 99_000 < pttl("d") <= 100_000
+    life.set_client("b", ClientInfo("cid"))
+    assert r.pttl(plain.redis_key("clients", "b")) == -1  # only token records expire
+    short = RedisStore(server.url, prefix=prefix, ttl=0.2)
+    short.set("gone", tok(1))
+    time.sleep(0.35)
+    assert plain.get("gone") is None and "gone" not in plain.keys()
+    with pytest.raises(ValueError, match="ttl"):
+        RedisStore(server.url, ttl=0)
+
+
+# --------------------------------------------------------------------------- refresh lock
+
+HOLDER = """
+import sys, time
+from oauth_callback.storage.redis import RedisStore
+store = RedisStore(sys.argv[1], lock_lease=float(sys.argv[2]))
+with store.refresh_lock("shared", timeout=10):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[3]))
+print("released", flush=True)
+"""
+
+
+def _holder(url: str, lease: float, hold: float) -> subprocess.Popen[str]:
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, url, str(lease), str(hold)],
+                         env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    assert line.strip() == "held", p.stderr.read() if p.stderr else ""
+    return p
+
+
+def test_refresh_lock_excludes_across_processes(url: str) -> None:
+    store = RedisStore(url)
+    child = _holder(url, 30.0, 1.5)
+    try:
+        start = time.monotonic()
+        with pytest.raises(StoreLockTimeout, match="another process") as info:
+            with store.refresh_lock("shared", timeout=0.4):
+                pytest.fail("the lock was taken twice")
+        assert 0.35 < time.monotonic() - start < 2.0
+        assert "shared" in str(info.value)
+        with store.refresh_lock("other", timeout=0.4):  # other keys are independent
+            pass
+        with store.refresh_lock("shared", timeout=10):  # free once the child lets go
+            assert child.poll() is not None or child.wait(5) == 0
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_refresh_lock_threads_and_reentry(url: str) -> None:
+    store = RedisStore(url)
+    inside = []
+    overlap = []
+
+    def worker() -> None:
+        for _ in range(5):
+            with store.refresh_lock("k", timeout=10):
+                inside.append(1)
+                if len(inside) > 1:
+                    overlap.append(1)
+                time.sleep(0.002)
+                inside.pop()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not overlap
+    lock = store.refresh_lock("k")
+    with lock, store.refresh_lock("k", timeout=0.1):  # same thread: re-entrant
+        assert lock.is_locked
+    assert not lock.is_locked
+
+
+def test_refresh_lock_is_released_only_by_its_owner(
+    server: RedisServer, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A holder paused past its lease loses the lock; when it resumes it does not free B's."""
+    store = RedisStore(url)
+    lock_key = store.redis_key("refresh-lock", "shared")
+    r = server.client()
+    child = _holder(url, 0.5, 1.2)  # holds for 1.2 s of its own time with a 0.5 s lease
+    try:
+        owner_a = r.get(lock_key)
+        child.send_signal(signal.SIGSTOP)  # its renewer stops too
+        with store.refresh_lock("shared", timeout=5):
+            owner_b = r.get(lock_key)
+            assert owner_b is not None and owner_b != owner_a
+            child.send_signal(signal.SIGCONT)
+            out, err = child.communicate(timeout=10)
+            assert child.returncode == 0, err
+            assert "released" in out
+            assert "expired" in err  # the child noticed it lost the lock
+            assert r.get(lock_key) == owner_b  # A's release left B's lock alone
+            with pytest.raises(StoreLockTimeout):
+                _try_lock_in_child(url)
+        assert r.get(lock_key) is None  # B's own release deletes it
+    finally:
+        child.send_signal(signal.SIGCONT)
+        child.kill()
+        child.wait()
+
+
+def _try_lock_in_child(url: str) -> None:
+    code = (
+        "import sys\n"
+        "from oauth_callback.storage.redis import RedisStore\n"
+        "from oauth_callback import StoreLockTimeout\n"
+        "try:\n"
+        "    with RedisStore(sys.argv[1]).refresh_lock('shared', timeout=0.3): sys.exit(0)\n"
+        "except StoreLockTimeout: sys.exit(3)\n"
+    )
+    rc = subprocess.run([sys.executable, "-c", code, url], env=python_env(), timeout=30).returncode
+    if rc == 3:
+        raise StoreLockTimeout("child timed out")
+    assert rc == 0
+
+
+def test_crashed_holders_lock_expires_after_the_lease(url: str) -> None:
+    store = RedisStore(url)
+    child = _holder(url, 1.0, 60)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    start = time.monotonic()
+    with store.refresh_lock("shared", timeout=10):
+        waited = time.monotonic() - start
+    assert 0.3 < waited < 3.0  # not at once (it was held), but within about one lease
+
+
+def test_refresh_lock_lease_is_renewed_while_held(server: RedisServer, url: str) -> None:
+    store = RedisStore(url, lock_lease=0.3)
+    with store.refresh_lock("shared"):
+        time.sleep(0.8)  # well past the lease: the renewer keeps it
+        assert server.client().pttl(store.redis_key("refresh-lock", "shared")) > 0
+        with pytest.raises(StoreLockTimeout):
+            _try_lock_in_child(url)
+
+
+# --------------------------------------------------------------------------- outages
+
+
+def test_redis_restart_keeps_acknowledged_writes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = RedisServer(tmp_path / "redis", password="s3cret-pw")
+    server.start()
+    try:
+        store = RedisStore(server.url, socket_timeout=1.0)
+        acknowledged = {}
+        for i in range(300):
+            store.set(f"k{i}", tok(i, refresh_token=f"r{i}"))
+            acknowledged[f"k{i}"] = tok(i, refresh_token=f"r{i}")
+        store.update("k7", lambda cur: tok("updated"))
+        acknowledged["k7"] = tok("updated")
+        store.delete("k8")
+        del acknowledged["k8"]
+        store.set_client("k1", ClientInfo("cid"))
+
+        server.kill()  # a crash: no shutdown, no final fsync
+        operations: list[Callable[[], object]] = [
+            lambda: store.set("new", tok(1)),
+            lambda: store.get("k1"),
+            lambda: store.keys(),
+            lambda: store.update("k1", lambda cur: tok(2)),
+            lambda: store.clear(),
+            lambda: store.refresh_lock("k1", timeout=1).__enter__(),
+        ]
+        for op in operations:
+            start = time.monotonic()
+            with pytest.raises(StoreUnavailableError) as info:
+                op()
+            assert time.monotonic() - start < 5
+            message = str(info.value)
+            assert f"127.0.0.1:{server.port}" in message
+            assert "s3cret-pw" not in message and "s3cret-pw" not in repr(info.value.__cause__)
+
+        server.start()  # same port, same directory: the append-only file is replayed
+        assert store.keys() == list(acknowledged)
+        for key, value in acknowledged.items():
+            assert store.get(key) == value
+        assert store.get_client("k1") == ClientInfo("cid")
+        store.set("after", tok("after"))  # the same store object works again
+        assert store.get("after") == tok("after")
+        with store.refresh_lock("k1", timeout=1):
+            pass
+    finally:
+        server.stop()
+
+
+def test_unreachable_server_names_host_port_not_password() -> None:
+    from .redis_server import _free_port
+
+    port = _free_port()
+    store = RedisStore(f"redis://admin:topsecret@127.0.0.1:{port}/2", socket_timeout=0.5)
+    with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{port}/2") as info:
+        store.get("k")
+    assert "topsecret" not in str(info.value) and info.value.path == f"127.0.0.1:{port}/2"
+
+
+def test_wrong_password_is_unavailable_without_the_password(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis", password="right-pw")
+    server.start()
+    try:
+        bad = RedisStore(f"redis://:wrong-pw@127.0.0.1:{server.port}/0")
+        with pytest.raises(StoreUnavailableError) as info:
+            bad.set("k", tok(1))
+        assert "wrong-pw" not in str(info.value) and "right-pw" not in str(info.value)
+    finally:
+        server.stop()
+
+
+def test_logging_is_quiet_in_normal_use(store: RedisStore, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="oauth_callback"):
+        store.set("k", tok(1))
+        with store.refresh_lock("k"):
+            store.update("k", lambda cur: tok(2))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
