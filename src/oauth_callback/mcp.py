@@ -1,0 +1,867 @@
+"""OAuth for MCP clients: the ``mcp`` SDK's HTTP transports, backed by our token stores.
+
+Needs the ``mcp`` extra (``pip install 'oauth-callback[mcp]'``).
+
+* :class:`StoreTokenStorage` implements the SDK's ``TokenStorage`` protocol on any
+  :class:`~oauth_callback.storage.TokenStore`. It persists the **absolute** expiry
+  (``Tokens.expires_at``) and hands the SDK the lifetime *remaining now*, so a token
+  loaded after a restart is never taken for a fresh one.
+* :func:`browser_auth` returns a :class:`StoreOAuthClientProvider`: the SDK's
+  ``OAuthClientProvider`` (an ``httpx2.Auth``) wired to the loopback
+  :class:`~oauth_callback.loopback.CallbackServer`, which adds
+
+  - proactive refresh of a stored token that expired while the process was not
+    running (before the first request, not after a ``401``);
+  - recovery from a stale client registration (server forgot the client):
+    the registration is dropped and the client registers again, once;
+  - multi-process safety: logins and refreshes of one key run under per-key
+    locks of the store (inter-process for ``FileStore``), and each process
+    re-reads the store after taking a lock, so two processes never both open a
+    browser nor both spend a rotating refresh token.
+
+Nothing here blocks the event loop: store calls use the ``_async`` twins and
+lock waits run in worker threads (each held lock is acquired and released by
+one dedicated thread, as the file locks are thread-affine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import anyio
+import anyio.to_thread
+import httpx2
+
+try:
+    from mcp.client.auth import OAuthClientProvider, OAuthFlowError
+    from mcp.client.auth.utils import extract_field_from_www_auth
+    from mcp.shared.auth import (
+        AuthorizationCodeResult,
+        OAuthClientInformationFull,
+        OAuthClientMetadata,
+        OAuthToken,
+    )
+    from pydantic import AnyUrl, ValidationError
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "oauth_callback.mcp needs the MCP SDK: pip install 'oauth-callback[mcp]'"
+    ) from exc
+
+from .errors import OAuthError
+from .loopback import CallbackServer, OpenBrowser, open_url
+from .models import ClientInfo, Tokens
+from .storage.base import TokenStore
+
+__all__ = [
+    "StoreOAuthClientProvider",
+    "StoreTokenStorage",
+    "browser_auth",
+    "default_key",
+]
+
+logger = logging.getLogger("oauth_callback.mcp")
+
+_MCP_PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# ClientInfo.extra key naming the MCP server a registration was made for.
+_SERVER_URL_FIELD = "mcpServerUrl"
+# OAuthClientInformationFull fields that ClientInfo models directly.
+_MAPPED_CLIENT_FIELDS = frozenset(
+    {
+        "client_id",
+        "client_secret",
+        "client_id_issued_at",
+        "client_secret_expires_at",
+        "issuer",
+        "scope",
+        "token_endpoint_auth_method",
+    }
+)
+# Token endpoint errors meaning "this client registration is not (or no longer) valid".
+_STALE_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+
+
+def default_key(server_url: str) -> str:
+    """The store key for ``server_url``: ``"mcp:"`` + normalized origin and path.
+
+    Scheme and host are lower-cased, a default port is dropped, query,
+    fragment, userinfo and a trailing ``/`` are ignored:
+    ``default_key("HTTPS://Example.com:443/mcp/")`` is ``"mcp:https://example.com/mcp"``.
+    """
+    parts = urlsplit(server_url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"server_url must be an absolute http(s) URL, got {server_url!r}")
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    return f"mcp:{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def _to_oauth_token(tokens: Tokens, *, now: float | None = None) -> OAuthToken | None:
+    """``tokens`` as the SDK's ``OAuthToken``, ``expires_in`` = lifetime remaining now (>= 0)."""
+    expires_in: int | None = None
+    if tokens.expires_at is not None:
+        remaining = tokens.expires_at - (time.time() if now is None else now)
+        expires_in = max(0, int(remaining))  # rounds down: never claims more than is left
+    try:
+        return OAuthToken(
+            access_token=tokens.access_token,
+            token_type=tokens.token_type,  # type: ignore[arg-type]  # validated below
+            expires_in=expires_in,
+            scope=tokens.scope,
+            refresh_token=tokens.refresh_token,
+        )
+    except ValidationError:
+        logger.warning("stored token of type %r is not usable by the MCP SDK", tokens.token_type)
+        return None
+
+
+def _from_oauth_token(token: OAuthToken, *, now: float | None = None) -> Tokens:
+    expires_at = None
+    if token.expires_in is not None:
+        expires_at = (time.time() if now is None else now) + token.expires_in
+    return Tokens(
+        access_token=token.access_token,
+        refresh_token=token.refresh_token,
+        expires_at=expires_at,
+        scope=token.scope,
+        token_type=token.token_type,
+    )
+
+
+def _client_to_record(info: OAuthClientInformationFull, server_url: str | None) -> ClientInfo:
+    data = info.model_dump(mode="json", exclude_none=True)
+    extra: dict[str, Any] = {k: v for k, v in data.items() if k not in _MAPPED_CLIENT_FIELDS}
+    if server_url is not None:
+        extra[_SERVER_URL_FIELD] = server_url
+    redirect_uris = data.get("redirect_uris") or []
+    return ClientInfo(
+        client_id=info.client_id,
+        client_secret=info.client_secret,
+        client_id_issued_at=info.client_id_issued_at,
+        client_secret_expires_at=info.client_secret_expires_at,
+        issuer=info.issuer,
+        redirect_uri=redirect_uris[0] if redirect_uris else None,
+        scope=info.scope,
+        token_endpoint_auth_method=info.token_endpoint_auth_method,
+        extra=extra,
+    )
+
+
+def _client_from_record(client: ClientInfo) -> OAuthClientInformationFull | None:
+    data: dict[str, Any] = {k: v for k, v in client.extra.items() if k != _SERVER_URL_FIELD}
+    pairs: tuple[tuple[str, Any], ...] = (
+        ("client_id", client.client_id),
+        ("client_secret", client.client_secret),
+        ("client_id_issued_at", _opt_int(client.client_id_issued_at)),
+        ("client_secret_expires_at", _opt_int(client.client_secret_expires_at)),
+        ("issuer", client.issuer),
+        ("scope", client.scope),
+        ("token_endpoint_auth_method", client.token_endpoint_auth_method),
+    )
+    data.update((name, value) for name, value in pairs if value is not None)
+    if "redirect_uris" not in data and client.redirect_uri:
+        data["redirect_uris"] = [client.redirect_uri]
+    try:
+        return OAuthClientInformationFull.model_validate(data)
+    except ValidationError:
+        logger.warning("stored client registration %r is not usable; ignoring it", client.client_id)
+        return None
+
+
+def _opt_int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+# --------------------------------------------------------------------------- storage
+
+
+class StoreTokenStorage:
+    """The MCP SDK's ``TokenStorage`` on a :class:`TokenStore`, under one ``key``.
+
+    Tokens are kept with an absolute expiry: ``set_tokens`` turns the relative
+    ``expires_in`` into ``expires_at``; ``get_tokens`` returns an ``OAuthToken``
+    whose ``expires_in`` is what remains *now* (``0`` once expired), so a reload
+    never treats an expired token as fresh. The client registration is kept per
+    key too, with the issuer it was registered with and ``server_url`` (as
+    ``mcpServerUrl`` in :attr:`ClientInfo.extra`). Every store call runs in a
+    worker thread (the ``_async`` twins).
+    """
+
+    def __init__(self, store: TokenStore, key: str, *, server_url: str | None = None) -> None:
+        self.store = store
+        self.key = store._check(key)
+        self.server_url = server_url
+
+    def __repr__(self) -> str:
+        return f"StoreTokenStorage({self.store!r}, {self.key!r})"
+
+    async def get_tokens(self) -> OAuthToken | None:
+        """The stored tokens, ``expires_in`` being the lifetime left now."""
+        tokens = await self.store.get_async(self.key)
+        return None if tokens is None else _to_oauth_token(tokens)
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        """Store ``tokens``, converting ``expires_in`` to an absolute expiry."""
+        await self.store.set_async(self.key, _from_oauth_token(tokens))
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        """The stored client registration, or ``None`` (also when it does not parse)."""
+        client = await self.store.get_client_async(self.key)
+        return None if client is None else _client_from_record(client)
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        """Store the client registration (with its issuer and the server URL)."""
+        await self.store.set_client_async(self.key, _client_to_record(client_info, self.server_url))
+
+
+# --------------------------------------------------------------------------- locks
+
+
+class _HeldLock:
+    """Hold a thread-affine lock from async code without blocking the event loop.
+
+    A dedicated thread enters the lock's context manager, waits until told to
+    leave and exits it, so acquire and release happen in the same thread. If
+    the awaiting task is cancelled, the thread releases as soon as it acquires.
+    """
+
+    def __init__(
+        self, factory: Callable[[], contextlib.AbstractContextManager[Any]], name: str
+    ) -> None:
+        self._factory = factory
+        self._name = name
+        self._ready = threading.Event()
+        self._release = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        try:
+            manager = self._factory()
+            manager.__enter__()
+        except BaseException as exc:  # reported to the awaiting task
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._release.wait()
+        finally:
+            manager.__exit__(None, None, None)
+
+    async def __aenter__(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+        try:
+            await anyio.to_thread.run_sync(self._ready.wait, abandon_on_cancel=True)
+        except BaseException:
+            self._release.set()
+            raise
+        if self._error is not None:
+            raise self._error
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._release.set()
+        assert self._thread is not None
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._thread.join)
+
+
+# --------------------------------------------------------------------------- provider
+
+
+class _StaleClient(Exception):
+    """The authorization server rejected the client registration we hold."""
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(f"the authorization server does not accept client {client_id!r}")
+        self.client_id = client_id
+
+
+class _HideStaleClient(logging.Filter):
+    """Drop the SDK's "OAuth flow error" log for the re-registration we handle ourselves."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _StaleClient))
+
+
+logging.getLogger("mcp.client.auth.oauth2").addFilter(_HideStaleClient())
+
+
+def _bearer(request: httpx2.Request) -> str | None:
+    value = request.headers.get("Authorization")
+    if value and value[:7].lower() == "bearer ":
+        return value[7:]
+    return None
+
+
+def _is_step_up(response: httpx2.Response) -> bool:
+    return (
+        response.status_code == 403
+        and extract_field_from_www_auth(response, "error") == "insufficient_scope"
+    )
+
+
+def _oauth_error_code(response: httpx2.Response) -> str | None:
+    try:
+        body = response.json()
+    except Exception:
+        return None
+    error = body.get("error") if isinstance(body, Mapping) else None
+    return error if isinstance(error, str) else None
+
+
+def _loopback_port(uri: str, host: str, path: str) -> int | None:
+    """The port of ``uri`` if it is a loopback redirect URI for ``host`` and ``path``."""
+    parts = urlsplit(uri)
+    hostname = (parts.hostname or "").lower()
+    wanted = host.strip("[]").lower()
+    if parts.scheme != "http" or hostname != wanted or parts.path != path:
+        return None
+    try:
+        return parts.port
+    except ValueError:
+        return None
+
+
+class StoreOAuthClientProvider(OAuthClientProvider):
+    """The SDK's ``OAuthClientProvider`` with a loopback browser login and a shared store.
+
+    Build it with :func:`browser_auth`. Use it as ``auth`` of the
+    ``httpx2.AsyncClient`` given to ``mcp.client.streamable_http.streamable_http_client``.
+
+    Over the SDK provider it adds: tokens and client registration persisted in
+    ``store`` under ``key`` with an absolute expiry; a proactive refresh of a
+    token expiring within ``refresh_margin`` seconds (also right after a
+    restart); a refresh attempt when the server answers ``401`` to a token it
+    issued; re-registration (once) when the authorization server rejects the
+    stored client; and per-key locks so that concurrent processes sharing the
+    store log in once and refresh once.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        client_metadata: OAuthClientMetadata,
+        *,
+        store: TokenStore,
+        key: str,
+        open_browser: OpenBrowser = True,
+        host: str = "localhost",
+        port: int = 0,
+        callback_path: str = "/callback",
+        timeout: float = 300.0,
+        refresh_margin: float = 30.0,
+        refresh_lock_timeout: float = 60.0,
+        login_lock_timeout: float | None = None,
+        client_info: OAuthClientInformationFull | None = None,
+        client_metadata_url: str | None = None,
+        success_html: str | None = None,
+        error_html: str | None = None,
+        check_registration: bool = True,
+    ) -> None:
+        self.store = store
+        self.key = store._check(key)
+        self.storage = StoreTokenStorage(store, self.key, server_url=server_url)
+        super().__init__(
+            server_url,
+            client_metadata,
+            self.storage,
+            redirect_handler=self._redirect_handler,
+            callback_handler=self._callback_handler,
+            client_metadata_url=client_metadata_url,
+        )
+        self.open_browser = open_browser
+        self.host = host
+        self.port = port
+        self.callback_path = callback_path
+        self.timeout = timeout
+        self.refresh_margin = refresh_margin
+        self.refresh_lock_timeout = refresh_lock_timeout
+        self.login_lock_timeout = (
+            login_lock_timeout if login_lock_timeout is not None else timeout + 60.0
+        )
+        self.check_registration = check_registration
+        self._fixed_client = client_info
+        self._success_html = success_html
+        self._error_html = error_html
+        self._login_key = self.key + "#login"
+        self._stored_client: OAuthClientInformationFull | None = None
+        self._token_endpoint: str | None = None
+        self._server: CallbackServer | None = None
+        self._state: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<StoreOAuthClientProvider {self.context.server_url} key={self.key!r}>"
+
+    # -- state -------------------------------------------------------------
+
+    async def _initialize(self) -> None:
+        """Load tokens and client from the store, with the token's true expiry."""
+        tokens = await self.store.get_async(self.key)
+        client = await self.store.get_client_async(self.key)
+        self._adopt(tokens, client)
+        self._initialized = True
+
+    def _adopt(self, tokens: Tokens | None, client: ClientInfo | None) -> None:
+        """Make ``tokens`` and ``client`` (as read from the store) the current ones."""
+        oauth_token = None if tokens is None else _to_oauth_token(tokens)
+        self.context.current_tokens = oauth_token
+        # The absolute expiry, exactly: the SDK's is_token_valid() then sees an
+        # expired token as expired (SDK issue 3250: it used to see it as fresh).
+        self.context.token_expiry_time = (
+            tokens.expires_at if tokens is not None and oauth_token is not None else None
+        )
+        if self._fixed_client is not None:
+            self.context.client_info = self._fixed_client
+        else:
+            info = None if client is None else _client_from_record(client)
+            self.context.client_info = info
+            self._stored_client = info
+        self._token_endpoint = None if client is None else client.token_endpoint
+
+    def _fresh(self) -> bool:
+        """True when the current access token is usable for ``refresh_margin`` more seconds."""
+        tokens = self.context.current_tokens
+        if tokens is None or not tokens.access_token:
+            return False
+        expiry = self.context.token_expiry_time
+        return expiry is None or time.time() + self.refresh_margin < expiry
+
+    def _usable(self, tokens: Tokens | None, rejected: str | None) -> bool:
+        return (
+            tokens is not None
+            and tokens.access_token != rejected
+            and not tokens.is_expired(self.refresh_margin)
+        )
+
+    def _lock(self, key: str, timeout: float, name: str) -> _HeldLock:
+        return _HeldLock(lambda: self.store.refresh_lock(key, timeout=timeout), name)
+
+    async def _forget_tokens(self, used: Tokens) -> None:
+        """Delete the stored tokens if they are still ``used`` (compare-and-delete)."""
+
+        def drop(current: Tokens | None) -> Tokens | None:
+            if current is not None and current.access_token == used.access_token:
+                return None
+            return current
+
+        await self.store.update_async(self.key, drop)
+
+    async def _forget_client(self, client_id: str) -> None:
+        """Drop the client registration ``client_id`` (context and store)."""
+        logger.info(
+            "dropping client registration %r for %s; registering again", client_id, self.key
+        )
+
+        def drop(current: ClientInfo | None) -> ClientInfo | None:
+            if current is not None and current.client_id == client_id:
+                return None
+            return current
+
+        await self.store.update_client_async(self.key, drop)
+        if self.context.client_info is not None and self.context.client_info.client_id == client_id:
+            self.context.client_info = None
+        self._stored_client = None
+        self._token_endpoint = None
+
+    async def _remember_endpoints(self) -> None:
+        """Record the token/authorization endpoints with the client (refresh after restart)."""
+        metadata = self.context.oauth_metadata
+        info = self.context.client_info
+        if metadata is None or info is None or self._fixed_client is not None:
+            return
+        token_endpoint = str(metadata.token_endpoint)
+        authorization_endpoint = str(metadata.authorization_endpoint)
+
+        def add(current: ClientInfo | None) -> ClientInfo | None:
+            if current is None or current.client_id != info.client_id:
+                return current
+            if (current.token_endpoint, current.authorization_endpoint) == (
+                token_endpoint,
+                authorization_endpoint,
+            ):
+                return current
+            return current.replace(
+                token_endpoint=token_endpoint, authorization_endpoint=authorization_endpoint
+            )
+
+        await self.store.update_client_async(self.key, add)
+        self._token_endpoint = token_endpoint
+
+    async def _refresh_token(self) -> httpx2.Request:
+        request = await super()._refresh_token()
+        endpoint = self._token_endpoint
+        if self.context.oauth_metadata is None and endpoint and str(request.url) != endpoint:
+            # After a restart nothing is discovered yet; the SDK would guess
+            # <origin>/token. Use the endpoint recorded at login instead.
+            skip = ("host", "content-length")
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+            request = httpx2.Request("POST", endpoint, headers=headers, content=request.content)
+        return request
+
+    # -- the flow ------------------------------------------------------------
+
+    async def _auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        async with self.context.lock:
+            if not self._initialized:
+                await self._initialize()
+            self.context.protocol_version = request.headers.get(_MCP_PROTOCOL_VERSION_HEADER)
+            stale = not self._fresh() and self.context.can_refresh_token()
+
+        # 1. A stored token that expired (e.g. while the process was not running)
+        #    is refreshed before the request, not after a 401.
+        if stale:
+            refreshed: list[bool] = []
+            flow = self._refresh_flow(None, refreshed)
+            try:
+                outgoing = await flow.__anext__()
+                while True:
+                    outgoing = await flow.asend((yield outgoing))
+            except StopAsyncIteration:
+                pass
+        if self.context.current_tokens is not None and self.context.is_token_valid():
+            self._add_auth_header(request)
+
+        response = yield request
+        if response.status_code != 401 and not _is_step_up(response):
+            return
+        sent = _bearer(request)
+
+        # 2. The token was rejected: newer tokens may be in the store (another
+        #    process refreshed), or the refresh token may still work.
+        if response.status_code == 401 and sent is not None:
+            refreshed = []
+            flow = self._refresh_flow(sent, refreshed)
+            try:
+                outgoing = await flow.__anext__()
+                while True:
+                    outgoing = await flow.asend((yield outgoing))
+            except StopAsyncIteration:
+                pass
+            if refreshed and refreshed[0] and self.context.current_tokens is not None:
+                self._add_auth_header(request)
+                response = yield request
+                if response.status_code != 401 and not _is_step_up(response):
+                    return
+                sent = _bearer(request)
+
+        # 3. Authorize in the browser, once for all processes sharing the store.
+        flow = self._login_flow(request, response, sent)
+        try:
+            outgoing = await flow.__anext__()
+            while True:
+                outgoing = await flow.asend((yield outgoing))
+        except StopAsyncIteration:
+            pass
+
+    async def _refresh_flow(
+        self, rejected: str | None, result: list[bool]
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        """Under the key's refresh lock: adopt newer stored tokens, or refresh.
+
+        ``rejected`` is the access token the server refused (``None``: none was).
+        Appends ``True`` to ``result`` when a usable token is current afterwards.
+        """
+        async with self._lock(self.key, self.refresh_lock_timeout, "oauth-callback-refresh"):
+            tokens = await self.store.get_async(self.key)
+            client = await self.store.get_client_async(self.key)
+            if self._usable(tokens, rejected):
+                self._adopt(tokens, client)  # another process (or task) got there first
+                result.append(self.context.current_tokens is not None)
+                return
+            if (
+                tokens is None
+                or tokens.refresh_token is None
+                or (client is None and self._fixed_client is None)
+            ):
+                self.context.clear_tokens()
+                result.append(False)
+                return
+            self._adopt(tokens, client)
+            if not self.context.can_refresh_token():
+                self.context.clear_tokens()
+                result.append(False)
+                return
+            response = yield await self._refresh_token()
+            result.append(await self._finish_refresh(response, tokens))
+
+    async def _finish_refresh(self, response: httpx2.Response, used: Tokens) -> bool:
+        if response.status_code == 200:
+            return await self._handle_refresh_response(response)
+        error = _oauth_error_code(response)
+        logger.info(
+            "token refresh for %s failed: HTTP %s %s", self.key, response.status_code, error or ""
+        )
+        info = self.context.client_info
+        if error in _STALE_CLIENT_ERRORS and info is not None and self._fixed_client is None:
+            await self._forget_client(info.client_id)
+            await self._forget_tokens(used)
+        elif error == "invalid_grant":
+            await self._forget_tokens(used)
+        self.context.clear_tokens()
+        return False
+
+    async def _login_flow(
+        self, request: httpx2.Request, response: httpx2.Response, sent: str | None
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        async with self._lock(self._login_key, self.login_lock_timeout, "oauth-callback-login"):
+            # Whoever held the lock before us may have logged in: use their tokens.
+            tokens = await self.store.get_async(self.key)
+            client = await self.store.get_client_async(self.key)
+            if self._usable(tokens, sent):
+                self._adopt(tokens, client)
+                if self.context.current_tokens is not None:
+                    self._add_auth_header(request)
+                    response = yield request
+                    if response.status_code != 401 and not _is_step_up(response):
+                        return
+                    tokens = None
+            step_up = _is_step_up(response)
+            if step_up:
+                if self._fixed_client is None:
+                    self.context.client_info = (
+                        None if client is None else _client_from_record(client)
+                    )
+                    self._stored_client = self.context.client_info
+            else:
+                self._adopt(None, client)  # latest registration, no tokens
+                request.headers.pop("Authorization", None)
+
+            async with self._callback_server() as server:
+                redirect_uri = server.redirect_uri
+                self.context.client_metadata.redirect_uris = [AnyUrl(redirect_uri)]
+                info = self.context.client_info
+                if (
+                    info is not None
+                    and self._fixed_client is None
+                    and info.redirect_uris
+                    and redirect_uri not in {str(uri) for uri in info.redirect_uris}
+                ):
+                    logger.info(
+                        "client %r is not registered for %s; registering again",
+                        info.client_id,
+                        redirect_uri,
+                    )
+                    self.context.client_info = None
+                for attempt in range(2):
+                    flow = OAuthClientProvider._auth_flow(self, request)
+                    try:
+                        outgoing = await flow.__anext__()
+                        if outgoing is request:  # we already have its answer
+                            outgoing = await flow.asend(response)
+                        while True:
+                            outgoing = await flow.asend((yield outgoing))
+                    except StopAsyncIteration:
+                        break
+                    except _StaleClient as exc:
+                        if attempt:
+                            raise OAuthFlowError(str(exc)) from None
+                        await self._forget_client(exc.client_id)
+                    finally:
+                        await flow.aclose()
+            await self._remember_endpoints()
+
+    # -- loopback ------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _callback_server(self) -> AsyncIterator[CallbackServer]:
+        ports = [self.port]
+        info = self.context.client_info
+        if self.port == 0 and self._fixed_client is None and info is not None:
+            # Reuse the port the stored client was registered with, so the
+            # registration stays valid on servers that compare ports exactly.
+            for uri in info.redirect_uris or []:
+                previous = _loopback_port(str(uri), self.host, self.callback_path)
+                if previous:
+                    ports.insert(0, previous)
+                    break
+        server: CallbackServer | None = None
+        for index, port in enumerate(ports):
+            server = CallbackServer(
+                self.host,
+                port,
+                self.callback_path,
+                success_html=self._success_html,
+                error_html=self._error_html,
+            )
+            try:
+                server.start()
+            except OSError:  # PortInUseError included: fall back to the next choice
+                if index == len(ports) - 1:
+                    raise
+                continue
+            break
+        assert server is not None
+        self._server = server
+        try:
+            yield server
+        finally:
+            self._server = None
+            self._state = None
+            server.close()
+
+    async def _redirect_handler(self, authorization_url: str) -> None:
+        self._state = dict(parse_qsl(urlsplit(authorization_url).query)).get("state")
+        info = self.context.client_info
+        if (
+            self.check_registration
+            and self._fixed_client is None
+            and info is not None
+            and info is self._stored_client
+        ):
+            await self._check_registration(authorization_url, info)
+        await self._open(authorization_url)
+
+    async def _check_registration(
+        self, authorization_url: str, info: OAuthClientInformationFull
+    ) -> None:
+        """Ask the authorization endpoint whether it still knows a stored client.
+
+        RFC 6749 4.1.2.1: an authorization server answers an error itself,
+        instead of redirecting it to the client, only when ``client_id`` or
+        ``redirect_uri`` is invalid. So a 400/401 to our request means the stored
+        registration is unusable, and we register again rather than show the
+        user an error page.
+        """
+        try:
+            async with httpx2.AsyncClient(follow_redirects=False, timeout=10.0) as client:
+                response = await client.get(authorization_url)
+        except httpx2.HTTPError:
+            return
+        if response.status_code in (400, 401):
+            raise _StaleClient(info.client_id)
+
+    async def _open(self, url: str) -> None:
+        opener = self.open_browser
+        if callable(opener):
+            if inspect.iscoroutinefunction(opener):
+                await opener(url)
+            else:
+                await anyio.to_thread.run_sync(opener, url)
+        elif opener:
+            await anyio.to_thread.run_sync(open_url, url, True)
+        else:
+            open_url(url, False)
+
+    async def _callback_handler(self) -> AuthorizationCodeResult:
+        server = self._server
+        if server is None:
+            raise OAuthFlowError("no loopback callback server is running")
+        try:
+            result = await server.wait_for_callback_async(self.timeout, self._state)
+        except OAuthError as exc:
+            info = self.context.client_info
+            if (
+                exc.error in _STALE_CLIENT_ERRORS
+                and info is not None
+                and info is self._stored_client
+                and self._fixed_client is None
+            ):
+                raise _StaleClient(info.client_id) from exc
+            raise
+        if not result.code:
+            raise OAuthFlowError("the authorization callback carries no code")
+        return AuthorizationCodeResult(code=result.code, state=result.state, iss=result.iss)
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def browser_auth(
+    server_url: str,
+    *,
+    store: TokenStore | None = None,
+    key: str | None = None,
+    scope: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    client_name: str = "oauth-callback",
+    port: int = 0,
+    host: str = "localhost",
+    callback_path: str = "/callback",
+    open_browser: OpenBrowser = True,
+    timeout: float = 300.0,
+    refresh_margin: float = 30.0,
+    client_metadata_url: str | None = None,
+    success_html: str | None = None,
+    error_html: str | None = None,
+) -> StoreOAuthClientProvider:
+    """OAuth for an MCP server at ``server_url``, logging in through the browser.
+
+    Returns an ``httpx2.Auth`` (the SDK's ``OAuthClientProvider``) for the
+    ``httpx2.AsyncClient`` of ``streamable_http_client``. On the first ``401``
+    it discovers the authorization server, registers a client dynamically
+    (unless ``client_id`` is given), opens the authorization URL (PKCE, a
+    loopback redirect on ``host``/``port``, ``port=0``: a free one) and captures
+    the code with :class:`~oauth_callback.loopback.CallbackServer`.
+
+    Tokens and the registration go to ``store`` (default: :class:`FileStore`
+    at its default path, ``~/.mcp/tokens.json``) under ``key`` (default:
+    :func:`default_key` of ``server_url``). ``open_browser``: ``True`` opens
+    the system browser (or prints the URL when there is none), ``False`` prints
+    it, a callable is given the URL (a plain function runs in a worker thread,
+    an ``async`` one is awaited). ``timeout`` bounds the wait for the callback;
+    a token expiring within ``refresh_margin`` seconds is refreshed first.
+    """
+    if store is None:
+        from .storage.file import FileStore
+
+        store = FileStore()
+    if key is None:
+        key = default_key(server_url)
+    uri_host = f"[{host.strip('[]')}]" if ":" in host else host
+    placeholder = f"http://{uri_host}{f':{port}' if port else ''}{callback_path}"
+    client_metadata = OAuthClientMetadata(
+        redirect_uris=[AnyUrl(placeholder)],  # the real port is set at login
+        client_name=client_name,
+        scope=scope,
+        grant_types=["authorization_code", "refresh_token"],
+        response_types=["code"],
+    )
+    client_info = None
+    if client_id is not None:
+        client_info = OAuthClientInformationFull(
+            client_id=client_id,
+            client_secret=client_secret,
+            token_endpoint_auth_method="client_secret_post" if client_secret else "none",
+            scope=scope,
+        )
+    return StoreOAuthClientProvider(
+        server_url,
+        client_metadata,
+        store=store,
+        key=key,
+        open_browser=open_browser,
+        host=host,
+        port=port,
+        callback_path=callback_path,
+        timeout=timeout,
+        refresh_margin=refresh_margin,
+        client_info=client_info,
+        client_metadata_url=client_metadata_url,
+        success_html=success_html,
+        error_html=error_html,
+    )

@@ -1,0 +1,302 @@
+"""oauth_callback.mcp against a real OAuth-protected MCP server (the SDK's own auth parts).
+
+The server (tests/mcp_server.py) runs with uvicorn on 127.0.0.1 in a background
+thread; the client is the SDK's streamable-HTTP client with our provider, in
+this process or in real subprocesses sharing a FileStore. The "browser" is
+headless: it follows the authorize redirect so the loopback server gets the code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mcp", reason="the mcp extra needs Python 3.11+ (httpx2); CI installs it")
+
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+
+from oauth_callback import ClientInfo, FileStore, MemoryStore, Tokens
+from oauth_callback.mcp import StoreTokenStorage, browser_auth, default_key
+
+from .mcp_server import AuthMCPServer, call_echo, follow_authorize, forbid_browser
+
+HELPER = Path(__file__).with_name("mcp_server.py")
+ROOT = HELPER.parent.parent
+
+pytestmark = pytest.mark.timeout(90)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def server() -> Iterator[AuthMCPServer]:
+    srv = AuthMCPServer().start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def short_server() -> Iterator[AuthMCPServer]:
+    """Access tokens live 2 s."""
+    srv = AuthMCPServer(access_ttl=2).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "store" / "tokens.json"
+
+
+def connect(
+    url: str,
+    store: FileStore,
+    browser: Callable[[str], object] = follow_authorize,
+    **kwargs: float,
+) -> str:
+    auth = browser_auth(url, store=store, open_browser=browser, timeout=20.0, **kwargs)  # type: ignore[arg-type]
+    return asyncio.run(asyncio.wait_for(call_echo(url, auth), 40))
+
+
+def spawn(url: str, store_path: Path, *args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    return subprocess.Popen(
+        [sys.executable, str(HELPER), "client", url, str(store_path), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def result(proc: subprocess.Popen[str]) -> dict[str, str]:
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"client process timed out: {err}") from None
+    assert proc.returncode == 0, err
+    data: dict[str, str] = json.loads(out.strip().splitlines()[-1])
+    return data
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def test_default_key_normalizes() -> None:
+    assert default_key("HTTPS://Example.COM:443/mcp/") == "mcp:https://example.com/mcp"
+    assert default_key("http://127.0.0.1:8000/mcp?x=1#f") == "mcp:http://127.0.0.1:8000/mcp"
+    assert default_key("https://u:p@example.com") == "mcp:https://example.com"
+    with pytest.raises(ValueError):
+        default_key("example.com/mcp")
+
+
+@pytest.mark.asyncio
+async def test_storage_persists_absolute_expiry() -> None:
+    store = MemoryStore()
+    storage = StoreTokenStorage(store, "k")
+    assert await storage.get_tokens() is None
+    before = time.time()
+    await storage.set_tokens(OAuthToken(access_token="a", refresh_token="r", expires_in=100))
+    stored = store.get("k")
+    assert stored is not None and stored.expires_at is not None
+    assert before + 100 - 0.001 <= stored.expires_at <= time.time() + 100 + 0.001  # ms records
+    loaded = await storage.get_tokens()
+    assert loaded is not None and loaded.refresh_token == "r"
+    assert loaded.expires_in is not None and 98 <= loaded.expires_in <= 100
+
+    # Time passes (a restart later): the reload reports what remains, never the original.
+    store.set("k", stored.replace(expires_at=time.time() + 10))
+    loaded = await storage.get_tokens()
+    assert loaded is not None and loaded.expires_in is not None and 8 <= loaded.expires_in <= 10
+    store.set("k", stored.replace(expires_at=time.time() - 50))
+    loaded = await storage.get_tokens()
+    assert loaded is not None and loaded.expires_in == 0
+
+
+@pytest.mark.asyncio
+async def test_storage_round_trips_client_info() -> None:
+    store = MemoryStore()
+    storage = StoreTokenStorage(store, "k", server_url="https://mcp.example.com/mcp")
+    info = OAuthClientInformationFull(
+        client_id="cid",
+        client_secret="sec",
+        client_id_issued_at=1700000000,
+        client_secret_expires_at=0,
+        redirect_uris=["http://localhost:4321/callback"],  # type: ignore[list-item]
+        token_endpoint_auth_method="client_secret_post",
+        issuer="https://auth.example.com",
+        client_name="demo",
+        scope="read write",
+    )
+    await storage.set_client_info(info)
+    record = store.get_client("k")
+    assert isinstance(record, ClientInfo)
+    assert record.issuer == "https://auth.example.com"
+    assert record.redirect_uri == "http://localhost:4321/callback"
+    assert record.extra["mcpServerUrl"] == "https://mcp.example.com/mcp"
+    assert await storage.get_client_info() == info
+    # A record written by another tool (no RFC 7591 extras) still loads.
+    store.set_client("k", ClientInfo(client_id="other", redirect_uri="http://localhost:1/cb"))
+    other = await storage.get_client_info()
+    assert other is not None and other.client_id == "other"
+    assert [str(u) for u in other.redirect_uris or []] == ["http://localhost:1/cb"]
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_first_connection_registers_and_logs_in(server: AuthMCPServer, store_path: Path) -> None:
+    store = FileStore(store_path)
+    seen: list[str] = []
+
+    def browser(url: str) -> None:
+        seen.append(url)
+        follow_authorize(url)
+
+    assert connect(server.url, store, browser) == "echo: hi"
+    counts = server.provider.counts
+    assert (counts["register"], counts["authorize"], counts["code_exchange"]) == (1, 1, 1)
+    assert (
+        "code_challenge_method=S256" in seen[0] and "redirect_uri=http%3A%2F%2Flocalhost" in seen[0]
+    )
+
+    key = default_key(server.url)
+    tokens, client = store.get(key), store.get_client(key)
+    assert tokens is not None and tokens.refresh_token and tokens.expires_at
+    assert tokens.expires_at > time.time() + 3000
+    assert client is not None and client.token_endpoint == f"{server.base_url}/token"
+    assert client.redirect_uri is not None and client.redirect_uri.startswith("http://localhost:")
+
+    # The same store again, in this process: no second authorization.
+    assert connect(server.url, store, forbid_browser) == "echo: hi"
+    assert counts["authorize"] == 1 and counts["register"] == 1
+
+
+def test_second_process_reuses_stored_tokens(server: AuthMCPServer, store_path: Path) -> None:
+    assert connect(server.url, FileStore(store_path)) == "echo: hi"
+    assert result(spawn(server.url, store_path, "--browser", "forbid")) == {
+        "text": "echo: from-child"
+    }
+    counts = server.provider.counts
+    assert (counts["register"], counts["authorize"], counts["refresh"]) == (1, 1, 0)
+
+
+def test_expired_token_refreshed_before_first_request(
+    short_server: AuthMCPServer, store_path: Path
+) -> None:
+    store = FileStore(store_path)
+    assert connect(short_server.url, store, refresh_margin=0.0) == "echo: hi"
+    key = default_key(short_server.url)
+    old = store.get(key)
+    assert old is not None and old.expires_at is not None
+    time.sleep(max(0.0, old.expires_at - time.time()) + 0.5)
+    assert old.is_expired(0)
+
+    unauthorized = short_server.count(401)
+    # A new process (a restart): the stored token is expired, so it refreshes first.
+    proc = spawn(short_server.url, store_path, "--browser", "forbid")
+    assert result(proc) == {"text": "echo: from-child"}
+    assert short_server.count(401) == unauthorized, "the expired token was sent (401 round trip)"
+    counts = short_server.provider.counts
+    assert counts["refresh"] >= 1 and counts["authorize"] == 1
+    new = store.get(key)
+    assert new is not None and new.refresh_token != old.refresh_token  # rotated and persisted
+    assert old.refresh_token not in short_server.provider.refresh_tokens
+
+
+def test_expired_token_two_processes_refresh_once(
+    short_server: AuthMCPServer, store_path: Path
+) -> None:
+    store = FileStore(store_path)
+    assert connect(short_server.url, store, refresh_margin=0.0) == "echo: hi"
+    old = store.get(default_key(short_server.url))
+    assert old is not None and old.expires_at is not None
+    time.sleep(max(0.0, old.expires_at - time.time()) + 0.5)
+
+    # Both start with the same expired token and a rotating refresh token: only
+    # one may spend it; the other must pick up the result from the store.
+    procs = [spawn(short_server.url, store_path, "--browser", "forbid") for _ in range(2)]
+    assert [result(p) for p in procs] == [{"text": "echo: from-child"}] * 2
+    counts = short_server.provider.counts
+    assert counts["authorize"] == 1
+    assert counts["refresh"] == 1
+
+
+def test_server_restart_forgets_client_reregisters_once(
+    server: AuthMCPServer, store_path: Path
+) -> None:
+    store = FileStore(store_path)
+    assert connect(server.url, store) == "echo: hi"
+    key = default_key(server.url)
+    old_client = store.get_client(key)
+    assert old_client is not None
+    server.stop()
+
+    # Same URL, but the authorization server lost every registration and token.
+    restarted = AuthMCPServer(port=server.port).start()
+    try:
+        assert connect(restarted.url, store) == "echo: hi"
+        counts = restarted.provider.counts
+        assert (counts["register"], counts["authorize"]) == (1, 1)
+        new_client = store.get_client(key)
+        assert new_client is not None and new_client.client_id != old_client.client_id
+        assert new_client.client_id in restarted.provider.clients
+        # The stored client was rejected at /token (invalid_client), not at /authorize.
+        assert ("POST", "/token", 401) in restarted.responses
+    finally:
+        restarted.stop()
+
+
+def test_stale_client_rejected_at_authorize_reregisters_once(
+    server: AuthMCPServer, store_path: Path
+) -> None:
+    store = FileStore(store_path)
+    assert connect(server.url, store) == "echo: hi"
+    key = default_key(server.url)
+    store.delete(key)  # keep only the (soon stale) client registration
+    server.stop()
+
+    restarted = AuthMCPServer(port=server.port).start()
+    try:
+        opened: list[str] = []
+
+        def browser(url: str) -> None:
+            opened.append(url)
+            follow_authorize(url)
+
+        assert connect(restarted.url, store, browser) == "echo: hi"
+        counts = restarted.provider.counts
+        assert (counts["register"], counts["authorize"]) == (1, 1)
+        assert len(opened) == 1, "the user must not see the error page of the stale client"
+        assert ("GET", "/authorize", 400) in restarted.responses
+        client = store.get_client(key)
+        assert client is not None and client.client_id in restarted.provider.clients
+    finally:
+        restarted.stop()
+
+
+def test_two_processes_at_once_authorize_once(server: AuthMCPServer, store_path: Path) -> None:
+    # The "browser" of each child waits 1 s before answering, so the other child
+    # certainly arrives while the first login is in progress.
+    procs = [spawn(server.url, store_path, "--delay", "1.0") for _ in range(2)]
+    assert [result(p) for p in procs] == [{"text": "echo: from-child"}] * 2
+    counts = server.provider.counts
+    assert (counts["register"], counts["authorize"], counts["code_exchange"]) == (1, 1, 1)
+    tokens = FileStore(store_path).get(default_key(server.url))
+    assert isinstance(tokens, Tokens)
