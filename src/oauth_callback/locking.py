@@ -114,7 +114,9 @@ class _Flock:
         )
         try:
             deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
-            delay = 0.001
+            # Short polls: flock has no queue, and a waiter that sleeps long
+            # keeps losing to writers that cycle the lock quickly.
+            delay = 0.0002
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -124,7 +126,7 @@ class _Flock:
                         raise filelock.Timeout(self._path) from None
                     time.sleep(delay if deadline is None else
                                max(min(delay, deadline - time.monotonic()), 0.0))
-                    delay = min(delay * 2, poll_interval or 0.02)
+                    delay = min(delay * 2, poll_interval or 0.005)
                 except OSError as exc:
                     if exc.errno in _NO_FLOCK:
                         raise _FlockUnsupported from exc
@@ -187,10 +189,10 @@ class InterProcessLock:
         try:
             remaining = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
-                self._shared.file_lock.acquire(timeout=remaining, poll_interval=0.02)
+                self._shared.file_lock.acquire(timeout=remaining, poll_interval=0.005)
             except _FlockUnsupported:
                 self._shared.file_lock = _portable_lock(self.path, self._mode)
-                self._shared.file_lock.acquire(timeout=remaining, poll_interval=0.02)
+                self._shared.file_lock.acquire(timeout=remaining, poll_interval=0.005)
         except filelock.Timeout:
             self._shared.lock.release()
             raise StoreLockTimeout(

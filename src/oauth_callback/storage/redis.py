@@ -25,8 +25,12 @@ Each value is ASCII JSON: ``{"key": ..., "seq": n, "record": {...}}`` where
   ``host:port`` (never the password); the store works again once Redis is back.
 
 Durability is the server's: an acknowledged write survives a Redis crash only
-with ``appendonly yes`` and ``appendfsync always`` (``everysec``, the Redis
-default, may lose the last second; RDB snapshots lose more).
+with ``appendonly yes`` and ``appendfsync always`` (``everysec`` may lose the
+last second; RDB snapshots alone lose more). Use ``maxmemory-policy
+noeviction`` (the default) so Redis never evicts tokens under memory pressure.
+With replication, a failover may lose writes the old primary acknowledged.
+The store needs the commands GET, SET, DEL, INCR, WATCH, MULTI, EXEC, SCAN,
+EVAL and EVALSHA (for an ACL user restricted to ``~<prefix>:*``).
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ def _encode_key(key: str) -> str:
 
 
 def _decode_key(text: str) -> str | None:
-    if not _B64.fullmatch(text) or len(text) % 4 == 1:
+    if not text or not _B64.fullmatch(text) or len(text) % 4 == 1:
         return None
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
