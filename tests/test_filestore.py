@@ -53,6 +53,15 @@ def test_default_path_and_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert FileStore().path == os.path.expanduser("~/custom.json")
 
 
+def test_env_var_may_be_file_url_but_not_another_store(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    monkeypatch.setenv(ENV_VAR, f"file:{tmp_path / 'a.json'}")
+    assert FileStore().path == str(tmp_path / "a.json")
+    monkeypatch.setenv(ENV_VAR, "sqlite:/tmp/x.db")
+    with pytest.raises(ValueError, match="open_store"):
+        FileStore()
+
+
 def test_reads_a_file_written_by_the_npm_package(path: Path) -> None:
     path.parent.mkdir(parents=True)
     npm = {
@@ -207,6 +216,19 @@ def test_repair_without_backup_keeps_bad_file_and_starts_empty(path: Path) -> No
     assert store.keys() == []
     store.set("a", Tokens("x"))
     assert store.get("a") == Tokens("x")
+
+
+def test_repair_through_a_symlink_cleans_the_real_directory(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "tokens.json"
+    FileStore(real).set("a", Tokens("x"))
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = real.parent / f".tokens.json.{dead}.0123456789abcdef.tmp"
+    stale.write_bytes(b"partial")
+    FileStore(link).repair()
+    assert not stale.exists()
 
 
 def test_repair_tightens_modes_and_removes_stale_temps(path: Path) -> None:

@@ -376,11 +376,11 @@ def test_many_processes_lose_no_update(backend: str, tmp_path: Path) -> None:
     assert final.get("w3-150") == Tokens("token-3-150-" + "x" * 200)
 
 
-def test_child_process_sees_writes(tmp_path: Path) -> None:
-    for backend, url_of in PERSISTENT.items():
-        url = url_of(tmp_path / backend)
-        BACKENDS[backend](tmp_path / backend)
-        run_python(WRITER, url, "0", "3")
-        from oauth_callback.storage.url import open_store
+@pytest.mark.parametrize("backend", sorted(PERSISTENT))
+def test_child_process_sees_writes(backend: str, tmp_path: Path) -> None:
+    url = PERSISTENT[backend](tmp_path)
+    BACKENDS[backend](tmp_path)
+    run_python(WRITER, url, "0", "3")
+    from oauth_callback.storage.url import open_store
 
-        assert sorted(open_store(url).keys()) == ["w0-0", "w0-1", "w0-2"]
+    assert sorted(open_store(url).keys()) == ["w0-0", "w0-1", "w0-2"]

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .errors import OAuthCallbackError, StoreError
-from .fs import remove_stale_temp_files, temp_file_pattern
+from .fs import pid_alive, remove_stale_temp_files, temp_file_pattern
 from .storage.document import Document, DocumentError
 from .storage.file import FileStore
 
@@ -36,7 +36,6 @@ __all__ = [
     "check_temp_files",
     "diagnose",
     "has_problems",
-    "pid_alive",
     "repair",
 ]
 
@@ -93,24 +92,6 @@ def has_problems(findings: Iterable[Finding]) -> bool:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (the rule ``fs.remove_stale_temp_files`` applies).
-
-    A process owned by another user counts as alive; on Windows every pid does.
-    """
-    if pid == os.getpid():
-        return True
-    if os.name == "nt":  # pragma: no cover - no portable liveness check
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _euid() -> int | None:

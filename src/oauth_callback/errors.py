@@ -162,7 +162,12 @@ class OAuthError(OAuthCallbackError):
 
 
 class ReauthRequired(OAuthError):
-    """The stored grant can no longer be used; run the interactive login again."""
+    """The stored grant can no longer be used; run the interactive login again.
+
+    ``error`` is the server's error code (``invalid_grant``) or
+    ``login_required`` when the reason is local (no tokens, no refresh token,
+    no stored client); ``message`` replaces the default text.
+    """
 
     def __init__(
         self,
@@ -170,13 +175,16 @@ class ReauthRequired(OAuthError):
         error: str = "invalid_grant",
         description: str | None = None,
         uri: str | None = None,
+        *,
+        message: str | None = None,
     ) -> None:
         super().__init__(error, description, uri)
         self.key = key
-        self.args = (
-            f"login required for {key!r}: the authorization server answered {error}"
-            + (f" ({description})" if description else ""),
-        )
+        if message is None:
+            message = f"login required for {key!r}: the authorization server answered {error}"
+            if description:
+                message += f" ({description})"
+        self.args = (message,)
 
 
 class DiscoveryError(OAuthCallbackError):

@@ -38,7 +38,13 @@ from collections.abc import Callable
 
 from .errors import StoreWriteError
 
-__all__ = ["atomic_write", "fsync_directory", "remove_stale_temp_files", "temp_file_pattern"]
+__all__ = [
+    "atomic_write",
+    "fsync_directory",
+    "pid_alive",
+    "remove_stale_temp_files",
+    "temp_file_pattern",
+]
 
 log = logging.getLogger("oauth_callback.fs")
 
@@ -61,7 +67,12 @@ def temp_file_pattern(name: str) -> re.Pattern[str]:
     return re.compile(r"\." + re.escape(name) + r"\.(?P<pid>\d+)\.[0-9a-f]{16}\.tmp\Z")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists: the rule for removing a temp file.
+
+    A process owned by another user counts as alive; on Windows every pid does
+    (there is no portable check without extra dependencies).
+    """
     if pid == os.getpid():
         return True
     if _WINDOWS:  # pragma: no cover - no portable liveness check without extra deps
@@ -103,7 +114,7 @@ def remove_stale_temp_files(
                 match = pattern.match(entry)
                 if match is not None:
                     break
-        if match is None or _pid_alive(int(match["pid"])):
+        if match is None or pid_alive(int(match["pid"])):
             continue
         stale = os.path.join(directory, entry)
         with contextlib.suppress(FileNotFoundError):

@@ -41,9 +41,9 @@ logger = logging.getLogger("oauth_callback.manager")
 
 def _reauth(key: str, reason: str) -> ReauthRequired:
     """A :class:`ReauthRequired` for a local reason (no server answer involved)."""
-    exc = ReauthRequired(key, "login_required", reason)
-    exc.args = (f"login required for {key!r}: {reason}",)
-    return exc
+    return ReauthRequired(
+        key, "login_required", reason, message=f"login required for {key!r}: {reason}"
+    )
 
 
 def _if_unchanged(

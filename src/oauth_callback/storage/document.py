@@ -100,7 +100,7 @@ class Document:
             top = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DocumentError(
-                f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+                f"not valid JSON ({exc.msg}: line {exc.lineno}, column {exc.colno})"
             ) from None
         except RecursionError:
             raise DocumentError("not valid JSON (nested too deeply)") from None

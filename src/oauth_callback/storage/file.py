@@ -41,8 +41,25 @@ DEFAULT_PATH = os.path.join("~", ".mcp", "tokens.json")
 
 
 def default_path() -> str:
-    """``$OAUTH_CALLBACK_STORE`` if set, else ``~/.mcp/tokens.json``, expanded."""
-    return os.path.abspath(os.path.expanduser(os.environ.get(ENV_VAR) or DEFAULT_PATH))
+    """``$OAUTH_CALLBACK_STORE`` if set, else ``~/.mcp/tokens.json``, expanded.
+
+    The variable may hold a path or ``file:PATH``. Any other store URL
+    (``sqlite:``, ``redis://``, ...) raises ``ValueError``: open it with
+    :func:`oauth_callback.storage.url.open_store` instead.
+    """
+    value = os.environ.get(ENV_VAR) or DEFAULT_PATH
+    if value.startswith("file:"):
+        value = value[len("file:"):]
+        if value.startswith("//"):
+            value = value[2:]
+    else:
+        scheme, sep, _ = value.partition(":")
+        if sep and len(scheme) > 1 and scheme.isalpha():
+            raise ValueError(
+                f"${ENV_VAR} is the store URL {scheme}:...; FileStore() needs a path "
+                "(use oauth_callback.storage.url.open_store() for other stores)"
+            )
+    return os.path.abspath(os.path.expanduser(value))
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -325,7 +342,8 @@ class FileStore(TokenStore):
         report = RepairReport(self.path)
         self._ensure_directory()
         with self._write_mutex, self._lock:
-            for removed in remove_stale_temp_files(self.path, self.backup_path):
+            real = os.path.realpath(self.path)
+            for removed in remove_stale_temp_files(real, self.backup_path):
                 report.problems.append(f"stale temporary file {removed}")
                 report.actions.append(f"removed {removed}")
             try:
