@@ -124,6 +124,7 @@ class FileStore(TokenStore):
         self.file_mode = file_mode
         # The lock belongs to the file the path resolves to, so a symlink and
         # its target share one lock.
+        self._real_directory = os.path.dirname(os.path.realpath(self.path))
         self.lock_path = os.path.realpath(self.path) + ".lock"
         self._lock = InterProcessLock(self.lock_path, timeout=lock_timeout)
         self._snapshot: _Snapshot = _EMPTY
@@ -156,14 +157,22 @@ class FileStore(TokenStore):
     def _load(self) -> _Snapshot:
         """Read and parse the file now (reusing the parse when the bytes match)."""
         try:
-            with open(self.path, "rb") as f:
-                st = os.fstat(f.fileno())
-                data = f.read()
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         except FileNotFoundError:
             self._snapshot = _EMPTY
             return _EMPTY
         except OSError as exc:
             raise self._read_error(exc) from exc
+        try:
+            st = os.fstat(fd)
+            chunks = [os.read(fd, st.st_size + 1)]  # usually the whole file in one call
+            while chunks[-1]:
+                chunks.append(os.read(fd, 1 << 16))
+            data = b"".join(chunks)
+        except OSError as exc:
+            raise self._read_error(exc) from exc
+        finally:
+            os.close(fd)
         key = _stat_key(st)
         previous = self._snapshot
         if previous.data is not None and previous.data == data and previous.corrupt_reason is None:
@@ -288,7 +297,7 @@ class FileStore(TokenStore):
         return aside
 
     def _ensure_directory(self) -> None:
-        directory = os.path.dirname(os.path.realpath(self.path))
+        directory = self._real_directory  # resolved once: a symlinked store path is followed
         if os.path.isdir(directory):
             return
         missing: list[str] = []
