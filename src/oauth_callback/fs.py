@@ -41,6 +41,7 @@ from .errors import StoreWriteError
 __all__ = [
     "atomic_write",
     "fsync_directory",
+    "ensure_private_directory",
     "pid_alive",
     "remove_stale_temp_files",
     "temp_file_pattern",
@@ -122,6 +123,37 @@ def remove_stale_temp_files(
             removed.append(stale)
             log.info("removed stale temporary file %s", stale)
     return removed
+
+
+def ensure_private_directory(directory: str | os.PathLike[str], *, purpose: str) -> None:
+    """Create ``directory`` and missing parents with mode ``0700`` (whatever the umask).
+
+    Existing directories are left as they are. Raises :class:`StoreWriteError`
+    naming the directory and ``purpose`` (e.g. ``"token store /x/tokens.json"``).
+    """
+    directory = os.fspath(directory)
+    if os.path.isdir(directory):
+        return
+    missing: list[str] = []
+    d = directory
+    while d and not os.path.exists(d):
+        missing.append(d)
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+            os.chmod(d, 0o700)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise StoreWriteError(
+                f"could not create directory {d} for {purpose}: [Errno {exc.errno}] {exc.strerror}",
+                path=d,
+                errno=exc.errno,
+            ) from exc
 
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:

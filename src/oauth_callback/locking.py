@@ -21,6 +21,7 @@ would let two processes lock two different inodes.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import threading
 import time
@@ -37,7 +38,7 @@ except ImportError:  # pragma: no cover - Windows
 
 from .errors import StoreLockTimeout, StorePermissionError
 
-__all__ = ["InterProcessLock"]
+__all__ = ["InterProcessLock", "key_lock"]
 
 _registry_lock = threading.Lock()
 _shared_locks: weakref.WeakValueDictionary[str, _Shared] = weakref.WeakValueDictionary()
@@ -238,3 +239,15 @@ class InterProcessLock:
 
     def __repr__(self) -> str:
         return f"InterProcessLock({self.path!r}, locked={self.is_locked})"
+
+
+def key_lock(path: str | os.PathLike[str], key: str, *, kind: str = "refresh",
+             timeout: float | None = 60.0) -> InterProcessLock:
+    """The per-key lock ``<real path>.<kind>-<sha256(key)[:16]>.lock`` of a store file.
+
+    Used by the file-based stores for their refresh locks, so a store opened
+    through a symlink and through its target share one lock.
+    """
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return InterProcessLock(f"{os.path.realpath(os.fspath(path))}.{kind}-{digest}.lock",
+                            timeout=timeout)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import logging
 import os
 import stat
@@ -24,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import StoreCorruptError, StoreError, StorePermissionError, StoreWriteError
-from ..fs import atomic_write, remove_stale_temp_files
-from ..locking import InterProcessLock
+from ..errors import StoreCorruptError, StoreError, StorePermissionError
+from ..fs import atomic_write, ensure_private_directory, remove_stale_temp_files
+from ..locking import InterProcessLock, key_lock
 from .base import Section, TokenStore
 from .document import FORMAT_VERSION, RESERVED_KEY, Document, DocumentError
 
@@ -297,29 +296,7 @@ class FileStore(TokenStore):
         return aside
 
     def _ensure_directory(self) -> None:
-        directory = self._real_directory  # resolved once: a symlinked store path is followed
-        if os.path.isdir(directory):
-            return
-        missing: list[str] = []
-        d = directory
-        while d and not os.path.exists(d):
-            missing.append(d)
-            parent = os.path.dirname(d)
-            if parent == d:
-                break
-            d = parent
-        for d in reversed(missing):
-            try:
-                os.mkdir(d, 0o700)
-                os.chmod(d, 0o700)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise StoreWriteError(
-                    f"could not create directory {d} for token store {self.path}: "
-                    f"[Errno {exc.errno}] {exc.strerror}",
-                    path=d, errno=exc.errno,
-                ) from exc
+        ensure_private_directory(self._real_directory, purpose=f"token store {self.path}")
 
     # -- refresh coordination ------------------------------------------------------
 
@@ -331,12 +308,8 @@ class FileStore(TokenStore):
         writers or other keys. Default timeout: 60 s.
         """
         self._check(key)
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
         self._ensure_directory()
-        return InterProcessLock(
-            f"{os.path.realpath(self.path)}.refresh-{digest}.lock",
-            timeout=60.0 if timeout is None else timeout,
-        )
+        return key_lock(self.path, key, timeout=60.0 if timeout is None else timeout)
 
     # -- maintenance --------------------------------------------------------
 

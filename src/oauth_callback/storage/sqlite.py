@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_mod
-import hashlib
 import json
 import logging
 import os
@@ -67,7 +66,8 @@ from ..errors import (
     StorePermissionError,
     StoreWriteError,
 )
-from ..locking import InterProcessLock
+from ..fs import ensure_private_directory
+from ..locking import InterProcessLock, key_lock
 from ..models import ClientInfo, OAuthSession, Tokens
 from .base import Section, TokenStore
 from .document import RESERVED_KEY
@@ -319,29 +319,9 @@ class SQLiteStore(TokenStore):
                 continue
 
     def _ensure_directory(self) -> None:
-        directory = os.path.dirname(os.path.realpath(self.path))
-        if os.path.isdir(directory):
-            return
-        missing: list[str] = []
-        d = directory
-        while d and not os.path.exists(d):
-            missing.append(d)
-            parent = os.path.dirname(d)
-            if parent == d:
-                break
-            d = parent
-        for d in reversed(missing):
-            try:
-                os.mkdir(d, 0o700)
-                os.chmod(d, 0o700)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise StoreWriteError(
-                    f"could not create directory {d} for token store {self.path}: "
-                    f"[Errno {exc.errno}] {exc.strerror}",
-                    path=d, errno=exc.errno,
-                ) from exc
+        ensure_private_directory(
+            os.path.dirname(os.path.realpath(self.path)), purpose=f"token store {self.path}"
+        )
 
     # -- errors ---------------------------------------------------------------
 
@@ -501,12 +481,8 @@ class SQLiteStore(TokenStore):
         never blocks readers, writers or other keys. Default timeout: 60 s.
         """
         self._check(key)
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
         self._ensure_directory()
-        return InterProcessLock(
-            f"{os.path.realpath(self.path)}.refresh-{digest}.lock",
-            timeout=60.0 if timeout is None else timeout,
-        )
+        return key_lock(self.path, key, timeout=60.0 if timeout is None else timeout)
 
     # -- maintenance --------------------------------------------------------------
 
