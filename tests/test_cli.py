@@ -565,3 +565,85 @@ def test_demo_headless(env: dict[str, str], store_path: Path) -> None:
     assert "-rw------- (0600)" in out
     assert "Demo complete" in out
     assert not store_path.exists()  # the demo never touches the user's store
+
+
+# --------------------------------------------------------------------------- tokens migrate
+
+
+def test_tokens_migrate_copies_and_verifies_without_secrets(
+    env: dict[str, str], seeded: FileStore, store_path: Path, tmp_path: Path
+) -> None:
+    target = f"sqlite:{tmp_path / 'db' / 'tokens.db'}"
+    r = cli(env, "tokens", "migrate", "--from", str(store_path), "--to", target)
+    assert r.returncode == 0, r.stderr
+    assert "3 keys" in r.stdout  # github (tokens + client), old, forever
+    assert "copied:      4" in r.stdout and "verified:    4" in r.stdout
+    assert_no_secrets(r)
+    # The copy is usable: list it through --store.
+    listed = cli(env, "--store", target, "tokens", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {row["key"] for row in json.loads(listed.stdout)} == {"github", "old", "forever"}
+    r = cli(env, "tokens", "migrate", "--from", str(store_path), "--to", target, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["ok"] and report["counts"]["identical"] == report["counts"]["verified"] == 4
+    assert report["counts"]["copied"] == 0
+    assert_no_secrets(r)
+
+
+def test_tokens_migrate_conflict_exit_1_dry_run_and_overwrite(
+    env: dict[str, str], seeded: FileStore, store_path: Path, tmp_path: Path
+) -> None:
+    target_path = tmp_path / "other" / "tokens.json"
+    FileStore(target_path).set("old", Tokens("someone-else"))
+    args = ("tokens", "migrate", "--from", f"file:{store_path}", "--to", f"file:{target_path}")
+    r = cli(env, *args)
+    assert r.returncode == 1
+    assert "conflict: tokens of 'old'" in r.stdout
+    assert "conflicting record left unchanged" in r.stderr and "--overwrite" in r.stderr
+    assert FileStore(target_path).get("old") == Tokens("someone-else")
+    assert FileStore(target_path).get("github") == seeded.get("github")  # the rest was copied
+    before = target_path.read_bytes()
+    r = cli(env, *args, "--overwrite", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "would be overwritten: 1" in r.stdout
+    assert target_path.read_bytes() == before
+    r = cli(env, *args, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert FileStore(target_path).get("old") == seeded.get("old")
+    assert_no_secrets(r)
+
+
+def test_tokens_migrate_usage_and_missing_key(
+    env: dict[str, str], seeded: FileStore, store_path: Path, tmp_path: Path
+) -> None:
+    r = cli(env, "tokens", "migrate", "--help")
+    assert r.returncode == 0
+    for option in ("--from", "--to", "--key", "--overwrite", "--dry-run"):
+        assert option in r.stdout
+    r = cli(env, "tokens", "migrate", "--from", str(store_path))
+    assert r.returncode == 2 and "--to" in r.stderr
+    r = cli(env, "tokens", "migrate", "--from", "bogus:x", "--to", "memory:")
+    assert r.returncode == 2 and "--from: unknown store URL scheme 'bogus'" in r.stderr
+    target = tmp_path / "t.json"
+    r = cli(env, "tokens", "migrate", "--from", str(store_path), "--to", str(target),
+            "--key", "forever", "--key", "nope")
+    assert r.returncode == 1
+    assert "no record in the source for 'nope'" in r.stderr
+    assert FileStore(target).keys() == ["forever"]
+
+
+def test_tokens_migrate_unreachable_redis_exit_4_hides_password(
+    env: dict[str, str], seeded: FileStore, store_path: Path
+) -> None:
+    pytest.importorskip("redis", reason="needs redis-py (oauth-callback[redis])")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    r = cli(env, "tokens", "migrate", "--from", str(store_path),
+            "--to", f"redis://:hunter2pass@127.0.0.1:{port}/0")
+    assert r.returncode == 4
+    assert f"127.0.0.1:{port}" in r.stderr and "unavailable" in r.stderr
+    assert "hunter2pass" not in r.stdout + r.stderr

@@ -1,6 +1,6 @@
 """The ``oauth-callback`` command (also ``python -m oauth_callback``).
 
-Commands: ``login``, ``token KEY``, ``tokens list|show|delete|clear``,
+Commands: ``login``, ``token KEY``, ``tokens list|show|delete|clear|migrate``,
 ``doctor`` and ``demo``. Errors are printed as ``oauth-callback: error: ...``
 on stderr. Nothing secret reaches stdout or stderr unless asked for:
 ``token KEY`` prints the access token (that is its job) and ``tokens show
@@ -409,6 +409,55 @@ def cmd_tokens_clear(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _open_store_url(url: str, option: str) -> TokenStore:
+    try:
+        store = open_store(url)
+    except ValueError as exc:
+        raise CliError(f"{option}: {exc}", EXIT_USAGE) from None
+    _opened.append(store)
+    return store
+
+
+def cmd_tokens_migrate(args: argparse.Namespace) -> int:
+    """Copy tokens, client registrations and sessions from ``--from`` to ``--to``, then verify.
+
+    Exit 0 when every record is in the target; 1 on conflicts (kept unless
+    ``--overwrite``), a requested key missing from the source, or a record
+    that could not be copied or verified. Prints keys and counts, no secret.
+    """
+    from .storage.migrate import MigrationError, migrate
+
+    source = _open_store_url(args.source, "--from")
+    target = _open_store_url(args.target, "--to")
+    failed: str | None = None
+    try:
+        report = migrate(source, target, keys=args.keys, overwrite=args.overwrite,
+                         dry_run=args.dry_run)
+    except MigrationError as exc:
+        report = exc.report
+        n = len(report.failures)
+        failed = (f"{n} record{'s' if n != 1 else ''} could not be copied or failed "
+                  "verification (listed above)")
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.summary())
+    if failed is not None:
+        _err(failed)
+        return EXIT_FAILURE
+    if report.conflicts:
+        n = len(report.conflicts)
+        _err(f"{n} conflicting record{'s' if n != 1 else ''} left unchanged in the target "
+             "(it holds different values); --overwrite replaces them")
+        return EXIT_FAILURE
+    if report.missing:
+        _err("no record in the source for " + ", ".join(repr(k) for k in report.missing))
+        return EXIT_FAILURE
+    if not report.keys:
+        _info(f"nothing to migrate: {report.source} holds no records")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- doctor
 
 _LABELS = {
@@ -783,7 +832,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", metavar="KEY")
     p.set_defaults(func=cmd_token)
 
-    p = sub.add_parser("tokens", parents=[common], help="list, show and delete stored tokens")
+    p = sub.add_parser("tokens", parents=[common],
+                       help="list, show, delete and migrate stored tokens")
     tsub = p.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
     q = tsub.add_parser("list", parents=[common], help="list stored tokens (no secrets)")
     q.add_argument("--json", action="store_true", help="machine-readable output")
@@ -801,6 +851,26 @@ def build_parser() -> argparse.ArgumentParser:
     q = tsub.add_parser("clear", parents=[common], help="delete everything in the store")
     q.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     q.set_defaults(func=cmd_tokens_clear)
+    q = tsub.add_parser("migrate", parents=[common],
+                        help="copy every token, client and session to another store",
+                        description="Copy the tokens, client registrations and pending "
+                        "sessions of one store into another (any two of file:PATH, "
+                        "sqlite:PATH, redis://..., keyring:...), record by record, then read "
+                        "every record back from the target to verify it. The source is never "
+                        "modified. A record the target already holds with a different value "
+                        "is a conflict: kept and reported (exit 1) unless --overwrite.")
+    q.add_argument("--from", dest="source", metavar="URL", required=True,
+                   help="the store to copy from (a path or a store URL)")
+    q.add_argument("--to", dest="target", metavar="URL", required=True,
+                   help="the store to copy into (a path or a store URL)")
+    q.add_argument("--key", dest="keys", metavar="KEY", action="append",
+                   help="migrate only this key (repeatable; default: every key)")
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace records the target holds with a different value")
+    q.add_argument("--dry-run", action="store_true",
+                   help="only report what would be copied; write nothing")
+    q.add_argument("--json", action="store_true", help="machine-readable report")
+    q.set_defaults(func=cmd_tokens_migrate)
 
     p = sub.add_parser("doctor", parents=[common], help="check (and --repair) a file store",
                        description="Check a file store: modes and owners, parse state, backup, "

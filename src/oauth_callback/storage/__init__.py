@@ -1,10 +1,59 @@
-"""Token stores: one API (:class:`TokenStore`), several backends."""
+"""Token stores: one API (:class:`TokenStore`), several backends.
+
+:class:`FileStore` and :class:`MemoryStore` are imported with the package;
+:class:`SQLiteStore`, :class:`RedisStore` (``oauth-callback[redis]``) and
+:class:`KeyringStore` (``oauth-callback[keyring]``) on first access, so
+importing the package never imports ``sqlite3``, ``redis`` or ``keyring``.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .base import TokenStore
 from .file import FileStore, RepairReport
 from .memory import MemoryStore
-from .sqlite import SQLiteStore
+from .migrate import (
+    MigrationError,
+    MigrationFailure,
+    MigrationReport,
+    MigrationVerifyError,
+    migrate,
+)
 
-__all__ = ["FileStore", "MemoryStore", "RepairReport", "SQLiteStore", "TokenStore"]
+if TYPE_CHECKING:
+    from .redis import RedisStore as RedisStore
+    from .sqlite import SQLiteStore as SQLiteStore
+
+__all__ = [
+    "FileStore",
+    "MemoryStore",
+    "MigrationError",
+    "MigrationFailure",
+    "MigrationReport",
+    "MigrationVerifyError",
+    "RepairReport",
+    "SQLiteStore",
+    "TokenStore",
+    "migrate",
+]
+# Not in __all__: a star import must not fail for want of an optional dependency.
+_LAZY = {
+    "SQLiteStore": ".sqlite",
+    "RedisStore": ".redis",
+    "KeyringStore": ".keyring",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
