@@ -433,3 +433,22 @@ def test_locks_nest_in_one_thread(path: Path) -> None:
         store.set("k", Tokens("x"))
         store.update("k", lambda cur: (store.set("j", Tokens("y")), cur)[1])
     assert store.keys() == ["k", "j"]
+
+
+def test_untouched_records_are_written_back_byte_for_byte(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    odd = '{"other":{"accessToken":"x","expiresAt":1.5e12,"v":[1, 2,3]} ,\n "k": {"accessToken": "a"}}'
+    path.write_text(odd)
+    FileStore(path).set("k", Tokens("b"))
+    text = path.read_text()
+    assert '"other": {"accessToken":"x","expiresAt":1.5e12,"v":[1, 2,3]}' in text
+    assert json.loads(text)["k"] == {"accessToken": "b"}
+
+
+@pytest.mark.parametrize("bad", [b'{"a": {"accessToken": "x"}} trailing', b'{"a" {}}', b'{"a": 1,}',
+                                 b'{,}', b"{'a': 1}"])
+def test_top_level_syntax_errors_are_corruption(path: Path, bad: bytes) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(bad)
+    with pytest.raises(StoreCorruptError, match="not valid JSON"):
+        FileStore(path).get("a")

@@ -22,7 +22,9 @@ know are written back exactly as read.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from json import decoder as json_decoder
 from typing import Any
 
 from ..models import ClientInfo, OAuthSession, Tokens
@@ -54,6 +56,57 @@ def _parse_section(meta: Mapping[str, Any], name: str, kind: Any) -> dict[str, A
         except ValueError as exc:
             raise DocumentError(f"'{RESERVED_KEY}.{name}.{key}': {exc}") from None
     return parsed
+
+
+_DECODER = json.JSONDecoder()
+_WS = re.compile(r"[ \t\n\r]*")
+_scanstring: Callable[[str, int], tuple[str, int]] = json_decoder.scanstring  # type: ignore[attr-defined]
+
+
+def _skip(text: str, i: int) -> int:
+    match = _WS.match(text, i)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+def _parse_top_level(text: str) -> tuple[Any, dict[str, str] | None]:
+    """``json.loads(text)``, plus, when the top level is an object, the source text
+    of each member (``"key": value``) so unchanged records are written back as read.
+
+    Raises ``json.JSONDecodeError`` like ``json.loads``.
+    """
+    i = _skip(text, 0)
+    if not text.startswith("{", i):
+        return json.loads(text), None
+    members: dict[str, Any] = {}
+    fragments: dict[str, str] = {}
+    i = _skip(text, i + 1)
+    if text.startswith("}", i):
+        i += 1
+    else:
+        while True:
+            if not text.startswith('"', i):
+                raise json.JSONDecodeError("Expecting property name enclosed in double quotes",
+                                           text, i)
+            key, i = _scanstring(text, i + 1)
+            i = _skip(text, i)
+            if not text.startswith(":", i):
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, i)
+            i = _skip(text, i + 1)
+            value, end = _DECODER.raw_decode(text, i)
+            members[key] = value
+            fragments[key] = json.dumps(key, ensure_ascii=False) + ": " + text[i:end]
+            i = _skip(text, end)
+            if text.startswith(",", i):
+                i = _skip(text, i + 1)
+                continue
+            if text.startswith("}", i):
+                i += 1
+                break
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+    if _skip(text, i) != len(text):
+        raise json.JSONDecodeError("Extra data", text, i)
+    return members, fragments
 
 
 class Document:
@@ -97,7 +150,7 @@ class Document:
         except UnicodeDecodeError as exc:
             raise DocumentError(f"not UTF-8 (byte {exc.start})") from None
         try:
-            top = json.loads(text)
+            top, fragments = _parse_top_level(text)
         except json.JSONDecodeError as exc:
             raise DocumentError(
                 f"not valid JSON ({exc.msg}: line {exc.lineno}, column {exc.colno})"
@@ -127,7 +180,9 @@ class Document:
             except ValueError as exc:
                 raise DocumentError(f"record {key!r}: {exc}") from None
             entries[key] = value
-        return cls(entries, tokens, meta, clients, sessions)
+        if fragments is not None:
+            fragments = {k: f for k, f in fragments.items() if k in entries or k == RESERVED_KEY}
+        return cls(entries, tokens, meta, clients, sessions, fragments)
 
     def get(self, section: Section, key: str) -> Any:
         """The value under ``key`` in ``section`` or ``None``."""
