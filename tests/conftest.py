@@ -50,18 +50,36 @@ def _redis_store(tmp_path: Path) -> TokenStore:
     return RedisStore(url)
 
 
+def _keyring_store(tmp_path: Path) -> TokenStore:
+    # A file-per-entry keyring backend under tmp_path, shared with child processes
+    # through environment variables (tests/test_keyring_store.py).
+    pytest.importorskip("keyring")
+    from .test_keyring_store import contract_store
+
+    return contract_store(tmp_path)
+
+
+def _keyring_url(tmp_path: Path) -> str:
+    pytest.importorskip("keyring")
+    from .test_keyring_store import contract_url
+
+    return contract_url(tmp_path)
+
+
 BACKENDS: dict[str, StoreFactory] = {
     "memory": lambda tmp_path: MemoryStore(),
     "file": _file_store,
     "file-nondurable": _file_store_fast,
     "sqlite": _sqlite_store,
     "redis": _redis_store,
+    "keyring": _keyring_store,
 }
 # Backends whose data is shared between processes (URL to reopen in a child).
 PERSISTENT: dict[str, Callable[[Path], str]] = {
     "file": lambda tmp_path: f"file:{tmp_path / 'store' / 'tokens.json'}",
     "sqlite": lambda tmp_path: f"sqlite:{tmp_path / 'store' / 'tokens.db'}",
     "redis": session_url,
+    "keyring": _keyring_url,
 }
 
 

@@ -6,6 +6,9 @@
 * ``sqlite:PATH`` (or ``sqlite://PATH``): :class:`SQLiteStore` at ``PATH`` (``~`` expanded)
 * ``redis://[user:password@]host[:port][/db][?prefix=P]`` or ``rediss://...`` (TLS):
   :class:`~oauth_callback.storage.redis.RedisStore` (needs ``oauth-callback[redis]``)
+* ``keyring:SERVICE`` (or ``keyring://SERVICE``; ``keyring:`` alone: service
+  ``oauth-callback``): :class:`~oauth_callback.storage.keyring.KeyringStore`, the OS
+  keychain (needs ``oauth-callback[keyring]``)
 """
 
 from __future__ import annotations
@@ -40,10 +43,17 @@ def open_store(url: str | None = None, *, durable: bool = True) -> TokenStore:
         from .redis import RedisStore  # optional dependency: imported only when asked for
 
         return RedisStore(url)
+    if url.startswith("keyring:"):
+        from .keyring import DEFAULT_SERVICE, KeyringStore  # optional dependency, as redis
+
+        service = url[len("keyring:"):]
+        if service.startswith("//"):
+            service = service[2:]
+        return KeyringStore(service or DEFAULT_SERVICE)
     scheme, sep, _ = url.partition(":")
     if sep and scheme.isalpha() and len(scheme) > 1 and "/" not in scheme:
         raise ValueError(
             f"unknown store URL scheme {scheme!r} in {url!r}; "
-            "use a path, file:PATH, sqlite:PATH or memory:"
+            "use a path, file:PATH, sqlite:PATH, keyring:SERVICE or memory:"
         )
     return FileStore(url, durable=durable)
