@@ -54,7 +54,7 @@ from .errors import (
     TokenEndpointError,
 )
 from .models import ClientInfo, Tokens, fingerprint
-from .storage import FileStore, MemoryStore, TokenStore
+from .storage import FileStore, TokenStore
 from .storage.file import ENV_VAR
 from .storage.url import open_store
 
@@ -143,14 +143,6 @@ def _local_time(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def _store_name(store: TokenStore) -> str:
-    """The store's file or database path, ``memory:``, or its class name (never a URL password)."""
-    if isinstance(store, MemoryStore):
-        return "memory:"
-    path = getattr(store, "path", None)
-    return path if isinstance(path, str) else type(store).__name__
-
-
 def _mode_line(path: str) -> str:
     st = os.stat(path)
     return f"{stat.filemode(st.st_mode)} ({stat.S_IMODE(st.st_mode):04o}) {path}"
@@ -228,7 +220,7 @@ _opened: list[TokenStore] = []  # closed when main() returns
 def _require_tokens(store: TokenStore, key: str) -> Tokens:
     tokens = store.get(key)
     if tokens is None:
-        raise CliError(f"no tokens stored under {key!r} in {_store_name(store)}", EXIT_FAILURE)
+        raise CliError(f"no tokens stored under {key!r} in {store.describe()}", EXIT_FAILURE)
     return tokens
 
 
@@ -266,7 +258,7 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     if not rows:
-        _info(f"no tokens stored in {_store_name(store)}")
+        _info(f"no tokens stored in {store.describe()}")
         return EXIT_OK
     table = [("KEY", "EXPIRES", "SCOPE", "REFRESH")]
     for row in rows:
@@ -373,14 +365,14 @@ def cmd_tokens_delete(args: argparse.Namespace) -> int:
     had_tokens = store.get(args.key) is not None
     had_client = args.all and store.get_client(args.key) is not None
     if not had_tokens and not had_client:
-        raise CliError(f"no tokens stored under {args.key!r} in {_store_name(store)}")
+        raise CliError(f"no tokens stored under {args.key!r} in {store.describe()}")
     store.delete(args.key)
     what = "tokens"
     if args.all:
         store.delete_client(args.key)
         store.delete_session(args.key)
         what = "tokens and client registration"
-    _info(f"deleted the {what} of {args.key!r} from {_store_name(store)}")
+    _info(f"deleted the {what} of {args.key!r} from {store.describe()}")
     return EXIT_OK
 
 
@@ -388,7 +380,7 @@ def cmd_tokens_clear(args: argparse.Namespace) -> int:
     """Delete everything in the store; asks on a TTY, refuses without ``--yes`` otherwise."""
     store = _open_store(args)
     n = len(store.keys())
-    where = _store_name(store)
+    where = store.describe()
     if n == 0:
         _info(f"no tokens stored in {where}; nothing deleted")
         return EXIT_OK
@@ -489,7 +481,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """Check a file store; exit 0 when healthy, 1 when problems remain (after ``--repair``)."""
     store = _open_store(args)
     if not isinstance(store, FileStore):
-        raise CliError(f"doctor checks file stores only, not {_store_name(store)}", EXIT_USAGE)
+        raise CliError(f"doctor checks file stores only, not {store.describe()}", EXIT_USAGE)
     findings = doctor_mod.diagnose(store.path)
     report: dict[str, Any] = {"store": store.path,
                               "findings": [f.to_dict() for f in findings]}
@@ -526,7 +518,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     store = _open_store(args)
     if store.get(args.key) is None:
         raise CliError(
-            f"no tokens stored under {args.key!r} in {_store_name(store)}; log in first: "
+            f"no tokens stored under {args.key!r} in {store.describe()}; log in first: "
             f"{PROG} login --key {args.key} ...",
             EXIT_LOGIN_REQUIRED,
         )
@@ -575,7 +567,7 @@ def _login_summary(key: str, tokens: Tokens, store: TokenStore) -> str:
     return (
         f"Logged in: key {key!r}, expires {human_expiry(tokens.expires_at)}, "
         f"scope {tokens.scope or '-'}, refresh token {'yes' if tokens.refresh_token else 'no'} "
-        f"(stored in {_store_name(store)})"
+        f"(stored in {store.describe()})"
     )
 
 
@@ -679,7 +671,7 @@ def _run_demo(args: argparse.Namespace, provider: MockProvider, store: TokenStor
     key = "demo"
     headless = args.headless or _no_display()
     _step(1, f"Started a mock OAuth provider at {provider.issuer}")
-    _step(2, f"Token store: {_store_name(store)}")
+    _step(2, f"Token store: {store.describe()}")
     _step(3, "Discovering the provider's endpoints (RFC 8414)")
     client = OAuthClient.discover(provider.issuer, client_id=provider.client_id, scope="read")
     _say(f"authorization endpoint: {provider.authorization_endpoint}")

@@ -225,6 +225,10 @@ class TokenStore(abc.ABC):
 
     # -- helpers ------------------------------------------------------------------
 
+    def describe(self) -> str:
+        """Where this store keeps its data, for messages: a path, URL or name, never a secret."""
+        return type(self).__name__
+
     def _check(self, key: str) -> str:
         return validate_key(key, reserved=self.reserved_keys)
 

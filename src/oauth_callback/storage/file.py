@@ -135,6 +135,10 @@ class FileStore(TokenStore):
         """Where the previous good version is kept."""
         return self.path + ".bak"
 
+    def describe(self) -> str:
+        """The store file's path."""
+        return self.path
+
     def __repr__(self) -> str:
         return f"FileStore({self.path!r}, durable={self.durable})"
 

@@ -351,6 +351,10 @@ class KeyringStore(TokenStore):
             self.lock_path = os.path.abspath(os.path.expanduser(os.fspath(lock_path)))
         self._lock = InterProcessLock(self.lock_path, timeout=lock_timeout)
 
+    def describe(self) -> str:
+        """``keyring:<service>``."""
+        return self.resource
+
     @property
     def resource(self) -> str:
         """``keyring:<service>``: how errors name this store (and what ``open_store`` takes)."""

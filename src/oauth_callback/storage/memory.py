@@ -43,5 +43,9 @@ class MemoryStore(TokenStore):
             for section in self._data.values():
                 section.clear()
 
+    def describe(self) -> str:
+        """``memory:``."""
+        return "memory:"
+
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._data['tokens'])})"

@@ -29,7 +29,6 @@ and a record changed in the source after it was read is not copied again.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -45,8 +44,7 @@ __all__ = [
     "MigrationVerifyError",
     "Outcome",
     "RecordRef",
-    "describe_store",
-    "migrate",
+        "migrate",
 ]
 
 #: The order records of one key are written in (client before tokens).
@@ -195,17 +193,8 @@ class MigrationVerifyError(MigrationError):
     """A record read back from the target differs from (or is missing against) the source."""
 
 
-def describe_store(store: TokenStore) -> str:
-    """A name for ``store`` fit for output: its path, Redis location or class (no password)."""
-    path = getattr(store, "path", None)
-    if isinstance(path, (str, os.PathLike)):
-        return f"{type(store).__name__}({os.fspath(path)})"
-    location = getattr(store, "location", None)
-    if isinstance(location, str):
-        prefix = getattr(store, "prefix", None)
-        suffix = f", prefix={prefix}" if isinstance(prefix, str) else ""
-        return f"{type(store).__name__}({location}{suffix})"
-    return type(store).__name__
+def _describe(store: TokenStore) -> str:
+    return f"{type(store).__name__}({store.describe()})"
 
 
 def _reader(store: TokenStore, section: Section) -> Callable[[str], Any]:
@@ -273,7 +262,7 @@ def migrate(
     whole store (unavailable, lock timeout) propagate at once.
     """
     report = MigrationReport(
-        describe_store(source), describe_store(target), dry_run=dry_run, overwrite=overwrite
+        _describe(source), _describe(target), dry_run=dry_run, overwrite=overwrite
     )
     todo, report.missing = _source_keys(source, keys)
     expected: dict[RecordRef, Any] = {}  # what the target must hold afterwards

@@ -220,6 +220,10 @@ class RedisStore(TokenStore):
             return f"{kwargs['path']}/{db}"
         return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
 
+    def describe(self) -> str:
+        """The Redis location (``host:port/db``, never the password) and key prefix."""
+        return f"Redis {self.location} (prefix {self.prefix})"
+
     def __repr__(self) -> str:
         return f"RedisStore({self.location!r}, prefix={self.prefix!r})"
 

@@ -164,6 +164,10 @@ class SQLiteStore(TokenStore):
         self._newer_schema: int | None = None
         self._closed = False
 
+    def describe(self) -> str:
+        """``sqlite:<path>``."""
+        return f"sqlite:{self.path}"
+
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, durable={self.durable})"
 
