@@ -53,6 +53,7 @@ from .errors import (
     StoreError,
     TokenEndpointError,
 )
+from .loopback import no_graphical_display
 from .models import ClientInfo, Tokens, fingerprint
 from .storage import FileStore, TokenStore
 from .storage.file import ENV_VAR
@@ -592,7 +593,7 @@ def cmd_login(args: argparse.Namespace) -> int:
         if args.no_browser:
             open_url(url, False)
         else:
-            if not _no_display():
+            if not no_graphical_display():
                 _info("Opening the authorization page in your browser "
                       "(if none opens, run again with --no-browser) ...")
             open_url(url, True)
@@ -609,14 +610,6 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- demo
-
-
-def _no_display() -> bool:
-    if sys.platform == "darwin" or os.name == "nt":
-        return False
-    if os.environ.get("BROWSER"):
-        return False
-    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def follow_authorization(url: str) -> int:
@@ -669,7 +662,7 @@ def _run_demo(args: argparse.Namespace, provider: MockProvider, store: TokenStor
     from .flow import OAuthClient
 
     key = "demo"
-    headless = args.headless or _no_display()
+    headless = args.headless or no_graphical_display()
     _step(1, f"Started a mock OAuth provider at {provider.issuer}")
     _step(2, f"Token store: {store.describe()}")
     _step(3, "Discovering the provider's endpoints (RFC 8414)")

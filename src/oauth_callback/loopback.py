@@ -51,6 +51,7 @@ __all__ = [
     "RequestInfo",
     "get_auth_code",
     "get_auth_code_async",
+    "no_graphical_display",
     "open_url",
 ]
 
@@ -869,7 +870,7 @@ class CallbackServer:
 # --------------------------------------------------------------------------- browser
 
 
-def _no_display() -> bool:
+def no_graphical_display() -> bool:
     """True on a Linux/BSD box without a graphical session or an explicit $BROWSER."""
     if sys.platform == "darwin" or os.name == "nt":
         return False
@@ -896,7 +897,7 @@ def open_url(url: str, open_browser: OpenBrowser = True) -> None:
     if not open_browser:
         _print_url(url)
         return
-    if _no_display():
+    if no_graphical_display():
         logger.info("no graphical display; printing the authorization URL instead")
         _print_url(url)
         return
