@@ -452,3 +452,14 @@ def test_top_level_syntax_errors_are_corruption(path: Path, bad: bytes) -> None:
     path.write_bytes(bad)
     with pytest.raises(StoreCorruptError, match="not valid JSON"):
         FileStore(path).get("a")
+
+
+def test_clear_leaves_no_secret_on_disk(path: Path) -> None:
+    store = FileStore(path)
+    store.set("a", Tokens(SECRET))
+    store.set("b", Tokens("other"))
+    store.clear()
+    assert store.keys() == []
+    for f in path.parent.iterdir():
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f

@@ -243,10 +243,17 @@ class FileStore(TokenStore):
         return result[0]
 
     def clear(self) -> None:
-        """Remove every token, client and session (unknown metadata is kept)."""
-        self._transact(lambda doc: Document({}, {}, doc.meta, {}, {}))
+        """Remove every token, client and session (unknown metadata is kept).
 
-    def _transact(self, change: Callable[[Document], Document | None]) -> None:
+        The backup goes too, so no cleared secret stays on disk. (After
+        ``delete``, the previous version stays in the backup until the next
+        write replaces it.)
+        """
+        self._transact(lambda doc: Document({}, {}, doc.meta, {}, {}), keep_backup=False)
+
+    def _transact(
+        self, change: Callable[[Document], Document | None], *, keep_backup: bool = True
+    ) -> None:
         """Run ``change`` on the latest document under the write lock and save its result."""
         self._ensure_directory()
         with self._write_mutex, self._lock:
@@ -260,11 +267,11 @@ class FileStore(TokenStore):
             new_doc = change(snapshot.doc)
             if new_doc is None:
                 return
-            self._save(new_doc, snapshot)
+            self._save(new_doc, snapshot, keep_backup=keep_backup)
 
-    def _save(self, doc: Document, snapshot: _Snapshot) -> None:
+    def _save(self, doc: Document, snapshot: _Snapshot, *, keep_backup: bool = True) -> None:
         data = doc.serialize()
-        backup: str | None = self.backup_path
+        backup: str | None = self.backup_path if keep_backup else None
         if snapshot.corrupt_reason is not None:
             self._move_aside()
             backup = None  # keep the good backup; never back up a bad file
@@ -276,6 +283,9 @@ class FileStore(TokenStore):
                 self.path, snapshot.mode, self.file_mode,
             )
         atomic_write(self.path, data, mode=self.file_mode, durable=self.durable, backup=backup)
+        if not keep_backup:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.backup_path)
         try:
             st = os.stat(self.path)
         except OSError:
