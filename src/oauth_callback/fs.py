@@ -291,11 +291,11 @@ def atomic_write(
             mode,
         )
         try:
-            if hasattr(os, "fchmod"):
+            if hasattr(os, "fchmod") and stat.S_IMODE(os.fstat(fd).st_mode) != mode:
                 stage = "set mode of temporary file"
                 os.fchmod(fd, mode)  # exact mode whatever the umask, before any byte
             stage = "write temporary file"
-            _write_all(fd, bytes(data))
+            _write_all(fd, data if isinstance(data, bytes) else bytes(data))
             if durable:
                 stage = "fsync temporary file"
                 _fsync_file(fd)
