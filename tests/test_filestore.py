@@ -463,3 +463,22 @@ def test_clear_leaves_no_secret_on_disk(path: Path) -> None:
     for f in path.parent.iterdir():
         if f.is_file():
             assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_interleaved_writers_lose_nothing_and_leak_no_descriptor(path: Path) -> None:
+    """Each handle keeps one descriptor on the file it last saw; writes re-read
+    whenever another handle replaced the file."""
+    a, b = FileStore(path), FileStore(path)
+    fd_dir = Path("/proc/self/fd")
+    a.set("a0", Tokens("x"))
+    b.set("b0", Tokens("y"))
+    before = len(list(fd_dir.iterdir())) if fd_dir.exists() else 0
+    for i in range(1, 50):
+        a.set(f"a{i}", Tokens("x"))
+        b.set(f"b{i}", Tokens("y"))
+    assert len(a.keys()) == 100
+    assert set(FileStore(path).keys()) == {f"{w}{i}" for w in "ab" for i in range(50)}
+    if fd_dir.exists():
+        assert len(list(fd_dir.iterdir())) <= before + 1
+    a.close()
+    b.close()

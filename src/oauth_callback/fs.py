@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_mod
+import functools
 import logging
 import os
 import re
@@ -60,6 +61,7 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 WINDOWS_REPLACE_TIMEOUT = 5.0
 
 
+@functools.lru_cache(maxsize=64)
 def temp_file_pattern(name: str) -> re.Pattern[str]:
     """The names :func:`atomic_write` gives temporary files for target ``name``.
 

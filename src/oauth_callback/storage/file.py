@@ -18,6 +18,7 @@ import datetime
 import logging
 import os
 import stat
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,8 +62,33 @@ def default_path() -> str:
     return os.path.abspath(os.path.expanduser(value))
 
 
+_O_BINARY = getattr(os, "O_BINARY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# Keep the snapshot's file open (see _Pin). Not on Windows, where an open
+# handle would make other processes' replace of the file fail.
+_PIN_FILES = sys.platform != "win32"
+
+
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+
+
+class _Pin:
+    """An open read-only descriptor on the file a snapshot was read from.
+
+    While it is open the inode cannot be freed, so no other file can get its
+    number: a later ``stat`` showing the same ``(st_dev, st_ino)`` is the very
+    same file. Closed when the snapshot holding it is dropped.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 @dataclass(frozen=True)
@@ -74,6 +100,7 @@ class _Snapshot:
     key: tuple[int, int, int, int, int] | None
     mode: int | None = None
     corrupt_reason: str | None = None  # set when ``doc`` came from the backup
+    pin: _Pin | None = None
 
 
 @dataclass
@@ -139,6 +166,10 @@ class FileStore(TokenStore):
         """The store file's path."""
         return self.path
 
+    def close(self) -> None:
+        """Drop the cached document and close the descriptor that pins its file."""
+        self._snapshot = _EMPTY
+
     def __repr__(self) -> str:
         return f"FileStore({self.path!r}, durable={self.durable})"
 
@@ -160,12 +191,13 @@ class FileStore(TokenStore):
     def _load(self) -> _Snapshot:
         """Read and parse the file now (reusing the parse when the bytes match)."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            fd = os.open(self.path, os.O_RDONLY | _O_BINARY | _O_CLOEXEC)
         except FileNotFoundError:
             self._snapshot = _EMPTY
             return _EMPTY
         except OSError as exc:
             raise self._read_error(exc) from exc
+        pin = _Pin(fd)  # closes fd on every path, unless a snapshot keeps it
         try:
             st = os.fstat(fd)
             chunks = [os.read(fd, st.st_size + 1)]  # usually the whole file in one call
@@ -174,19 +206,40 @@ class FileStore(TokenStore):
             data = b"".join(chunks)
         except OSError as exc:
             raise self._read_error(exc) from exc
-        finally:
-            os.close(fd)
         key = _stat_key(st)
+        mode = stat.S_IMODE(st.st_mode)
+        kept = pin if _PIN_FILES else None
         previous = self._snapshot
         if previous.data is not None and previous.data == data and previous.corrupt_reason is None:
-            snapshot = _Snapshot(previous.doc, data, key, stat.S_IMODE(st.st_mode))
+            snapshot = _Snapshot(previous.doc, data, key, mode, pin=kept)
         else:
             try:
-                snapshot = _Snapshot(Document.parse(data), data, key, stat.S_IMODE(st.st_mode))
+                snapshot = _Snapshot(Document.parse(data), data, key, mode, pin=kept)
             except DocumentError as exc:
-                snapshot = self._from_backup(str(exc), data, key, stat.S_IMODE(st.st_mode))
+                snapshot = self._from_backup(str(exc), data, key, mode)
         self._snapshot = snapshot
         return snapshot
+
+    def _load_for_write(self) -> _Snapshot:
+        """The latest snapshot, under the write lock.
+
+        Skips the read when the file is the one the current snapshot pins and
+        its ``(mtime, ctime, size)`` are unchanged: every writer of this
+        package replaces the file (a new inode), never modifies it in place,
+        so the same pinned inode with the same times and size holds the same
+        bytes. (A foreign program that rewrites the file in place without our
+        lock, within one timestamp tick and to the same size, could go
+        unnoticed, but such a writer races with every locked writer anyway.)
+        """
+        snapshot = self._snapshot
+        if snapshot.pin is not None and snapshot.corrupt_reason is None:
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                return self._load()
+            if _stat_key(st) == snapshot.key:
+                return snapshot
+        return self._load()
 
     def _from_backup(
         self, reason: str, data: bytes, key: tuple[int, int, int, int, int], mode: int
@@ -257,7 +310,7 @@ class FileStore(TokenStore):
         """Run ``change`` on the latest document under the write lock and save its result."""
         self._ensure_directory()
         with self._write_mutex, self._lock:
-            snapshot = self._load()
+            snapshot = self._load_for_write()
             if snapshot.doc.newer_version:
                 raise StoreError(
                     f"token store {self.path} was written by a newer version of "
@@ -287,11 +340,18 @@ class FileStore(TokenStore):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.backup_path)
         try:
-            st = os.stat(self.path)
+            fd = os.open(self.path, os.O_RDONLY | _O_BINARY | _O_CLOEXEC)
         except OSError:
             self._snapshot = _EMPTY
             return
-        self._snapshot = _Snapshot(doc, data, _stat_key(st), stat.S_IMODE(st.st_mode))
+        pin = _Pin(fd)
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            self._snapshot = _EMPTY
+            return
+        self._snapshot = _Snapshot(doc, data, _stat_key(st), stat.S_IMODE(st.st_mode),
+                                   pin=pin if _PIN_FILES else None)
 
     def _move_aside(self) -> str:
         """Keep a copy of the bad file as ``<path>.corrupt-<timestamp>`` (a hard link)."""
