@@ -40,9 +40,14 @@ class DocumentError(ValueError):
     """The bytes are not a valid store document. The message holds no secret."""
 
 
-def _fragment(key: str, value: Any) -> str:
-    body = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-    return json.dumps(key, ensure_ascii=False) + ": " + body
+def _fragment(key: str, value: Any, *, indent: bool = False) -> bytes:
+    """``"key": value`` as UTF-8: a token record on one line (the C encoder),
+    the reserved object indented (it is small and read by people)."""
+    if indent:
+        body = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+    else:
+        body = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return (json.dumps(key, ensure_ascii=False) + ": " + body).encode("utf-8")
 
 
 def _parse_section(meta: Mapping[str, Any], name: str, kind: Any) -> dict[str, Any]:
@@ -69,7 +74,7 @@ def _skip(text: str, i: int) -> int:
     return match.end()
 
 
-def _parse_top_level(text: str) -> tuple[Any, dict[str, str] | None]:
+def _parse_top_level(text: str) -> tuple[Any, dict[str, bytes] | None]:
     """``json.loads(text)``, plus, when the top level is an object, the source text
     of each member (``"key": value``) so unchanged records are written back as read.
 
@@ -79,7 +84,7 @@ def _parse_top_level(text: str) -> tuple[Any, dict[str, str] | None]:
     if not text.startswith("{", i):
         return json.loads(text), None
     members: dict[str, Any] = {}
-    fragments: dict[str, str] = {}
+    fragments: dict[str, bytes] = {}
     i = _skip(text, i + 1)
     if text.startswith("}", i):
         i += 1
@@ -95,7 +100,7 @@ def _parse_top_level(text: str) -> tuple[Any, dict[str, str] | None]:
             i = _skip(text, i + 1)
             value, end = _DECODER.raw_decode(text, i)
             members[key] = value
-            fragments[key] = json.dumps(key, ensure_ascii=False) + ": " + text[i:end]
+            fragments[key] = (json.dumps(key, ensure_ascii=False) + ": " + text[i:end]).encode()
             i = _skip(text, end)
             if text.startswith(",", i):
                 i = _skip(text, i + 1)
@@ -126,7 +131,7 @@ class Document:
         meta: dict[str, Any],
         clients: dict[str, ClientInfo],
         sessions: dict[str, OAuthSession],
-        fragments: dict[str, str] | None = None,
+        fragments: dict[str, bytes] | None = None,
     ) -> None:
         self._entries = entries  # raw top-level JSON values except the reserved key
         self.tokens = tokens
@@ -241,9 +246,10 @@ class Document:
         return value
 
     def serialize(self) -> bytes:
-        """The document as UTF-8 JSON, two-space indented, newline-terminated."""
+        """The document as UTF-8 JSON: one member per line (the reserved object
+        indented), newline-terminated. Untouched members keep their text."""
         fragments = self._fragments
-        parts: list[str] = []
+        parts: list[bytes] = []
         for key, value in self._entries.items():
             fragment = fragments.get(key)
             if fragment is None:
@@ -253,9 +259,9 @@ class Document:
         if meta_fragment is None:
             meta = self._meta_value()
             if meta is not None:
-                meta_fragment = fragments[RESERVED_KEY] = _fragment(RESERVED_KEY, meta)
+                meta_fragment = fragments[RESERVED_KEY] = _fragment(RESERVED_KEY, meta, indent=True)
         if meta_fragment is not None:
             parts.append(meta_fragment)
         if not parts:
             return b"{}\n"
-        return ("{\n  " + ",\n  ".join(parts) + "\n}\n").encode("utf-8")
+        return b"{\n  " + b",\n  ".join(parts) + b"\n}\n"
