@@ -482,3 +482,42 @@ def test_interleaved_writers_lose_nothing_and_leak_no_descriptor(path: Path) -> 
         assert len(list(fd_dir.iterdir())) <= before + 1
     a.close()
     b.close()
+
+
+def test_int_too_big_for_a_float_is_corruption_with_backup_fallback(path: Path) -> None:
+    store = FileStore(path)
+    store.set("a", Tokens("a1"))
+    store.set("b", Tokens("b1"))
+    path.write_bytes(b'{"a": {"accessToken": "x", "expiresAt": 1' + b"0" * 400 + b"}}")
+    assert FileStore(path).get("a") == Tokens("a1")  # served from the backup
+    assert FileStore(path).repair().restored_from_backup
+
+
+def test_key_with_a_lone_surrogate_escape_is_kept_as_written(path: Path) -> None:
+    r"""JSON.stringify writes "\ud800" escapes; such a record is kept byte for byte."""
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b'{"\\ud800x": {"accessToken": "x"}}')
+    store = FileStore(path)
+    assert store.keys() == ["\ud800x"]
+    store.set("c", Tokens("y"))
+    assert b'"\\ud800x": {"accessToken": "x"}' in path.read_bytes()
+    with pytest.raises(ValueError, match="Unicode"):
+        store.set("\ud800y", Tokens("z"))
+
+
+def test_newer_format_with_other_record_shapes_is_never_downgraded(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    FileStore(path).set("old", Tokens("from-backup"))
+    FileStore(path).set("old2", Tokens("x"))
+    newer = {"gh": {"accessToken": "NEW-LOGIN", "expiresAt": {"v2": 1}},
+             "ok": {"accessToken": "readable"},
+             RESERVED_KEY: {"version": 2, "clients": {"gh": {"client_id": "abc"}}}}
+    path.write_text(json.dumps(newer))
+    before = path.read_bytes()
+    store = FileStore(path)
+    assert store.get("ok") == Tokens("readable")
+    assert store.get("gh") is None  # not understood by this version, but not "corrupt"
+    with pytest.raises(StoreError, match="newer version"):
+        store.set("other", Tokens("y"))
+    assert path.read_bytes() == before
+    assert not [p for p in path.parent.iterdir() if ".corrupt-" in p.name]

@@ -51,9 +51,15 @@ def _opt_number(record: Mapping[str, Any], name: str) -> float | None:
     value = record.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"field {name!r} must be a finite number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"field {name!r} must be a finite number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"field {name!r} must be a finite number")
+    return number
 
 
 def _ms(seconds: float) -> int:
@@ -112,7 +118,7 @@ class Tokens:
         if expires_in is not None:
             try:
                 seconds = float(expires_in)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ValueError("token response field 'expires_in' is not a number") from None
             if isinstance(expires_in, bool) or not math.isfinite(seconds):
                 raise ValueError("token response field 'expires_in' is not a number")

@@ -39,6 +39,10 @@ def validate_key(key: object, *, reserved: frozenset[str] = frozenset()) -> str:
         raise ValueError("store key must not be empty")
     if key in reserved:
         raise ValueError(f"store key {key!r} is reserved")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"store key {key!r} is not valid Unicode text") from None
     return key
 
 

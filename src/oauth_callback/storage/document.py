@@ -50,15 +50,21 @@ def _fragment(key: str, value: Any, *, indent: bool = False) -> bytes:
     return (json.dumps(key, ensure_ascii=False) + ": " + body).encode("utf-8")
 
 
-def _parse_section(meta: Mapping[str, Any], name: str, kind: Any) -> dict[str, Any]:
+def _parse_section(
+    meta: Mapping[str, Any], name: str, kind: Any, *, lenient: bool = False
+) -> dict[str, Any]:
     raw = meta.get(name, {})
     if not isinstance(raw, dict):
+        if lenient:
+            return {}
         raise DocumentError(f"'{RESERVED_KEY}.{name}' must be an object")
     parsed: dict[str, Any] = {}
     for key, record in raw.items():
         try:
             parsed[key] = kind.from_record(record)
         except ValueError as exc:
+            if lenient:
+                continue
             raise DocumentError(f"'{RESERVED_KEY}.{name}.{key}': {exc}") from None
     return parsed
 
@@ -93,14 +99,17 @@ def _parse_top_level(text: str) -> tuple[Any, dict[str, bytes] | None]:
             if not text.startswith('"', i):
                 raise json.JSONDecodeError("Expecting property name enclosed in double quotes",
                                            text, i)
+            key_start = i
             key, i = _scanstring(text, i + 1)
+            key_text = text[key_start:i]
             i = _skip(text, i)
             if not text.startswith(":", i):
                 raise json.JSONDecodeError("Expecting ':' delimiter", text, i)
             i = _skip(text, i + 1)
             value, end = _DECODER.raw_decode(text, i)
             members[key] = value
-            fragments[key] = (json.dumps(key, ensure_ascii=False) + ": " + text[i:end]).encode()
+            # Source text for key and value: written back exactly as read.
+            fragments[key] = (key_text + ": " + text[i:end]).encode("utf-8", "surrogatepass")
             i = _skip(text, end)
             if text.startswith(",", i):
                 i = _skip(text, i + 1)
@@ -164,6 +173,22 @@ class Document:
             raise DocumentError("not valid JSON (nested too deeply)") from None
         if not isinstance(top, dict):
             raise DocumentError(f"top level is a JSON {type(top).__name__}, not an object")
+        try:
+            return cls._validate(top, fragments)
+        except DocumentError:
+            raise
+        except (ValueError, ArithmeticError, TypeError) as exc:  # e.g. an int too big for a float
+            raise DocumentError(f"unreadable value ({type(exc).__name__})") from None
+
+    @classmethod
+    def _validate(cls, top: dict[str, Any], fragments: dict[str, bytes] | None) -> Document:
+        reserved = top.get(RESERVED_KEY)
+        version = reserved.get("version") if isinstance(reserved, dict) else None
+        # A newer format may shape records differently: read what this version
+        # understands, skip the rest; such a document is never written back.
+        lenient = (
+            isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+        )
         entries: dict[str, Any] = {}
         tokens: dict[str, Tokens] = {}
         meta: dict[str, Any] = {}
@@ -173,16 +198,17 @@ class Document:
             if key == RESERVED_KEY:
                 if not isinstance(value, dict):
                     raise DocumentError(f"'{RESERVED_KEY}' must be an object")
-                version = value.get("version")
                 if not isinstance(version, int) or isinstance(version, bool) or version < 1:
                     raise DocumentError(f"'{RESERVED_KEY}.version' must be a positive integer")
-                clients = _parse_section(value, "clients", ClientInfo)
-                sessions = _parse_section(value, "sessions", OAuthSession)
+                clients = _parse_section(value, "clients", ClientInfo, lenient=lenient)
+                sessions = _parse_section(value, "sessions", OAuthSession, lenient=lenient)
                 meta = {k: v for k, v in value.items() if k not in ("clients", "sessions")}
                 continue
             try:
                 tokens[key] = Tokens.from_record(value)
             except ValueError as exc:
+                if lenient:
+                    continue
                 raise DocumentError(f"record {key!r}: {exc}") from None
             entries[key] = value
         if fragments is not None:
