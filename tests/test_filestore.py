@@ -521,3 +521,52 @@ def test_newer_format_with_other_record_shapes_is_never_downgraded(path: Path) -
         store.set("other", Tokens("y"))
     assert path.read_bytes() == before
     assert not [p for p in path.parent.iterdir() if ".corrupt-" in p.name]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+def test_forked_child_does_not_inherit_a_held_lock(path: Path) -> None:
+    store = FileStore(path)
+    store.set("k", Tokens("x"))
+    with store.refresh_lock("k", timeout=1):
+        pid = os.fork()
+        if pid == 0:  # child: the parent holds the lock, so this must time out
+            code = 1
+            try:
+                with store.refresh_lock("k", timeout=0.3):
+                    code = 2
+            except StoreLockTimeout:
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+def test_fork_during_a_write_in_another_thread_does_not_hang_the_child(path: Path) -> None:
+    import threading
+
+    store = FileStore(path, lock_timeout=5)
+    store.set("k", Tokens("x"))
+    inside = threading.Event()
+
+    def slow(cur: Tokens | None) -> Tokens | None:
+        inside.set()
+        time.sleep(0.5)
+        return Tokens("y")
+
+    t = threading.Thread(target=store.update, args=("k", slow))
+    t.start()
+    assert inside.wait(5)
+    pid = os.fork()
+    if pid == 0:  # child: waits for the parent's write to finish, then writes
+        code = 1
+        try:
+            store.set("child", Tokens("c"))
+            code = 0
+        finally:
+            os._exit(code)
+    t.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert set(FileStore(path).keys()) == {"k", "child"}

@@ -20,6 +20,7 @@ would let two processes lock two different inodes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -49,9 +50,11 @@ class _Shared:
     re-entrant thread lock and the one OS file lock it guards (so nesting in a
     thread re-enters instead of deadlocking on a second descriptor)."""
 
-    __slots__ = ("__weakref__", "file_lock", "lock")
+    __slots__ = ("__weakref__", "file_lock", "lock", "mode", "path")
 
-    def __init__(self, file_lock: _FileLockLike) -> None:
+    def __init__(self, path: str, mode: int, file_lock: _FileLockLike) -> None:
+        self.path = path
+        self.mode = mode
         self.lock = threading.RLock()
         self.file_lock = file_lock
 
@@ -63,13 +66,31 @@ def _shared_for(path: str, mode: int) -> _Shared:
             file_lock: _FileLockLike = (
                 _Flock(path, mode) if fcntl is not None else _portable_lock(path, mode)
             )
-            shared = _Shared(file_lock)
+            shared = _Shared(path, mode, file_lock)
             _shared_locks[path] = shared
         return shared
 
 
 def _portable_lock(path: str, mode: int) -> _FileLockLike:
     return filelock.FileLock(path, mode=mode, thread_local=False, timeout=-1)
+
+
+def _reset_after_fork() -> None:
+    """A forked child holds none of its parent's locks: thread locks owned by
+    threads that do not exist here are replaced, inherited lock descriptors
+    dropped (without unlocking: the parent still holds them)."""
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for shared in list(_shared_locks.values()):
+        shared.lock = threading.RLock()
+        if isinstance(shared.file_lock, _Flock):
+            shared.file_lock.forget()
+        else:
+            shared.file_lock = _portable_lock(shared.path, shared.mode)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class _FileLockLike(Protocol):
@@ -139,6 +160,14 @@ class _Flock:
         self._level = 1
         return self
 
+    def forget(self) -> None:
+        """In a forked child: drop the inherited descriptor without unlocking
+        (the lock belongs to the parent's open file description)."""
+        fd, self._fd, self._level = self._fd, None, 0
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def release(self) -> None:
         assert fcntl is not None
         if self._fd is None:
@@ -172,6 +201,7 @@ class InterProcessLock:
         self.timeout = timeout
         self._mode = mode
         self._shared = _shared_for(self.path, mode)
+        self._pid = os.getpid()
 
     @property
     def is_locked(self) -> bool:
@@ -217,9 +247,12 @@ class InterProcessLock:
         except BaseException:
             self._shared.lock.release()
             raise
+        self._pid = os.getpid()
 
     def release(self) -> None:
-        """Release one level of the lock."""
+        """Release one level of the lock (a no-op in a child forked while it was held)."""
+        if self._pid != os.getpid():
+            return
         try:
             self._shared.file_lock.release()
         finally:

@@ -19,7 +19,6 @@ import logging
 import os
 import stat
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,7 +154,6 @@ class FileStore(TokenStore):
         self._lock = InterProcessLock(self.lock_path, timeout=lock_timeout)
         self._snapshot: _Snapshot = _EMPTY
         self._warned: set[tuple[int, int, int, int, int] | None] = set()
-        self._write_mutex = threading.RLock()
 
     @property
     def backup_path(self) -> str:
@@ -309,7 +307,7 @@ class FileStore(TokenStore):
     ) -> None:
         """Run ``change`` on the latest document under the write lock and save its result."""
         self._ensure_directory()
-        with self._write_mutex, self._lock:
+        with self._lock:
             snapshot = self._load_for_write()
             if snapshot.doc.newer_version:
                 raise StoreError(
@@ -397,7 +395,7 @@ class FileStore(TokenStore):
         """
         report = RepairReport(self.path)
         self._ensure_directory()
-        with self._write_mutex, self._lock:
+        with self._lock:
             real = os.path.realpath(self.path)
             for removed in remove_stale_temp_files(real, self.backup_path):
                 report.problems.append(f"stale temporary file {removed}")
