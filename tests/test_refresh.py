@@ -524,3 +524,42 @@ async def test_access_token_async_does_not_block_the_loop(
     assert token != old.access_token and provider.is_access_token_active(token)
     assert (await manager.tokens_async()).access_token == token
     assert provider.refresh_requests == 1
+
+
+# --------------------------------------------------------------------------- changes during a refresh
+
+
+@pytest.mark.parametrize("change", ["login", "logout"])
+def test_login_or_logout_during_a_refresh_wins(
+    provider: MockProvider, store_path: Path, change: str
+) -> None:
+    """The refresh writes only if the store still holds exactly what it started from."""
+    store = FileStore(store_path)
+    login(provider, store)
+    old = expire(provider, store)
+    provider.rotate_refresh_tokens = False  # the refresh response keeps the same refresh token
+    provider.token_delay = 0.5
+    outcome: list[object] = []
+
+    def refresh() -> None:
+        try:
+            outcome.append(TokenManager(store, KEY).tokens())
+        except ReauthRequired as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=refresh)
+    thread.start()
+    wait_until(lambda: provider.refresh_requests == 1)  # the request is in flight
+    if change == "login":
+        newer = old.replace(access_token="from-a-new-login", scope="read write",
+                            expires_at=time.time() + 3600)
+        store.set(KEY, newer)
+    else:
+        store.delete(KEY)
+    thread.join(10)
+    if change == "login":
+        assert store.get(KEY) == newer
+        assert outcome == [newer]
+    else:
+        assert store.get(KEY) is None
+        assert isinstance(outcome[0], ReauthRequired)

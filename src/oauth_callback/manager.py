@@ -47,13 +47,15 @@ def _reauth(key: str, reason: str) -> ReauthRequired:
 
 
 def _if_unchanged(
-    refresh_token: str | None, new: Tokens | None
+    expected: Tokens, new: Tokens | None
 ) -> Callable[[Tokens | None], Tokens | None]:
-    """An update function: write ``new`` only if the store still holds ``refresh_token``."""
+    """An update function: write ``new`` only if the store still holds exactly ``expected``
+    (the tokens the refresh started from): a login, logout or other change made
+    meanwhile wins."""
 
     def update(current: Tokens | None) -> Tokens | None:
-        if current is None or current.refresh_token != refresh_token:
-            return current  # replaced (a new login) or removed (a logout): leave it
+        if current != expected:
+            return current
         return new
 
     return update
@@ -177,13 +179,17 @@ class TokenManager:
             except OAuthError as exc:
                 if exc.error != "invalid_grant":
                     raise
-                self.store.update(key, _if_unchanged(used, None))
+                self.store.update(key, _if_unchanged(current, None))
                 logger.info("the grant of %r is no longer valid; login required", key)
                 raise ReauthRequired(key, exc.error, exc.description, exc.uri) from None
-            stored = self.store.update(key, _if_unchanged(used, new))
-            if stored is not new:
-                logger.info("tokens of %r were replaced during the refresh; kept the new ones", key)
-            return new
+            stored = self.store.update(key, _if_unchanged(current, new))
+            if stored is new:
+                return new
+            # A login or logout landed while the request was in flight: it wins.
+            logger.info("tokens of %r changed during the refresh; kept the newer state", key)
+            if stored is None:
+                raise _reauth(key, "the tokens were removed while they were being refreshed")
+            return stored
 
     def _usable(
         self, current: Tokens, seen: Tokens | None, *, force: bool, rejected: str | None
