@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import StoreCorruptError, StoreError, StorePermissionError
-from ..fs import atomic_write, ensure_private_directory, remove_stale_temp_files
+from ..fs import (
+    atomic_write,
+    ensure_private_directory,
+    fsync_directory,
+    remove_stale_temp_files,
+)
 from ..locking import InterProcessLock, key_lock
 from .base import Section, TokenStore
 from .document import FORMAT_VERSION, RESERVED_KEY, Document, DocumentError
@@ -337,6 +342,8 @@ class FileStore(TokenStore):
         if not keep_backup:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.backup_path)
+                if self.durable:
+                    fsync_directory(os.path.dirname(self.backup_path))
         try:
             fd = os.open(self.path, os.O_RDONLY | _O_BINARY | _O_CLOEXEC)
         except OSError:
@@ -364,6 +371,9 @@ class FileStore(TokenStore):
         except OSError:
             with open(target, "rb") as f:
                 atomic_write(aside, f.read(), mode=self.file_mode, durable=False)
+        with contextlib.suppress(OSError):
+            if stat.S_IMODE(os.stat(aside).st_mode) & ~self.file_mode:
+                os.chmod(aside, self.file_mode)  # it may hold secrets too
         log.warning("moved corrupt token store %s aside to %s", self.path, aside)
         return aside
 
