@@ -83,7 +83,8 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
         "KeyringStore needs the keyring package: pip install 'oauth-callback[keyring]'"
     ) from _exc
 
-from ..errors import StoreCorruptError, StoreError, StoreUnavailableError, StoreWriteError
+from ..errors import StoreCorruptError, StoreError, StoreUnavailableError
+from ..fs import ensure_private_directory
 from ..locking import InterProcessLock
 from ..models import ClientInfo, OAuthSession, Tokens
 from .base import Section, TokenStore
@@ -423,29 +424,10 @@ class KeyringStore(TokenStore):
             yield
 
     def _ensure_lock_directory(self) -> None:
-        directory = os.path.dirname(self.lock_path)
-        if os.path.isdir(directory):
-            return
-        missing: list[str] = []
-        d = directory
-        while d and not os.path.exists(d):
-            missing.append(d)
-            parent = os.path.dirname(d)
-            if parent == d:
-                break
-            d = parent
-        for d in reversed(missing):
-            try:
-                os.mkdir(d, 0o700)
-                os.chmod(d, 0o700)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise StoreWriteError(
-                    f"could not create directory {d} for the lock of keyring service "
-                    f"{self.service!r}: [Errno {exc.errno}] {exc.strerror}",
-                    path=d, errno=exc.errno,
-                ) from exc
+        ensure_private_directory(
+            os.path.dirname(self.lock_path),
+            purpose=f"the lock of keyring service {self.service!r}",
+        )
 
     def refresh_lock(self, key: str, *, timeout: float | None = None) -> InterProcessLock:
         """Per-key inter-process lock ``<store lock minus .lock>.refresh-<hash of key>.lock``.
