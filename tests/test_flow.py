@@ -616,3 +616,34 @@ def test_nothing_secret_in_logs_or_errors(
     text = "\n".join(ours + messages) + repr(client) + repr(tokens)
     for value in secrets_:
         assert value and value not in text
+
+
+# --------------------------------------------------------------------------- Retry-After
+
+
+def _drive_once(flow, response):  # type: ignore[no-untyped-def]
+    next(flow)  # the request
+    return flow.send(response)
+
+
+@pytest.mark.parametrize(("header", "expected"), [("7", 7.0), (None, 0.2)])
+def test_retry_after_sets_the_pause(header: str | None, expected: float) -> None:
+    from oauth_callback.protocol import Backoff, TokenRequest
+
+    request = TokenRequest("https://as.example/token", {"grant_type": "refresh_token"}, {})
+    headers = {"retry-after": header} if header else {}
+    flow = token_flow(request, max_retries=2, backoff=0.2)
+    step = _drive_once(flow, RawResponse(503, headers, b""))
+    assert isinstance(step, Backoff)
+    assert step.seconds == expected
+
+
+def test_retry_after_longer_than_the_cap_ends_the_retries() -> None:
+    from oauth_callback.protocol import TokenRequest
+
+    request = TokenRequest("https://as.example/token", {"grant_type": "refresh_token"}, {})
+    flow = token_flow(request, max_retries=3, backoff=0.2)
+    with pytest.raises(TokenEndpointError) as info:
+        _drive_once(flow, RawResponse(429, {"retry-after": "3600"}, b""))
+    assert info.value.retry_after == 3600.0
+    assert info.value.status_code == 429

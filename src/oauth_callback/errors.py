@@ -192,8 +192,15 @@ class DiscoveryError(OAuthCallbackError):
 
 
 class TokenEndpointError(OAuthCallbackError):
-    """The token endpoint could not be reached or returned a malformed reply."""
+    """The token endpoint could not be reached or returned a malformed reply.
 
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+    ``status_code`` is the HTTP status (``None`` for a network failure);
+    ``retry_after`` the seconds the server asked to wait (``Retry-After``).
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.retry_after = retry_after

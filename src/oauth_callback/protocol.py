@@ -21,6 +21,7 @@ messages either: a malformed body may still hold a token.
 from __future__ import annotations
 
 import base64
+import email.utils
 import hmac
 import ipaddress
 import json
@@ -552,7 +553,9 @@ def parse_token_response(
         error = data.get("error") if isinstance(data, Mapping) else None
         detail = f" ({_clip(error)})" if isinstance(error, str) else ""
         raise TokenEndpointError(
-            f"token endpoint answered HTTP {status}{detail}", status_code=status
+            f"token endpoint answered HTTP {status}{detail}",
+            status_code=status,
+            retry_after=_retry_after(headers),
         )
     if not isinstance(data, Mapping):
         kind = _content_type(headers) or "no content type"
@@ -594,6 +597,25 @@ def merge_refreshed(previous: Tokens, new: Tokens) -> Tokens:
     if new.scope is None and previous.scope is not None:
         changes["scope"] = previous.scope
     return new.replace(**changes) if changes else new
+
+
+#: The longest ``Retry-After`` the refresh honours; a longer one ends the retries.
+MAX_RETRY_AFTER = 30.0
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """``Retry-After`` in seconds (RFC 9110 10.2.3: delta-seconds or an HTTP date)."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -662,6 +684,10 @@ def token_flow(
             delay = next(delays, None)
             if delay is None or not is_retryable(exc):
                 raise
+            if exc.retry_after is not None:  # the server said when (RFC 9110)
+                if exc.retry_after > MAX_RETRY_AFTER:
+                    raise
+                delay = max(delay, exc.retry_after)
             yield Backoff(delay)
             continue
         return merge_refreshed(previous, tokens) if previous is not None else tokens
