@@ -384,3 +384,10 @@ def test_child_process_sees_writes(backend: str, tmp_path: Path) -> None:
     from oauth_callback.storage.url import open_store
 
     assert sorted(open_store(url).keys()) == ["w0-0", "w0-1", "w0-2"]
+
+
+def test_keys_must_be_valid_unicode_on_every_backend(store: TokenStore) -> None:
+    """A lone surrogate cannot be stored as UTF-8 by every backend: refused by all alike."""
+    with pytest.raises(ValueError, match="Unicode"):
+        store.set("\ud800x", Tokens("x"))
+    assert store.keys() == []
