@@ -27,9 +27,10 @@ from oauth_callback import (
 )
 from oauth_callback.flow import OAuthClient
 from oauth_callback.manager import TokenManager
+from oauth_callback.storage.url import open_store
 from oauth_callback.testing import MockProvider
 
-from .conftest import python_env
+from .conftest import BACKENDS, PERSISTENT, python_env
 
 KEY = "mock"
 WORKERS = 16
@@ -145,11 +146,13 @@ def test_token_without_expiry_is_never_refreshed(provider: MockProvider) -> None
 STORM_CHILD = textwrap.dedent(
     """
     import os, sys, time
-    from oauth_callback import FileStore
     from oauth_callback.manager import TokenManager
+    from oauth_callback.storage.url import open_store
 
-    path, key, barrier, index = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-    manager = TokenManager(FileStore(path), key, lock_timeout=30)
+    url, key, barrier, index = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    store = open_store(url)
+    store.get(key)  # connect / open before the start signal
+    manager = TokenManager(store, key, lock_timeout=30)
     open(os.path.join(barrier, "ready-" + index), "w").close()
     go = os.path.join(barrier, "go")
     while not os.path.exists(go):
@@ -159,10 +162,16 @@ STORM_CHILD = textwrap.dedent(
 )
 
 
-def test_refresh_storm_processes(
-    provider: MockProvider, store_path: Path, tmp_path: Path
-) -> None:
-    store = FileStore(store_path)
+@pytest.mark.parametrize("backend", sorted(PERSISTENT))
+def test_refresh_storm_processes(provider: MockProvider, tmp_path: Path, backend: str) -> None:
+    """16 processes find the same expired token at once: exactly one refresh request.
+
+    Runs for every persistent backend: file locks for file, sqlite and keyring,
+    the Redis lock (SET NX PX with an owner token) for redis.
+    """
+    BACKENDS[backend](tmp_path)  # sets up what the backend needs (server, keyring)
+    url = PERSISTENT[backend](tmp_path)
+    store = open_store(url)
     login(provider, store)
     old = expire(provider, store)
     provider.token_delay = 0.3  # a wide race window
@@ -170,7 +179,7 @@ def test_refresh_storm_processes(
     barrier.mkdir()
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", STORM_CHILD, str(store_path), KEY, str(barrier), str(i)],
+            [sys.executable, "-c", STORM_CHILD, url, KEY, str(barrier), str(i)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(),
         )
         for i in range(WORKERS)
@@ -197,12 +206,15 @@ def test_refresh_storm_processes(
     assert stored is not None and stored.access_token == token != old.access_token
     assert stored.refresh_token != old.refresh_token
     assert provider.is_refresh_token_active(stored.refresh_token or "")
+    assert not provider.is_refresh_token_active(old.refresh_token or "")
     assert provider.is_access_token_active(token)
+    store.close()
 
 
-@pytest.mark.parametrize("backend", ["file", "memory"])
-def test_refresh_storm_threads(provider: MockProvider, store_path: Path, backend: str) -> None:
-    shared: TokenStore = FileStore(store_path) if backend == "file" else MemoryStore()
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_refresh_storm_threads(provider: MockProvider, tmp_path: Path, backend: str) -> None:
+    """16 threads of one process, half with their own store handle: one refresh request."""
+    shared = BACKENDS[backend](tmp_path)
     login(provider, shared)
     old = expire(provider, shared)
     provider.token_delay = 0.3
@@ -211,8 +223,9 @@ def test_refresh_storm_threads(provider: MockProvider, store_path: Path, backend
     errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        # File: each thread its own handle (as separate libraries in one process would).
-        store = FileStore(store_path) if backend == "file" and i % 2 else shared
+        # Each odd thread its own handle (as separate libraries in one process would).
+        own = backend != "memory" and i % 2
+        store = BACKENDS[backend](tmp_path) if own else shared
         manager = TokenManager(store, KEY, lock_timeout=30)
         barrier.wait()
         try:
