@@ -105,3 +105,12 @@ def test_error_hierarchy_and_reexports() -> None:
     p = errors.PortInUseError(3000, "localhost")
     assert "3000" in str(p)
     assert "port=0" in str(p)
+
+
+def test_values_are_hashable_consistently_with_equality() -> None:
+    a, b = Tokens("a", extra={"x": [1]}), Tokens("a", extra={"x": [1]})
+    assert a == b
+    assert hash(a) == hash(b)
+    assert len({a, b, Tokens("c")}) == 2
+    assert len({ClientInfo("c"), ClientInfo("c")}) == 1
+    assert len({OAuthSession("v"), OAuthSession("v")}) == 1

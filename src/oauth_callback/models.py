@@ -188,6 +188,10 @@ class Tokens:
         """A copy with ``changes`` applied (``dataclasses.replace``)."""
         return replace(self, **changes)
 
+    def __hash__(self) -> int:  # ``extra`` (a mapping) is left out; equal values hash alike
+        return hash((self.access_token, self.refresh_token, self.expires_at, self.scope,
+                     self.token_type))
+
     def __repr__(self) -> str:
         return (
             f"Tokens(access_token={fingerprint(self.access_token)}, "
@@ -293,6 +297,9 @@ class ClientInfo:
         """A copy with ``changes`` applied."""
         return replace(self, **changes)
 
+    def __hash__(self) -> int:  # ``extra`` is left out; equal values hash alike
+        return hash((self.client_id, self.client_secret, self.issuer, self.token_endpoint))
+
     def __repr__(self) -> str:
         return (
             f"ClientInfo(client_id={self.client_id!r}, "
@@ -343,6 +350,9 @@ class OAuthSession:
             record["createdAt"] = self.created_at
         record.update((k, v) for k, v in self.extra.items() if k not in record)
         return record
+
+    def __hash__(self) -> int:  # ``extra`` is left out; equal values hash alike
+        return hash((self.code_verifier, self.state, self.created_at))
 
     def __repr__(self) -> str:
         return (
