@@ -647,3 +647,13 @@ def test_tokens_migrate_unreachable_redis_exit_4_hides_password(
     assert r.returncode == 4
     assert f"127.0.0.1:{port}" in r.stderr and "unavailable" in r.stderr
     assert "hunter2pass" not in r.stdout + r.stderr
+
+
+def test_bad_input_is_an_error_line_not_a_traceback(env: dict[str, str]) -> None:
+    r = cli(env, "--store", "memory:", "token", "")
+    assert r.returncode == 2
+    assert r.stderr.startswith("oauth-callback: error: ")
+    assert "Traceback" not in r.stderr
+    r = cli(env, "--store", "memory:", "login", "--issuer", "http://[::1", "--client-id", "x")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr

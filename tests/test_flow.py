@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import threading
@@ -647,3 +648,66 @@ def test_retry_after_longer_than_the_cap_ends_the_retries() -> None:
         _drive_once(flow, RawResponse(429, {"retry-after": "3600"}, b""))
     assert info.value.retry_after == 3600.0
     assert info.value.status_code == 429
+
+
+# --------------------------------------------------------------------------- no echoed secrets
+
+
+def test_provider_text_echoing_a_sent_secret_is_redacted(provider: MockProvider,
+                                                         store: FileStore) -> None:
+    client = OAuthClient.discover(provider.issuer, "test-client")
+    tokens = client.login(store, "k", open_browser=Browser(), timeout=10)
+    rt = tokens.refresh_token
+    assert rt
+    body = json.dumps({"error": "invalid_grant",
+                       "error_description": f"refresh token {rt} is revoked\x1b[31m"})
+    provider.fail_next_token_requests(1, 400, body=body)
+    with pytest.raises(OAuthError) as info:
+        client.refresh(rt)
+    assert rt not in str(info.value)
+    assert rt not in repr(info.value)
+    assert "<redacted>" in (info.value.description or "")
+    assert "\x1b" not in str(info.value)  # no terminal escapes from provider text
+    provider.fail_next_token_requests(1, 503, body=json.dumps({"error": f"busy with {rt}"}))
+    with pytest.raises(TokenEndpointError) as err:
+        client.refresh(rt)
+    assert rt not in str(err.value)
+
+
+def test_protocol_error_bytes_are_not_quoted(tmp_path: Path) -> None:
+    """A server answering without a status line: h11 quotes the bytes it got; we do not."""
+    import socket
+
+    secret = "RT_supersecret_refresh_token_value"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            body = json.dumps({"access_token": "AT_x", "refresh_token": secret})
+            conn.sendall(body.encode() + b"\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = OAuthClient("c", token_endpoint=f"http://127.0.0.1:{port}/token",
+                         authorization_endpoint=f"http://127.0.0.1:{port}/authorize")
+    try:
+        with pytest.raises(TokenEndpointError) as info:
+            client.refresh("old-refresh-token")
+    finally:
+        thread.join(5)
+        listener.close()
+    assert secret not in str(info.value)
+    assert "Protocol" in str(info.value) or "Error" in str(info.value)
+
+
+def test_iss_check_uses_the_issuer_discovery_validated(provider: MockProvider,
+                                                       store: FileStore) -> None:
+    """issuer given with a trailing slash: discovery accepts it, and so does the iss check."""
+    client = OAuthClient("test-client", issuer=provider.issuer + "/")
+    tokens = client.login(store, "k", open_browser=Browser(), timeout=10)
+    assert tokens.access_token

@@ -787,3 +787,22 @@ def test_fixed_port_taken_on_ipv6_side_is_port_in_use(monkeypatch):
     assert excinfo.value.port == port
     with CallbackServer(host="127.0.0.1", port=port) as again:  # the IPv4 socket was released
         assert again.port == port
+
+
+def test_error_callback_without_the_state_is_a_state_error(client):
+    """A page that sends the browser to our port cannot end the login with its own text."""
+    with CallbackServer(host="127.0.0.1", port=0, expected_state=STATE) as server:
+        response = client.get(callback_url(server, error="access_denied",
+                                            error_description="forged\x1b[31m text"))
+        assert response.status_code == 400
+        with pytest.raises(OAuthStateError):
+            server.wait_for_callback(timeout=5)
+
+
+def test_provider_error_text_loses_control_characters(client):
+    with CallbackServer(host="127.0.0.1", port=0) as server:
+        client.get(callback_url(server, error="access_denied", state=STATE,
+                                error_description="line1\nline2\x1b[31mRED"))
+        with pytest.raises(OAuthError) as excinfo:
+            server.wait_for_callback(timeout=5, expected_state=STATE)
+    assert excinfo.value.description == "line1 line2 [31mRED"

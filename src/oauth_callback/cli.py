@@ -944,6 +944,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FAILURE
+    except (ValueError, TypeError) as exc:
+        # Bad input the parser could not catch (an empty key, a malformed URL).
+        log.debug("command failed", exc_info=True)
+        _err(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        log.debug("command failed", exc_info=True)
+        _err(f"[Errno {exc.errno}] {exc.strerror or exc}"
+             + (f": {exc.filename}" if exc.filename else ""))
+        return EXIT_UNAVAILABLE
     finally:
         while _opened:
             with contextlib.suppress(Exception):

@@ -68,9 +68,14 @@ def _raw(response: httpx2.Response) -> RawResponse:
     )
 
 
+# Failures whose text describes only the connection ("[Errno 111] Connection
+# refused", "timed out"). Others, protocol errors above all, may quote bytes the
+# server sent, a token among them: only their type is shown.
+_SAFE_DETAIL = (httpx2.ConnectError, httpx2.TimeoutException)
+
+
 def _network_error(what: str, url: str, exc: Exception) -> str:
-    # httpx2 messages describe the transport failure (no request body in them).
-    detail = str(exc).strip()
+    detail = str(exc).strip() if isinstance(exc, _SAFE_DETAIL) else ""
     return f"could not reach the {what} {url}: {type(exc).__name__}" + (
         f" ({detail[:200]})" if detail else ""
     )
@@ -471,6 +476,8 @@ class OAuthClient:
     def _adopt(self, metadata: ServerMetadata) -> None:
         with self._metadata_lock:
             self.metadata = metadata
+            # The issuer discovery validated: what RFC 9207's ``iss`` must equal.
+            self.issuer = metadata.issuer
             self.authorization_endpoint = (
                 self.authorization_endpoint or metadata.authorization_endpoint
             )

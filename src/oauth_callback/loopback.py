@@ -34,8 +34,10 @@ from types import MappingProxyType, TracebackType
 from typing import Any, TypeAlias, cast
 from urllib.parse import parse_qsl
 
+from ._text import clip
 from .errors import (
     CallbackCancelled,
+    CallbackError,
     CallbackTimeout,
     InsecureHostError,
     OAuthError,
@@ -244,7 +246,12 @@ def _bind_all(
                     if _is_unavailable(exc) and len(targets) > 1:
                         logger.debug("loopback %s unavailable, not listening on it", address)
                         continue
-                    raise
+                    raise CallbackError(
+                        f"cannot listen on {address} port {chosen} for {host}: "
+                        f"[Errno {exc.errno}] {exc.strerror}"
+                        + (" (ports below 1024 need privileges; use port=0)"
+                           if isinstance(exc, PermissionError) and 0 < chosen < 1024 else "")
+                    ) from exc
                 if chosen == 0:
                     chosen = cast(int, bound[-1].getsockname()[1])
         except BaseException:
@@ -256,7 +263,7 @@ def _bind_all(
                 sock.close()
             continue
         if not bound:
-            raise OSError(errno.EADDRNOTAVAIL, f"no loopback address available for {host}")
+            raise CallbackError(f"no loopback address is available to listen on for {host}")
         return bound, chosen
     raise PortInUseError(port, host)
 
@@ -321,19 +328,21 @@ def _evaluate(params: Mapping[str, str], expected_state: str | None) -> _Outcome
                 "start the authorization again"
             ),
         )
+    if expected_state is not None and state is None:
+        # Checked before ``error``: a page that sends the browser to our port
+        # without the state cannot end the login with text of its choosing.
+        return _Outcome(
+            None,
+            OAuthStateError("the callback carries no state although one was sent (possible CSRF)"),
+        )
     if "error" in params:
         return _Outcome(
             None,
             OAuthError(
-                params["error"],
-                params.get("error_description") or None,
-                params.get("error_uri") or None,
+                clip(params["error"]) or "unknown_error",
+                clip(params.get("error_description")),
+                clip(params.get("error_uri")),
             ),
-        )
-    if expected_state is not None and state is None:
-        return _Outcome(
-            None,
-            OAuthStateError("the callback carries no state although one was sent (possible CSRF)"),
         )
     return _Outcome(
         CallbackResult(

@@ -31,8 +31,9 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
-from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote_plus, unquote_plus, urlencode, urlsplit, urlunsplit
 
+from ._text import clip
 from .errors import DiscoveryError, OAuthError, OAuthStateError, TokenEndpointError
 from .loopback import CallbackResult
 from .models import Tokens
@@ -62,7 +63,6 @@ AuthMethod: TypeAlias = Literal["none", "client_secret_basic", "client_secret_po
 #: Client authentication methods supported at the token endpoint (RFC 6749 2.3.1).
 AUTH_METHODS: tuple[str, ...] = ("none", "client_secret_basic", "client_secret_post")
 
-_MAX_TEXT = 300  # provider-supplied error text is cut to this many characters
 _LOOPBACK_NAMES = frozenset({"localhost"})
 # Parameters build_authorization_url sets itself; ``extra_params`` may not override them.
 _CORE_AUTHZ_PARAMS = frozenset(
@@ -77,14 +77,6 @@ _CORE_AUTHZ_PARAMS = frozenset(
         "resource",
     }
 )
-
-
-def _clip(text: Any) -> str | None:
-    """Provider text made safe to show: a string, single line, at most ``_MAX_TEXT`` chars."""
-    if not isinstance(text, str) or not text:
-        return None
-    line = " ".join(text.split())
-    return line if len(line) <= _MAX_TEXT else line[: _MAX_TEXT - 1] + "…"
 
 
 def _is_loopback_host(host: str | None) -> bool:
@@ -128,7 +120,7 @@ def _same_issuer(a: str, b: str) -> bool:
     # RFC 8414 3.3 asks for identical strings; a lone trailing slash is
     # tolerated because providers disagree about it (the origin and path are
     # still compared exactly).
-    return a == b or a.rstrip("/") == b.rstrip("/")
+    return a == b or a.removesuffix("/") == b.removesuffix("/")
 
 
 # --------------------------------------------------------------------------- metadata
@@ -376,9 +368,9 @@ def check_callback(
     params = result.params
     if "error" in params:
         raise OAuthError(
-            _clip(params["error"]) or "unknown_error",
-            _clip(params.get("error_description")),
-            _clip(params.get("error_uri")),
+            clip(params["error"]) or "unknown_error",
+            clip(params.get("error_description")),
+            clip(params.get("error_uri")),
         )
     if not result.code:
         raise OAuthError("invalid_request", "the authorization callback carried no code")
@@ -386,6 +378,10 @@ def check_callback(
 
 
 # --------------------------------------------------------------------------- token requests
+
+
+_SECRET_FIELDS = ("code", "code_verifier", "refresh_token", "client_secret",
+                  "client_assertion", "assertion", "password")
 
 
 @dataclass(frozen=True, repr=False)
@@ -410,6 +406,29 @@ class TokenRequest:
         """The ``grant_type`` field."""
         value = self.form.get("grant_type", "")
         return value if isinstance(value, str) else value[0]
+
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values this request carries (form fields and Basic credentials)."""
+        found: list[str] = []
+        for name in _SECRET_FIELDS:
+            value = self.form.get(name)
+            if isinstance(value, str):
+                found.append(value)
+        authorization = next(
+            (v for k, v in self.headers.items() if k.lower() == "authorization"), ""
+        )
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "basic" and credentials:
+            found.append(credentials)
+            try:
+                decoded = base64.b64decode(credentials).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                decoded = ""
+            _client_id, _, secret = decoded.partition(":")
+            if secret:
+                found.append(secret)
+                found.append(unquote_plus(secret))
+        return tuple(found)
 
     def __repr__(self) -> str:
         return f"TokenRequest(url={self.url!r}, fields={sorted(self.form)!r})"
@@ -533,7 +552,12 @@ def _content_type(headers: Mapping[str, str]) -> str:
 
 
 def parse_token_response(
-    status: int, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float | None = None,
+    secrets: Iterable[str] = (),
 ) -> Tokens:
     """Judge a token endpoint response (RFC 6749 5.1 / 5.2).
 
@@ -542,7 +566,9 @@ def parse_token_response(
     string) with a 4xx status, or with a 2xx status (some providers do that);
     :class:`TokenEndpointError` (``status_code`` set) for a 5xx or 429, for a
     body that is not a JSON object, or for a success missing
-    ``access_token`` or with malformed fields. Messages never quote the body.
+    ``access_token`` or with malformed fields. Messages never quote the body;
+    provider text (``error``, ``error_description``, ``error_uri``) is shown
+    with ``secrets`` (what the request sent) redacted.
     """
     data: Any
     try:
@@ -551,7 +577,7 @@ def parse_token_response(
         data = None
     if status >= 500 or status == 429:
         error = data.get("error") if isinstance(data, Mapping) else None
-        detail = f" ({_clip(error)})" if isinstance(error, str) else ""
+        detail = f" ({clip(error, secrets)})" if isinstance(error, str) else ""
         raise TokenEndpointError(
             f"token endpoint answered HTTP {status}{detail}",
             status_code=status,
@@ -567,9 +593,9 @@ def parse_token_response(
     error = data.get("error")
     if isinstance(error, str) and error and (400 <= status < 500 or 200 <= status < 300):
         raise OAuthError(
-            _clip(error) or "unknown_error",
-            _clip(data.get("error_description")),
-            _clip(data.get("error_uri")),
+            clip(error, secrets) or "unknown_error",
+            clip(data.get("error_description"), secrets),
+            clip(data.get("error_uri"), secrets),
         )
     if not 200 <= status < 300:
         raise TokenEndpointError(
@@ -678,7 +704,8 @@ def token_flow(
             if isinstance(outcome, TokenEndpointError):
                 raise outcome
             tokens = parse_token_response(
-                outcome.status, outcome.headers, outcome.body, now=sent_at
+                outcome.status, outcome.headers, outcome.body, now=sent_at,
+                secrets=request.secrets(),
             )
         except TokenEndpointError as exc:
             delay = next(delays, None)
