@@ -657,3 +657,13 @@ def test_bad_input_is_an_error_line_not_a_traceback(env: dict[str, str]) -> None
     r = cli(env, "--store", "memory:", "login", "--issuer", "http://[::1", "--client-id", "x")
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
+
+
+def test_doctor_repair_never_locks_down_a_shared_directory(env: dict[str, str], seeded: FileStore,
+                                                            store_path: Path) -> None:
+    directory = store_path.parent
+    (directory / "unrelated-notes.txt").write_text("someone else's file")
+    os.chmod(directory, 0o755)
+    r = cli(env, "doctor", "--repair")
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o755
+    assert "chmod 700" in r.stdout + r.stderr  # explained, left to the user

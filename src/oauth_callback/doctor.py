@@ -119,13 +119,24 @@ def _who(bits: int) -> str:
 
 
 def _dir_repairable(directory: str, st: os.stat_result) -> bool:
-    """Whether :func:`repair` may ``chmod 0700`` it: ours, not sticky, not ``~`` or ``/``."""
+    """Whether :func:`repair` may ``chmod 0700`` it: ours, not sticky, not ``~`` or
+    ``/``, and holding nothing but store files (so a shared directory such as
+    ``/etc`` or a project folder is never locked down by accident)."""
     euid = _euid()
     if euid is None or st.st_uid != euid or st.st_mode & stat.S_ISVTX:
         return False
     real = os.path.realpath(directory)
     home = os.path.realpath(os.path.expanduser("~"))
-    return real not in (home, os.path.realpath(os.sep))
+    if real in (home, os.path.realpath(os.sep)):
+        return False
+    try:
+        entries = os.listdir(real)
+    except OSError:
+        return False
+    names = [e.lstrip(".") for e in entries]
+    stems = {n.split(".")[0] for n in names if n}
+    # One store (its file, backup, locks, temp files) and nothing else.
+    return len(stems) <= 1 and all(not os.path.isdir(os.path.join(real, e)) for e in entries)
 
 
 def _store_dir(path: str) -> str:
