@@ -29,12 +29,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import secrets
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import anyio.to_thread
@@ -746,9 +747,15 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         registration is unusable, and we register again rather than show the
         user an error page.
         """
+        # The probe carries a throwaway state, so the real one never appears in
+        # an HTTP client's request log; any code it earns is never used.
+        parts = urlsplit(authorization_url)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "state"]
+        query.append(("state", secrets.token_urlsafe(16)))
+        probe_url = urlunsplit(parts._replace(query=urlencode(query)))
         try:
             async with httpx2.AsyncClient(follow_redirects=False, timeout=10.0) as client:
-                response = await client.get(authorization_url)
+                response = await client.get(probe_url)
         except httpx2.HTTPError:
             return
         if response.status_code in (400, 401):
