@@ -576,3 +576,29 @@ def test_login_or_logout_during_a_refresh_wins(
     else:
         assert store.get(KEY) is None
         assert isinstance(outcome[0], ReauthRequired)
+
+
+def test_a_failing_save_after_a_refresh_is_retried(provider: MockProvider) -> None:
+    """With rotation the old refresh token is spent once the server answered:
+    a transient store failure must not throw the new tokens away."""
+    from oauth_callback import StoreLockTimeout
+
+    class Flaky(MemoryStore):
+        failures = 0
+
+        def _modify(self, section, key, fn):  # type: ignore[no-untyped-def]
+            if section == "tokens" and self.failures:
+                self.failures -= 1
+                raise StoreLockTimeout("injected: store busy")
+            return super()._modify(section, key, fn)
+
+    store = Flaky()
+    login(provider, store)
+    old = expire(provider, store)
+    store.failures = 2
+    token = TokenManager(store, KEY).access_token()
+    stored = store.get(KEY)
+    assert stored is not None
+    assert stored.access_token == token != old.access_token
+    assert provider.refresh_requests == 1
+    assert provider.is_refresh_token_active(stored.refresh_token or "")

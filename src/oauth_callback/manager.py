@@ -25,11 +25,12 @@ that was lost with the process.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import anyio.to_thread
 
-from .errors import OAuthError, ReauthRequired
+from .errors import OAuthError, ReauthRequired, StoreCorruptError, StoreError
 from .flow import OAuthClient
 from .models import Tokens
 from .storage.base import TokenStore
@@ -182,7 +183,7 @@ class TokenManager:
                 self.store.update(key, _if_unchanged(current, None))
                 logger.info("the grant of %r is no longer valid; login required", key)
                 raise ReauthRequired(key, exc.error, exc.description, exc.uri) from None
-            stored = self.store.update(key, _if_unchanged(current, new))
+            stored = self._save_refreshed(current, new)
             if stored is new:
                 return new
             # A login or logout landed while the request was in flight: it wins.
@@ -190,6 +191,24 @@ class TokenManager:
             if stored is None:
                 raise _reauth(key, "the tokens were removed while they were being refreshed")
             return stored
+
+    def _save_refreshed(self, current: Tokens, new: Tokens) -> Tokens | None:
+        """Save a refresh result, retrying a failing store a few times: with a
+        rotating server the old refresh token is already spent, so losing the
+        new one would mean a new login. (The refresh lock is still held: no
+        other refresh can start meanwhile.)"""
+        delay = 0.1
+        for attempt in range(4):
+            try:
+                return self.store.update(self.key, _if_unchanged(current, new))
+            except StoreError as exc:
+                if attempt == 3 or isinstance(exc, StoreCorruptError):
+                    raise
+                logger.warning("saving refreshed tokens of %r failed (%s); retrying",
+                               self.key, type(exc).__name__)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _usable(
         self, current: Tokens, seen: Tokens | None, *, force: bool, rejected: str | None
