@@ -806,3 +806,23 @@ def test_provider_error_text_loses_control_characters(client):
         with pytest.raises(OAuthError) as excinfo:
             server.wait_for_callback(timeout=5, expected_state=STATE)
     assert excinfo.value.description == "line1 line2 [31mRED"
+
+
+def test_async_wait_works_under_trio(client):
+    """The async twins are AnyIO-based: they run under trio as well as asyncio."""
+    import anyio
+
+    pytest.importorskip("trio", reason="trio is in the test extra; CI installs it")
+    from oauth_callback import MemoryStore, Tokens
+
+    async def main() -> str | None:
+        store = MemoryStore()
+        await store.set_async("k", Tokens("x"))
+        async with CallbackServer(host="127.0.0.1", port=0, expected_state=STATE) as server:
+            url = callback_url(server, code=CODE, state=STATE)
+            await anyio.to_thread.run_sync(client.get, url)
+            result = await server.wait_for_callback_async(timeout=5)
+        assert await store.get_async("k") == Tokens("x")
+        return result.code
+
+    assert anyio.run(main, backend="trio") == CODE

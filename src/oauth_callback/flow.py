@@ -712,7 +712,7 @@ class OAuthClient:
         error_html: str | None = None,
         extra_params: Mapping[str, str] | None = None,
     ) -> Tokens:
-        """Async :meth:`login` (asyncio). Cancel it by cancelling the task.
+        """Async :meth:`login` (asyncio or trio, via AnyIO). Cancel it by cancelling the task.
 
         With ``open_browser=True`` the browser is launched in a worker thread; a
         callable ``open_browser`` runs in the event loop thread and must not

@@ -13,7 +13,6 @@ message or shown in a ``repr``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import hmac
@@ -33,6 +32,9 @@ from http.server import BaseHTTPRequestHandler
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeAlias, cast
 from urllib.parse import parse_qsl
+
+import anyio
+import anyio.to_thread
 
 from ._text import clip
 from .errors import (
@@ -567,7 +569,6 @@ class CallbackServer:
         self._claimed = False
         self._params: dict[str, str] | None = None
         self._finished = threading.Event()
-        self._waiters: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         where = self.redirect_uri if self._port is not None else f"{self.host}:unbound"
@@ -693,28 +694,22 @@ class CallbackServer:
     ) -> CallbackResult:
         """Await the callback; the async twin of :meth:`wait_for_callback`.
 
-        Cancel it by cancelling the task: :class:`asyncio.CancelledError`
-        propagates and the server is closed by the enclosing ``async with``.
+        Works under asyncio and trio (AnyIO). Cancel it by cancelling the task
+        (the cancellation propagates; the enclosing ``async with`` closes the
+        server).
         """
         self._begin_wait(expected_state)
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def set_done() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        def wake() -> None:
-            with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed
-                loop.call_soon_threadsafe(set_done)
-
-        self._add_waiter(wake)
-        try:
-            finished, _ = await asyncio.wait({done}, timeout=timeout)
-        finally:
-            self._remove_waiter(wake)
-        if not finished:
-            raise self._timeout_error(timeout)
+        # Polls the completion flag (set by a server thread) with anyio.sleep:
+        # backend-neutral (asyncio and trio), cancellable at every tick.
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        while not self._finished.is_set():
+            pause = _POLL_INTERVAL
+            if deadline is not None:
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    raise self._timeout_error(timeout)
+                pause = min(pause, remaining)
+            await anyio.sleep(pause)
         return self._result(expected_state)
 
     # -- internals
@@ -745,24 +740,8 @@ class CallbackServer:
         assert outcome.result is not None
         return outcome.result
 
-    def _add_waiter(self, wake: Callable[[], None]) -> None:
-        with self._lock:
-            if not self._finished.is_set():
-                self._waiters.append(wake)
-                return
-        wake()
-
-    def _remove_waiter(self, wake: Callable[[], None]) -> None:
-        with self._lock:
-            if wake in self._waiters:
-                self._waiters.remove(wake)
-
     def _finish(self) -> None:
-        with self._lock:
-            self._finished.set()
-            waiters, self._waiters = self._waiters, []
-        for wake in waiters:
-            wake()
+        self._finished.set()
 
     def _wake(self) -> None:
         if self._wake_w is not None:
@@ -985,7 +964,7 @@ async def get_auth_code_async(
         expected_state=expected_state,
     ) as server:
         if open_browser is True:
-            await asyncio.to_thread(open_url, authorization_url, True)
+            await anyio.to_thread.run_sync(open_url, authorization_url, True)
         else:
             open_url(authorization_url, open_browser)
         return await server.wait_for_callback_async(timeout, expected_state)
