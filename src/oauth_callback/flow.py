@@ -25,7 +25,7 @@ import anyio.to_thread
 
 from ._http import httpx2
 from .errors import DiscoveryError, OAuthError, TokenEndpointError
-from .loopback import CallbackServer, OpenBrowser, RequestInfo, open_url
+from .loopback import CallbackServer, OpenBrowser, RequestInfo, open_url, open_url_async
 from .models import ClientInfo, OAuthSession, Tokens
 from .pkce import generate_pkce, generate_state
 from .protocol import (
@@ -734,10 +734,7 @@ class OAuthClient:
             url = self._authorization_url(redirect_uri, state, challenge, extra_params)
             await store.set_session_async(key, _session(verifier, state, redirect_uri))
             try:
-                if open_browser is True:
-                    await anyio.to_thread.run_sync(open_url, url, True)
-                else:
-                    open_url(url, open_browser)
+                await open_url_async(url, open_browser)
                 result = await server.wait_for_callback_async(timeout, state)
                 server.close()
                 code = check_callback(

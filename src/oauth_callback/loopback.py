@@ -57,6 +57,7 @@ __all__ = [
     "get_auth_code_async",
     "no_graphical_display",
     "open_url",
+    "open_url_async",
 ]
 
 logger = logging.getLogger("oauth_callback.loopback")
@@ -898,6 +899,16 @@ def open_url(url: str, open_browser: OpenBrowser = True) -> None:
         _print_url(url)
 
 
+async def open_url_async(url: str, open_browser: OpenBrowser = True) -> None:
+    """:func:`open_url` for async code: launching the system browser (which may
+    block) runs in a worker thread; a callable runs in the event loop thread
+    and must not block."""
+    if open_browser is True:
+        await anyio.to_thread.run_sync(open_url, url, True)
+    else:
+        open_url(url, open_browser)
+
+
 # --------------------------------------------------------------------------- wrappers
 
 
@@ -963,8 +974,5 @@ async def get_auth_code_async(
         on_request=on_request,
         expected_state=expected_state,
     ) as server:
-        if open_browser is True:
-            await anyio.to_thread.run_sync(open_url, authorization_url, True)
-        else:
-            open_url(authorization_url, open_browser)
+        await open_url_async(authorization_url, open_browser)
         return await server.wait_for_callback_async(timeout, expected_state)
