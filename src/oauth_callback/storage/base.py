@@ -39,6 +39,8 @@ def validate_key(key: object, *, reserved: frozenset[str] = frozenset()) -> str:
         raise ValueError("store key must not be empty")
     if key in reserved:
         raise ValueError(f"store key {key!r} is reserved")
+    if key.isascii():  # the common case, and cheap: get() is a hot path
+        return key
     try:
         key.encode("utf-8")
     except UnicodeEncodeError:
