@@ -20,6 +20,7 @@ import pytest
 from oauth_callback import FileStore, MemoryStore, TokenStore
 from oauth_callback.storage import SQLiteStore
 
+from .browser import _chromium_session, browser  # noqa: F401  (the headless Chromium fixtures)
 from .redis_server import session_url, stop_session_server
 
 ROOT = Path(__file__).resolve().parent.parent

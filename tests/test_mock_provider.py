@@ -138,7 +138,9 @@ def test_metadata_documents(provider: MockProvider, http: httpx2.Client) -> None
         assert meta["token_endpoint"] == provider.token_endpoint
         assert meta["registration_endpoint"] == provider.registration_endpoint
         assert meta["response_types_supported"] == ["code"]
-        assert meta["grant_types_supported"] == ["authorization_code", "refresh_token"]
+        assert meta["grant_types_supported"] == [
+            "authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"
+        ]
         assert meta["code_challenge_methods_supported"] == ["S256"]
         assert set(meta["token_endpoint_auth_methods_supported"]) == {
             "none",

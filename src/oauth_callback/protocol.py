@@ -140,6 +140,7 @@ class ServerMetadata:
     registration_endpoint: str | None = None
     revocation_endpoint: str | None = None
     userinfo_endpoint: str | None = None
+    device_authorization_endpoint: str | None = None
     scopes_supported: tuple[str, ...] | None = None
     code_challenge_methods_supported: tuple[str, ...] | None = None
     token_endpoint_auth_methods_supported: tuple[str, ...] | None = None
@@ -173,7 +174,12 @@ class ServerMetadata:
                 f"(code_challenge_methods_supported={list(challenge_methods)!r})"
             )
         optional = {}
-        for name in ("registration_endpoint", "revocation_endpoint", "userinfo_endpoint"):
+        for name in (
+            "registration_endpoint",
+            "revocation_endpoint",
+            "userinfo_endpoint",
+            "device_authorization_endpoint",
+        ):
             optional[name] = _check_url(name, data[name]) if data.get(name) else None
         iss_supported = data.get("authorization_response_iss_parameter_supported", False)
         return cls(
@@ -185,6 +191,7 @@ class ServerMetadata:
             registration_endpoint=optional["registration_endpoint"],
             revocation_endpoint=optional["revocation_endpoint"],
             userinfo_endpoint=optional["userinfo_endpoint"],
+            device_authorization_endpoint=optional["device_authorization_endpoint"],
             scopes_supported=_str_tuple(data, "scopes_supported"),
             code_challenge_methods_supported=challenge_methods,
             token_endpoint_auth_methods_supported=_str_tuple(
@@ -381,7 +388,7 @@ def check_callback(
 
 
 _SECRET_FIELDS = ("code", "code_verifier", "refresh_token", "client_secret",
-                  "client_assertion", "assertion", "password")
+                  "client_assertion", "assertion", "password", "device_code")
 
 
 @dataclass(frozen=True, repr=False)

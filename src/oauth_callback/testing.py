@@ -13,6 +13,10 @@ and implements just enough of the specifications to exercise a real client:
   refresh-token rotation with reuse detection (a rotated-away refresh token
   revokes the whole grant);
 * ``/register``: dynamic client registration (RFC 7591);
+* ``/device_authorization`` and the ``device_code`` grant (RFC 8628), with a
+  ``/device`` page where a person (or a test's browser) enters the user code
+  and approves or denies; :meth:`MockProvider.approve_device` does it without
+  a browser;
 * ``/userinfo`` and ``/me``: a Bearer-protected resource answering ``{"sub": ...}``.
 
 Every knob and counter is thread-safe. This is a *test tool*: it keeps the
@@ -45,12 +49,14 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
-__all__ = ["MockProvider"]
+__all__ = ["DEVICE_CODE_GRANT", "DevicePoll", "MockProvider"]
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _PKCE_RE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 _AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
-_GRANT_TYPES = ("authorization_code", "refresh_token")
+#: The ``grant_type`` of a device access token request (RFC 8628 3.4).
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+_GRANT_TYPES = ("authorization_code", "refresh_token", DEVICE_CODE_GRANT)
 _SCOPES_SUPPORTED = ("openid", "profile", "email", "offline_access", "read", "write")
 _DEFAULT_SCOPE = "read"
 _CODE_LIFETIME = 600.0
@@ -66,6 +72,12 @@ _COUNTERS = (
     "reuse_detected",
     "registrations",
     "token_requests",
+    "device_authorizations",
+    "device_polls",
+    "device_slow_downs",
+    "device_polls_too_fast",
+    "device_approvals",
+    "device_denials",
 )
 
 
@@ -124,6 +136,33 @@ class _Pending:
 
 
 @dataclass
+class _DeviceCode:
+    client_id: str
+    user_code: str
+    scope: str
+    expires_at: float  # time.time()
+    interval: float  # seconds the client must wait between polls; grows on slow_down
+    status: str = "pending"  # pending | approved | denied | issued
+    last_poll: float | None = None  # time.monotonic() of the previous poll
+
+
+@dataclass(frozen=True)
+class DevicePoll:
+    """One device-grant poll of ``/token`` as the provider saw it.
+
+    ``at`` is ``time.monotonic()`` when the request arrived; ``answer`` is the
+    OAuth ``error`` answered (``authorization_pending``, ``slow_down``,
+    ``access_denied``, ``expired_token``, ...), ``"tokens"`` for a success, or
+    ``"HTTP <status>"`` for an injected failure; ``interval`` is the interval
+    the provider required before this poll.
+    """
+
+    at: float
+    answer: str
+    interval: float
+
+
+@dataclass
 class _Response:
     status: int
     body: bytes = b""
@@ -163,14 +202,27 @@ def _json_response(status: int, payload: Mapping[str, Any], *extra: tuple[str, s
     return _Response(status, body, headers)
 
 
-def _html_response(status: int, title: str, body_html: str) -> _Response:
+def _html_response(
+    status: int, title: str, body_html: str, *, form_action: Sequence[str] = ()
+) -> _Response:
+    """An HTML page with a strict CSP: no script at all, forms post only to
+    ``'self'`` and to the origins in *form_action* (where a form's redirect
+    may lead: browsers check redirects after a form post against it too)."""
     page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title></head><body>{body_html}</body></html>"
     )
+    actions = " ".join(["'self'", *form_action])
     headers = [
         ("Content-Type", "text/html; charset=utf-8"),
         ("Cache-Control", "no-store"),
+        (
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'; "
+            f"form-action {actions}; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
         ("X-Frame-Options", "DENY"),
     ]
     return _Response(status, page.encode("utf-8"), headers)
@@ -232,6 +284,11 @@ def _with_params(uri: str, params: Iterable[tuple[str, str | None]]) -> str:
     query = parse_qsl(parts.query, keep_blank_values=True)
     query.extend((k, v) for k, v in params if v is not None)
     return urlunsplit(parts._replace(query=urlencode(query), fragment=""))
+
+
+def _origin(uri: str) -> str:
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def _s256(verifier: str) -> str:
@@ -412,6 +469,8 @@ class MockProvider:
         self._counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._token_requests: list[dict[str, str]] = []
         self._errors: list[BaseException] = []
+        self._token_request_times: list[float] = []
+        self._init_device()
 
         self._port = port
         self._server: _Server | None = None
@@ -520,6 +579,7 @@ class MockProvider:
             "token_endpoint_auth_methods_supported": list(_AUTH_METHODS),
             "authorization_response_iss_parameter_supported": True,
             "scopes_supported": list(_SCOPES_SUPPORTED),
+            **self._device_metadata(),
         }
 
     # ------------------------------------------------------------------ clients
@@ -629,6 +689,13 @@ class MockProvider:
             return [dict(r) for r in self._token_requests]
 
     @property
+    def token_request_times(self) -> list[float]:
+        """``time.monotonic()`` at the arrival of every ``POST /token``, parallel to
+        :attr:`token_requests` (assert client timing from these, not from sleeps)."""
+        with self._lock:
+            return list(self._token_request_times)
+
+    @property
     def stats(self) -> dict[str, int]:
         """A snapshot of all counters (``token_requests`` is the count here)."""
         with self._lock:
@@ -698,8 +765,10 @@ class MockProvider:
             "/register": ("POST",),
             "/userinfo": ("GET",),
             "/me": ("GET",),
+            "/device_authorization": ("POST",),
+            "/device": ("GET", "POST"),
         }
-        if path not in routes:
+        if path not in routes or (path.startswith("/device") and not self.device_flow):
             return _json_response(404, {"error": "not_found"})
         if method not in routes[path]:
             return _json_response(
@@ -715,6 +784,10 @@ class MockProvider:
             return self._token(headers, body)
         if path == "/register":
             return self._register(body)
+        if path == "/device_authorization":
+            return self._device_authorization(headers, body)
+        if path == "/device":
+            return self._device_page(parts.query) if method == "GET" else self._device_post(body)
         return self._userinfo(headers)
 
     # /authorize ---------------------------------------------------------------
@@ -814,7 +887,9 @@ class MockProvider:
             "<button type='submit' name='action' value='deny'>Deny</button>"
             "</form>"
         )
-        return _html_response(200, "Authorize access", body)
+        return _html_response(
+            200, "Authorize access", body, form_action=[_origin(pending.redirect_uri)]
+        )
 
     def _authorize_post(self, body: bytes) -> _Response:
         try:
@@ -847,8 +922,10 @@ class MockProvider:
             parse_error: str | None = None
         except (ValueError, UnicodeDecodeError) as exc:
             form, parse_error = {}, str(exc)
+        arrived = time.monotonic()
         with self._lock:
             self._token_requests.append(dict(form))
+            self._token_request_times.append(arrived)
             self._counters["token_requests"] += 1
             if form.get("grant_type") == "refresh_token":
                 self._counters["refresh_requests"] += 1
@@ -892,6 +969,8 @@ class MockProvider:
                     {"error": exc.error, "error_description": exc.description},
                     *extra,
                 )
+        if form.get("grant_type") == DEVICE_CODE_GRANT:
+            self._record_device_poll(arrived, form, response)
         if delay > 0:
             time.sleep(delay)
         return response
@@ -947,6 +1026,8 @@ class MockProvider:
             return self._grant_code(client, form)
         if grant_type == "refresh_token":
             return self._grant_refresh(client, form)
+        if grant_type == DEVICE_CODE_GRANT and self.device_flow:
+            return self._grant_device(client, form)
         raise _TokenError("unsupported_grant_type", f"grant_type {grant_type!r} not supported")
 
     def _revoke_grant(self, grant_id: str | None) -> None:
@@ -1120,4 +1201,243 @@ class MockProvider:
             )
         return _json_response(
             200, {"sub": self.subject, "client_id": rec.client_id, "scope": rec.scope}
+        )
+
+    # ------------------------------------------------------------------ device flow (RFC 8628)
+    #
+    # The device authorization endpoint, the ``/device`` verification page, the
+    # ``device_code`` grant, their knobs, counters and records. Kept together.
+
+    def _init_device(self) -> None:
+        #: Whether the device flow is served and advertised in the metadata.
+        self.device_flow = True
+        #: ``interval`` answered by the device authorization endpoint (RFC 8628 3.2).
+        self.device_interval: float = 1
+        #: ``expires_in`` of new device codes, seconds.
+        self.device_expires_in: float = 600
+        #: Answer ``slow_down`` to a poll that comes sooner than the interval
+        #: after the previous one (and add 5 s to that code's interval, RFC 8628 3.5).
+        self.enforce_device_interval = True
+        self._device_codes: dict[str, _DeviceCode] = {}
+        self._user_codes: dict[str, str] = {}  # normalised user code -> device code
+        self._device_requests: list[dict[str, str]] = []
+        self._device_polls: list[DevicePoll] = []
+        self._slow_down_remaining = 0
+
+    @property
+    def device_authorization_endpoint(self) -> str:
+        """``{issuer}/device_authorization``."""
+        return self.issuer + "/device_authorization"
+
+    @property
+    def verification_uri(self) -> str:
+        """``{issuer}/device``: the page where the user code is entered."""
+        return self.issuer + "/device"
+
+    def _device_metadata(self) -> dict[str, Any]:
+        if not self.device_flow:
+            return {}
+        return {"device_authorization_endpoint": self.device_authorization_endpoint}
+
+    def slow_down_next_polls(self, n: int) -> None:
+        """Answer ``slow_down`` to the next *n* polls of a pending device code
+        (each adds 5 s to that code's interval, as RFC 8628 3.5 has the client do)."""
+        with self._lock:
+            self._slow_down_remaining = n
+
+    @staticmethod
+    def _normalise_user_code(user_code: str) -> str:
+        return "".join(ch for ch in user_code.upper() if ch.isalnum())
+
+    def _device_decide(self, user_code: str, status: str) -> bool:
+        with self._lock:
+            device_code = self._user_codes.get(self._normalise_user_code(user_code))
+            rec = self._device_codes.get(device_code) if device_code else None
+            if rec is None or rec.status != "pending" or rec.expires_at <= time.time():
+                return False
+            rec.status = status
+            self._counters["device_approvals" if status == "approved" else "device_denials"] += 1
+            return True
+
+    def approve_device(self, user_code: str) -> bool:
+        """Approve the pending device code with *user_code* (case, dashes and
+        spaces ignored), as a person would on the ``/device`` page. False when
+        no pending, unexpired code has it."""
+        return self._device_decide(user_code, "approved")
+
+    def deny_device(self, user_code: str) -> bool:
+        """Deny the pending device code with *user_code*; see :meth:`approve_device`."""
+        return self._device_decide(user_code, "denied")
+
+    def expire_device_codes(self) -> None:
+        """Make every device code issued so far expired (polls answer ``expired_token``)."""
+        with self._lock:
+            past = time.time() - 1
+            for rec in self._device_codes.values():
+                rec.expires_at = past
+
+    @property
+    def user_codes(self) -> list[str]:
+        """The user codes issued so far, oldest first."""
+        with self._lock:
+            return [rec.user_code for rec in self._device_codes.values()]
+
+    @property
+    def device_authorization_requests(self) -> list[dict[str, str]]:
+        """The form fields of every ``POST /device_authorization``, in order."""
+        with self._lock:
+            return [dict(r) for r in self._device_requests]
+
+    @property
+    def device_polls(self) -> list[DevicePoll]:
+        """Every device-grant poll of ``/token``, in order, with its arrival time."""
+        with self._lock:
+            return list(self._device_polls)
+
+    def _device_authorization(self, headers: Mapping[str, str], body: bytes) -> _Response:
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            form = _parse_params(body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            form = None
+        with self._lock:
+            self._device_requests.append(dict(form or {}))
+            self._counters["device_authorizations"] += 1
+        try:
+            if form is None or (body and content_type != "application/x-www-form-urlencoded"):
+                raise _TokenError("invalid_request", "body must be a form")
+            with self._lock:
+                client = self._authenticate(form, headers.get("authorization"))
+            scope = form.get("scope") or _DEFAULT_SCOPE
+            if not set(scope.split()) <= set(_SCOPES_SUPPORTED):
+                raise _TokenError("invalid_scope", "unknown scope")
+        except _TokenError as exc:
+            extra = [("WWW-Authenticate", f'Basic realm="{_REALM}"')] if exc.status == 401 else []
+            return _json_response(
+                exc.status, {"error": exc.error, "error_description": exc.description}, *extra
+            )
+        alphabet = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 6.1: no vowels, no look-alikes
+        with self._lock:
+            while True:
+                raw = "".join(secrets.choice(alphabet) for _ in range(8))
+                if raw not in self._user_codes:
+                    break
+            user_code = f"{raw[:4]}-{raw[4:]}"
+            device_code = "dc_" + secrets.token_urlsafe(32)
+            interval, lifetime = self.device_interval, self.device_expires_in
+            self._device_codes[device_code] = _DeviceCode(
+                client.client_id, user_code, scope, time.time() + lifetime, interval
+            )
+            self._user_codes[raw] = device_code
+        payload: dict[str, Any] = {
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": self.verification_uri,
+            "verification_uri_complete": _with_params(
+                self.verification_uri, [("user_code", user_code)]
+            ),
+            "expires_in": lifetime,
+            "interval": interval,
+        }
+        return _json_response(200, payload)
+
+    def _grant_device(self, client: _Client, form: Mapping[str, str]) -> dict[str, Any]:
+        """The ``device_code`` grant (RFC 8628 3.4, 3.5); the caller holds the lock."""
+        device_code = form.get("device_code")
+        if not device_code:
+            raise _TokenError("invalid_request", "device_code is required")
+        rec = self._device_codes.get(device_code)
+        if rec is None or rec.client_id != client.client_id:
+            raise _TokenError("invalid_grant", "unknown device code")
+        now = time.monotonic()
+        previous, rec.last_poll = rec.last_poll, now
+        if rec.status == "issued":
+            raise _TokenError("invalid_grant", "device code already used")
+        if rec.expires_at <= time.time():
+            raise _TokenError("expired_token", "the device code has expired")
+        if rec.status == "denied":
+            raise _TokenError("access_denied", "the user denied the request")
+        too_fast = previous is not None and now - previous < rec.interval
+        if too_fast:
+            self._counters["device_polls_too_fast"] += 1
+        punished = too_fast and self.enforce_device_interval
+        forced = not punished and self._slow_down_remaining > 0
+        if rec.status == "pending" and (punished or forced):
+            if forced:
+                self._slow_down_remaining -= 1
+            rec.interval += 5
+            self._counters["device_slow_downs"] += 1
+            raise _TokenError("slow_down", "polling too fast; add 5 seconds to the interval")
+        if rec.status == "pending":
+            raise _TokenError("authorization_pending", "the user has not answered yet")
+        rec.status = "issued"
+        grant_id = secrets.token_hex(8)
+        self._grants[grant_id] = _Grant(client.client_id, rec.scope)
+        refresh = self._new_refresh(grant_id, client) if self.issue_refresh_token else None
+        return self._token_payload(grant_id, client, rec.scope, refresh)
+
+    def _record_device_poll(
+        self, arrived: float, form: Mapping[str, str], response: _Response
+    ) -> None:
+        answer = "tokens" if response.status == 200 else f"HTTP {response.status}"
+        with contextlib.suppress(ValueError, AttributeError):
+            error = json.loads(response.body).get("error")
+            if isinstance(error, str) and response.status == 400:
+                answer = error
+        with self._lock:
+            rec = self._device_codes.get(form.get("device_code", ""))
+            interval = rec.interval if rec is not None else 0.0
+            if answer == "slow_down":
+                interval -= 5  # the interval in force before this poll
+            self._device_polls.append(DevicePoll(arrived, answer, interval))
+            self._counters["device_polls"] += 1
+
+    def _device_form(self, user_code: str, message: str = "") -> str:
+        esc = html.escape
+        note = f"<p><b>{esc(message)}</b></p>" if message else ""
+        return (
+            "<h1>Connect a device</h1>"
+            f"{note}<p>Enter the code shown on your device.</p>"
+            "<form method='post' action='/device'>"
+            "<label for='user_code'>Code</label> "
+            f"<input id='user_code' name='user_code' value='{esc(user_code)}' "
+            "autocomplete='off' autocapitalize='characters' spellcheck='false'> "
+            "<button type='submit' name='action' value='approve'>Approve</button> "
+            "<button type='submit' name='action' value='deny'>Deny</button>"
+            "</form>"
+        )
+
+    def _device_page(self, query: str) -> _Response:
+        try:
+            params = _parse_params(query)
+        except ValueError as exc:
+            return _error_page(str(exc))
+        form = self._device_form(params.get("user_code", ""))
+        return _html_response(200, "Connect a device", form)
+
+    def _device_post(self, body: bytes) -> _Response:
+        try:
+            form = _parse_params(body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return _error_page("malformed form")
+        user_code = form.get("user_code", "")
+        action = form.get("action")
+        if action not in ("approve", "deny"):
+            return _html_response(
+                400, "Connect a device", self._device_form(user_code, "Choose approve or deny.")
+            )
+        if not self._device_decide(user_code, "approved" if action == "approve" else "denied"):
+            return _html_response(
+                400,
+                "Connect a device",
+                self._device_form(user_code, "That code is unknown, expired or already used."),
+            )
+        if action == "approve":
+            return _html_response(
+                200,
+                "Device connected",
+                "<h1>Device connected</h1><p>You can return to your device.</p>",
+            )
+        return _html_response(
+            200, "Access denied", "<h1>Access denied</h1><p>The device was not connected.</p>"
         )
