@@ -59,11 +59,19 @@ def _free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process; ``start``/``stop``/``kill`` it as often as needed."""
 
-    def __init__(self, directory: str | os.PathLike[str], *, password: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        password: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        port: int | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.password = password
-        self.port = _free_port()
+        self.extra_args = extra_args
+        self.port = _free_port() if port is None else port
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -98,6 +106,7 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

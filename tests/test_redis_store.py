@@ -25,6 +25,7 @@ from oauth_callback import (  # noqa: E402
     ClientInfo,
     OAuthSession,
     StoreCorruptError,
+    StoreError,
     StoreLockTimeout,
     StoreUnavailableError,
     Tokens,
@@ -474,3 +475,32 @@ def test_logging_is_quiet_in_normal_use(store: RedisStore, caplog: pytest.LogCap
         with store.refresh_lock("k"):
             store.update("k", lambda cur: tok(2))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_password_echoed_by_the_server_is_scrubbed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A server or proxy that lacks HELLO/AUTH (old Redis, some proxies, renamed commands)
+    answers ``unknown command 'HELLO', with args beginning with: ... '<password>'``:
+    the password must not reach the exception, in any form the URL may give it."""
+    secret = "S3cret pw/+%"  # needs percent-encoding in a URL
+    server = RedisServer(tmp_path / "redis", extra_args=(
+        "--rename-command", "HELLO", "", "--rename-command", "AUTH", "",
+    ))
+    server.start()
+    try:
+        from urllib.parse import quote
+
+        for user in ("", "bob"):
+            url = f"redis://{user}:{quote(secret, safe='')}@127.0.0.1:{server.port}/0"
+            store = RedisStore(url, socket_timeout=2)
+            with caplog.at_level(logging.DEBUG):
+                with pytest.raises(StoreError) as info:
+                    store.get("k")
+            message = str(info.value)
+            assert "unknown command" in message  # the server's answer is there...
+            assert "***" in message  # ... with the password replaced
+            for form in (secret, quote(secret, safe=""), "S3cret"):
+                assert form not in message and form not in repr(info.value)
+                assert form not in caplog.text
+            assert "S3cret" not in repr(store) and "S3cret" not in store.describe()
+    finally:
+        server.stop()

@@ -49,7 +49,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote
 
 try:
     import redis
@@ -64,6 +64,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
 from ..errors import StoreCorruptError, StoreError, StoreLockTimeout, StoreUnavailableError
 from ..models import ClientInfo, OAuthSession, Tokens
 from .base import Section, TokenStore
+from .url import REDIS_PARAMETERS, REDIS_SCHEMES, StoreURL, parse_store_url
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
 
@@ -123,26 +124,70 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
 
 
-def _split_url(url: str) -> tuple[str, str | None]:
-    """Remove the ``prefix`` query parameter (ours, not redis-py's) from ``url``."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = None
-    rest = []
-    for name, value in query:
-        if name == "prefix":
-            prefix = value
+def _flag(name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"store URL parameter {name}={value!r} must be true or false")
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"store URL parameter {name}={value!r} must be a positive number")
+    return seconds
+
+
+def _client_options(url: StoreURL) -> dict[str, Any]:
+    """redis-py keyword arguments for the connection parameters of ``url``."""
+    options: dict[str, Any] = {}
+    for name, value in url.params.items():
+        if name not in REDIS_PARAMETERS:
+            raise ValueError(
+                f"parameter {name!r} of store URL {url.display!r} is not RedisStore's: "
+                "open the URL with open_store(), which applies it"
+            )
+        if name in ("prefix",):
+            continue
+        if name == "socket_timeout":
+            seconds = _seconds(name, value)
+            options["socket_timeout"] = options["socket_connect_timeout"] = seconds
+        elif name == "ssl_check_hostname":
+            options[name] = _flag(name, value)
+        elif name == "db":
+            if not value.isdigit():
+                raise ValueError(f"store URL parameter db={value!r} must be a database number")
+            options["db"] = int(value)
+        elif name == "ssl_cert_reqs":
+            if value not in ("none", "optional", "required"):
+                raise ValueError(
+                    f"store URL parameter ssl_cert_reqs={value!r} must be none, optional "
+                    "or required"
+                )
+            options[name] = value
         else:
-            rest.append((name, value))
-    return urlunsplit(parts._replace(query=urlencode(rest))), prefix
+            options[name] = value
+    if not url.scheme.startswith("rediss"):
+        tls = [name for name in options if name.startswith("ssl_")]
+        if tls:
+            raise ValueError(
+                f"store URL {url.display!r}: {', '.join(tls)} need TLS (rediss://)"
+            )
+    return options
 
 
 class RedisStore(TokenStore):
     """Tokens in Redis (redis-py, synchronous client).
 
-    ``url_or_client`` is a ``redis://`` / ``rediss://`` (TLS) / ``unix://`` URL,
-    e.g. ``rediss://user:password@host:6380/0?prefix=myapp`` (``prefix`` may be
-    given in the URL), or a ready ``redis.Redis`` client (not closed by
+    ``url_or_client`` is a ``redis://`` / ``rediss://`` (TLS) URL, e.g.
+    ``rediss://user:password@host:6380/0?prefix=myapp`` (the parameters of
+    :data:`~oauth_callback.storage.url.REDIS_PARAMETERS` may be given in the URL;
+    any other is a ``ValueError``), or a ready ``redis.Redis`` client (not closed by
     :meth:`close`). ``socket_timeout`` bounds every network wait of a client
     the store creates.
 
@@ -166,7 +211,7 @@ class RedisStore(TokenStore):
 
     def __init__(
         self,
-        url_or_client: str | redis.Redis,
+        url_or_client: str | StoreURL | redis.Redis,
         *,
         prefix: str | None = None,
         ttl: float | None = None,
@@ -180,18 +225,28 @@ class RedisStore(TokenStore):
         if not (math.isfinite(lock_lease) and lock_lease > 0):
             raise ValueError("lock_lease must be a positive number of seconds")
         url_prefix: str | None = None
-        if isinstance(url_or_client, str):
-            url, url_prefix = _split_url(url_or_client)
+        if isinstance(url_or_client, (str, StoreURL)):
+            url = (
+                url_or_client if isinstance(url_or_client, StoreURL)
+                else parse_store_url(url_or_client, schemes=REDIS_SCHEMES)
+            )
+            if url.scheme not in REDIS_SCHEMES:
+                raise ValueError(f"store URL {url.display!r} is not a Redis URL")
+            url_prefix = url.params.get("prefix")
+            options = {
+                "socket_timeout": socket_timeout,
+                "socket_connect_timeout": socket_timeout,
+                **_client_options(url),
+            }
             self._owns_client = True
             try:
                 self._client: redis.Redis = redis.Redis.from_url(
-                    url,
-                    socket_timeout=socket_timeout,
-                    socket_connect_timeout=socket_timeout,
+                    f"{url.scheme}:{url.body}",
                     retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+                    **options,
                 )
             except ValueError as exc:
-                raise ValueError(f"invalid Redis URL: {exc}") from None
+                raise ValueError(f"invalid Redis URL {url.display!r}: {exc}") from None
         else:
             self._client = url_or_client
             self._owns_client = False
@@ -203,6 +258,7 @@ class RedisStore(TokenStore):
         self.lock_lease = lock_lease
         self.retry_timeout = retry_timeout
         self.location = self._describe_location()
+        self._secrets = self._connection_secrets()
         self._pattern_prefix = _GLOB_SPECIAL.sub(r"\\\1", self.prefix)
         self._seq_key = f"{self.prefix}:seq"
         self._acquire_script = self._client.register_script(_ACQUIRE)
@@ -219,6 +275,15 @@ class RedisStore(TokenStore):
         if kwargs.get("path"):
             return f"{kwargs['path']}/{db}"
         return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
+
+    def _connection_secrets(self) -> tuple[str, ...]:
+        """The passwords the client authenticates with (never shown in a message)."""
+        try:
+            kwargs = self._client.connection_pool.connection_kwargs
+        except AttributeError:
+            return ()
+        password = kwargs.get("password")
+        return (str(password),) if password else ()
 
     def describe(self) -> str:
         """The Redis location (``host:port/db``, never the password) and key prefix."""
@@ -252,12 +317,17 @@ class RedisStore(TokenStore):
 
     # -- errors -------------------------------------------------------------
 
+    def _scrub(self, text: str) -> str:
+        """``text`` with every secret of the connection (as given, percent-encoded or
+        quoted) replaced by ``***``: servers and proxies may echo the ``AUTH``/``HELLO``
+        arguments in their errors."""
+        for secret in self._secrets:
+            for form in {secret, quote(secret, safe=""), repr(secret)[1:-1]}:
+                text = text.replace(form, "***")
+        return text
+
     def _unavailable(self, exc: Exception) -> StoreUnavailableError:
-        detail = str(exc)
-        password = getattr(self._client, "connection_pool", None)
-        secret = None if password is None else password.connection_kwargs.get("password")
-        if secret:
-            detail = detail.replace(str(secret), "***")
+        detail = self._scrub(str(exc))
         return StoreUnavailableError(
             f"Redis at {self.location} is unavailable ({type(exc).__name__}: {detail})",
             path=self.location,
@@ -267,7 +337,8 @@ class RedisStore(TokenStore):
         if isinstance(exc, _CONNECTION_ERRORS):
             return self._unavailable(exc)
         return StoreError(
-            f"Redis at {self.location} refused the operation ({type(exc).__name__}: {exc})",
+            f"Redis at {self.location} refused the operation "
+            f"({type(exc).__name__}: {self._scrub(str(exc))})",
             path=self.location,
         )
 
