@@ -7,15 +7,8 @@
 * ``keyring:SERVICE`` (or ``keyring://SERVICE``; ``keyring:`` alone: service
   ``oauth-callback``): :class:`~oauth_callback.storage.keyring.KeyringStore`, the OS
   keychain (needs ``oauth-callback[keyring]``)
-* ``redis://[user:password@]host[:port][/db]``, ``rediss://...`` (TLS): one Redis server
-* ``redis+cluster://[user:password@]HOST:PORT[,HOST:PORT...]``, ``rediss+cluster://...``:
-  a Redis Cluster (any reachable nodes; the others are discovered)
-* ``redis+sentinel://[user:password@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]``,
-  ``rediss+sentinel://...``: the primary that the Sentinels at ``HOST:PORT...`` name
-  ``SERVICE``, found again after a failover
-
-  (all Redis forms: :class:`~oauth_callback.storage.redis.RedisStore`, needs
-  ``oauth-callback[redis]``)
+* ``redis://[user:password@]host[:port][/db]``, ``rediss://...`` (TLS): one Redis
+  server, :class:`~oauth_callback.storage.redis.RedisStore` (needs ``oauth-callback[redis]``)
 
 The grammar, exactly:
 
