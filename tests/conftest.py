@@ -7,6 +7,7 @@ the whole contract against each of them.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -67,6 +68,28 @@ def _keyring_url(tmp_path: Path) -> str:
     return contract_url(tmp_path)
 
 
+# The key of the encrypted backends, in the environment so child processes share it.
+ENCRYPTION_KEY_VAR = "OAUTH_CALLBACK_TEST_ENCRYPTION_KEY"
+os.environ.setdefault(ENCRYPTION_KEY_VAR, base64.urlsafe_b64encode(os.urandom(32)).decode())
+ENCRYPTION_KEY_SOURCE = f"env:{ENCRYPTION_KEY_VAR}"
+_ENCRYPTED_MEMORY: dict[Path, MemoryStore] = {}
+
+
+def _encrypted(inner: Callable[[Path], TokenStore]) -> StoreFactory:
+    def factory(tmp_path: Path) -> TokenStore:
+        from oauth_callback.storage.encrypted import EncryptedStore
+
+        return EncryptedStore(inner(tmp_path), ENCRYPTION_KEY_SOURCE)
+
+    return factory
+
+
+def _shared_memory(tmp_path: Path) -> TokenStore:
+    # Two handles of one encrypted memory store share the inner MemoryStore (and
+    # so test that handles' caches of decrypted records stay coherent).
+    return _ENCRYPTED_MEMORY.setdefault(tmp_path, MemoryStore())
+
+
 BACKENDS: dict[str, StoreFactory] = {
     "memory": lambda tmp_path: MemoryStore(),
     "file": _file_store,
@@ -74,6 +97,10 @@ BACKENDS: dict[str, StoreFactory] = {
     "sqlite": _sqlite_store,
     "redis": _redis_store,
     "keyring": _keyring_store,
+    "encrypted-memory": _encrypted(_shared_memory),
+    "encrypted-file": _encrypted(_file_store),
+    "encrypted-sqlite": _encrypted(_sqlite_store),
+    "encrypted-redis": _encrypted(_redis_store),
 }
 # Backends whose data is shared between processes (URL to reopen in a child).
 PERSISTENT: dict[str, Callable[[Path], str]] = {

@@ -9,10 +9,13 @@ Hierarchy::
     OAuthCallbackError
     ├── StoreError                      storage layer (carries .path)
     │   ├── StoreCorruptError           file does not parse, no good backup
+    │   │   └── StoreDecryptError       an encrypted record fails to authenticate (.key_source)
     │   ├── StoreWriteError             a write failed; old content intact (.errno)
     │   ├── StoreLockTimeout            lock not acquired in time (also TimeoutError)
     │   ├── StorePermissionError        permission denied on store/lock/dir
-    │   └── StoreUnavailableError       backend unreachable (keyring, Redis, ...)
+    │   ├── StoreUnavailableError       backend unreachable (keyring, Redis, ...)
+    │   └── StoreKeyError               encryption key missing or unusable (.key_source)
+    │       └── StoreWrongKeyError      record under another key id (.key_id)
     ├── CallbackError                   loopback capture
     │   ├── PortInUseError              the port is taken (.port)
     │   ├── CallbackTimeout             no callback in time (also TimeoutError)
@@ -41,11 +44,14 @@ __all__ = [
     "PortInUseError",
     "ReauthRequired",
     "StoreCorruptError",
+    "StoreDecryptError",
     "StoreError",
+    "StoreKeyError",
     "StoreLockTimeout",
     "StorePermissionError",
     "StoreUnavailableError",
     "StoreWriteError",
+    "StoreWrongKeyError",
     "TokenEndpointError",
 ]
 
@@ -71,6 +77,25 @@ class StoreCorruptError(StoreError):
     Writes are refused until the file is repaired (``FileStore.repair()`` or
     ``oauth-callback doctor --repair``), so nothing else stored is lost.
     """
+
+
+class StoreDecryptError(StoreCorruptError):
+    """An encrypted record does not decrypt with the store's key although the key id matches.
+
+    The ciphertext was modified, or copied from another key name or section
+    (the associated data binds it to both), or the record is in a format this
+    version does not know. ``key_source`` names where the key came from.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        key_source: str | None = None,
+    ) -> None:
+        super().__init__(message, path=path)
+        self.key_source = key_source
 
 
 class StoreWriteError(StoreError):
@@ -100,6 +125,48 @@ class StorePermissionError(StoreError, PermissionError):
 
 class StoreUnavailableError(StoreError):
     """The backend cannot be reached or used (no keyring backend, Redis down, ...)."""
+
+
+class StoreKeyError(StoreError):
+    """The encryption key of an encrypted store is missing or unusable.
+
+    ``key_source`` names where the key comes from (``env:NAME``, ``file:PATH``,
+    ``keyring``), never the key itself: a missing variable or file, a key file
+    readable by others or owned by someone else, or a value that is not the
+    base64url form of 32 bytes.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        key_source: str | None = None,
+    ) -> None:
+        super().__init__(message, path=path)
+        self.key_source = key_source
+
+
+class StoreWrongKeyError(StoreKeyError):
+    """A record was encrypted under another key than the store's.
+
+    ``key_id`` is the id stored with the record, ``expected_key_id`` the id of
+    the store's key. Writes of that record are refused too, so a wrong key can
+    never overwrite what it cannot read.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        key_source: str | None = None,
+        key_id: str | None = None,
+        expected_key_id: str | None = None,
+    ) -> None:
+        super().__init__(message, path=path, key_source=key_source)
+        self.key_id = key_id
+        self.expected_key_id = expected_key_id
 
 
 # --------------------------------------------------------------------------- loopback
