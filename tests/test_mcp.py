@@ -83,6 +83,24 @@ def spawn(url: str, store_path: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def wait_until_expired(server: AuthMCPServer, tokens: Tokens, timeout: float = 60.0) -> None:
+    """Wait until both sides see ``tokens`` expired: the client's record and the server.
+
+    A condition, not a sleep to the wall-clock expiry plus a margin (which a
+    loaded machine can outrun).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        access = server.provider.access_tokens.get(tokens.access_token)
+        server_expired = access is None or (
+            access.expires_at is not None and access.expires_at <= time.time()
+        )
+        if tokens.is_expired(0) and server_expired:
+            return
+        assert time.monotonic() < deadline, "the access token did not expire"
+        time.sleep(0.05)
+
+
 def result(proc: subprocess.Popen[str]) -> dict[str, str]:
     try:
         out, err = proc.communicate(timeout=60)
@@ -205,7 +223,7 @@ def test_expired_token_refreshed_before_first_request(
     key = default_key(short_server.url)
     old = store.get(key)
     assert old is not None and old.expires_at is not None
-    time.sleep(max(0.0, old.expires_at - time.time()) + 0.5)
+    wait_until_expired(short_server, old)
     assert old.is_expired(0)
 
     unauthorized = short_server.count(401)
@@ -227,7 +245,7 @@ def test_expired_token_two_processes_refresh_once(
     assert connect(short_server.url, store, refresh_margin=0.0) == "echo: hi"
     old = store.get(default_key(short_server.url))
     assert old is not None and old.expires_at is not None
-    time.sleep(max(0.0, old.expires_at - time.time()) + 0.5)
+    wait_until_expired(short_server, old)
 
     # Both start with the same expired token and a rotating refresh token: only
     # one may spend it; the other must pick up the result from the store.

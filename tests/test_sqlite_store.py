@@ -119,9 +119,8 @@ NEXT_WRITER = """
 import sys, time
 from oauth_callback import Tokens
 from oauth_callback.storage import SQLiteStore
-start = time.monotonic()
 SQLiteStore(sys.argv[1], timeout=10).set("after", Tokens("after-crash"))
-print(f"{time.monotonic() - start:.3f}")
+print("written")
 """
 
 
@@ -144,7 +143,7 @@ def test_sigkill_inside_transaction_leaves_old_value(path: Path, child: str) -> 
         start = time.monotonic()
         with pytest.raises(StoreLockTimeout) as info:
             impatient.set("other", Tokens("x"))
-        assert time.monotonic() - start < 5
+        assert time.monotonic() - start >= 0.25  # it waited its timeout, then gave up
         assert info.value.path == str(path) and str(path) in str(info.value)
         impatient.close()
     finally:
@@ -152,9 +151,10 @@ def test_sigkill_inside_transaction_leaves_old_value(path: Path, child: str) -> 
         proc.communicate(timeout=10)
     assert proc.returncode == -signal.SIGKILL
 
-    # The next write, from another process, succeeds promptly (no stale lock).
-    out = run_python(NEXT_WRITER, str(path), timeout=30).stdout
-    assert float(out) < 3.0
+    # The next write, from another process, succeeds (a stale lock would make its
+    # 10 s lock timeout fail it; no wall-clock bound to race on a loaded machine).
+    out = run_python(NEXT_WRITER, str(path), timeout=60).stdout
+    assert out.strip() == "written"
     # This handle, and a fresh one, see the old value and the new write, nothing else.
     for s in (store, SQLiteStore(path)):
         assert s.get("victim") == Tokens("old-value", refresh_token="r")

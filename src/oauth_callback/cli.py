@@ -615,13 +615,12 @@ def cmd_login(args: argparse.Namespace) -> int:
 def follow_authorization(url: str) -> int:
     """Complete an auto-approving authorization headlessly: GET ``url`` following redirects.
 
-    Returns the status of the final response (the loopback callback page).
+    Returns the status of the final response (the loopback callback page). It
+    logs nothing (an HTTP library would log the callback URL with its code).
     """
-    from ._http import httpx2
+    from .testing import follow_redirects
 
-    with httpx2.Client(follow_redirects=True, timeout=10.0) as http:
-        status: int = http.get(url).status_code
-    return status
+    return follow_redirects(url)
 
 
 @contextlib.contextmanager
@@ -689,7 +688,7 @@ def _run_demo(args: argparse.Namespace, provider: MockProvider, store: TokenStor
             _say("could not open a browser")
         used.append("headless")
         _say("no browser here: completing the authorization headlessly by following the "
-             "provider's redirect to the loopback callback with httpx2")
+             "provider's redirect to the loopback callback")
         status = follow_authorization(url)
         _say(f"callback page answered HTTP {status}")
 
@@ -870,7 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "and an expiry-driven refresh end to end, in a temporary store unless "
                        "--store is given.")
     p.add_argument("--headless", action="store_true",
-                   help="never open a browser; follow the redirect with httpx2 "
+                   help="never open a browser; follow the redirect headlessly "
                    "(automatic without a display)")
     p.add_argument("--keep", action="store_true", help="keep the temporary store directory")
     p.set_defaults(func=cmd_demo)

@@ -24,6 +24,7 @@ from typing import Any, TypeVar, cast
 import anyio.to_thread
 
 from ._http import httpx2
+from ._text import clip
 from .errors import DiscoveryError, OAuthError, TokenEndpointError
 from .loopback import CallbackServer, OpenBrowser, RequestInfo, open_url, open_url_async
 from .models import ClientInfo, OAuthSession, Tokens
@@ -382,7 +383,10 @@ class OAuthClient:
                 raise TokenEndpointError(
                     _network_error("registration endpoint", url, exc)
                 ) from None
-        return cls._registered(metadata, _raw(response), scope, http_client, None, timeout)
+        return cls._registered(
+            metadata, _raw(response), scope, http_client, None, timeout,
+            _registration_secrets(body),
+        )
 
     @classmethod
     async def register_async(
@@ -414,7 +418,10 @@ class OAuthClient:
                 raise TokenEndpointError(
                     _network_error("registration endpoint", url, exc)
                 ) from None
-        return cls._registered(metadata, _raw(response), scope, None, async_http_client, timeout)
+        return cls._registered(
+            metadata, _raw(response), scope, None, async_http_client, timeout,
+            _registration_secrets(body),
+        )
 
     @classmethod
     def _registered(
@@ -425,6 +432,7 @@ class OAuthClient:
         http_client: httpx2.Client | None,
         async_http_client: httpx2.AsyncClient | None,
         timeout: float,
+        secrets: Sequence[str] = (),
     ) -> OAuthClient:
         try:
             data = json.loads(response.body)
@@ -437,9 +445,13 @@ class OAuthClient:
             )
         if response.status >= 400 or "error" in data:
             error = data.get("error")
-            if isinstance(error, str) and response.status < 500:
-                desc = data.get("error_description")
-                raise OAuthError(error, desc[:300] if isinstance(desc, str) else None)
+            if isinstance(error, str) and error and response.status < 500:
+                # The same redaction and control-character stripping as token errors.
+                raise OAuthError(
+                    clip(error, secrets) or "unknown_error",
+                    clip(data.get("error_description"), secrets),
+                    clip(data.get("error_uri"), secrets),
+                )
             raise TokenEndpointError(
                 f"registration endpoint answered HTTP {response.status}",
                 status_code=response.status,
@@ -794,6 +806,17 @@ def _registration_request(
         body["scope"] = scope
     body.update(extra_metadata or {})
     return metadata.registration_endpoint, body
+
+
+# Registration metadata that is a credential (RFC 7591 2.3, 3): never echoed back.
+_REGISTRATION_SECRET_FIELDS = ("software_statement", "client_secret", "client_assertion")
+
+
+def _registration_secrets(body: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(
+        value for name in _REGISTRATION_SECRET_FIELDS
+        if isinstance(value := body.get(name), str)
+    )
 
 
 @contextlib.contextmanager

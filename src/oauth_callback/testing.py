@@ -36,6 +36,7 @@ import base64
 import contextlib
 import hashlib
 import html
+import http.client
 import json
 import re
 import secrets
@@ -47,9 +48,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, cast
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urljoin, urlsplit, urlunsplit
 
-__all__ = ["DEVICE_CODE_GRANT", "DevicePoll", "MockProvider"]
+__all__ = ["DEVICE_CODE_GRANT", "DevicePoll", "MockProvider", "follow_redirects"]
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _PKCE_RE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
@@ -1441,3 +1442,41 @@ class MockProvider:
         return _html_response(
             200, "Access denied", "<h1>Access denied</h1><p>The device was not connected.</p>"
         )
+
+
+# --------------------------------------------------------------------------- headless browser
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def follow_redirects(url: str, *, timeout: float = 10.0, max_redirects: int = 10) -> int:
+    """A headless browser for an auto-approving provider: ``GET`` *url*, follow every
+    redirect (to the loopback callback) and return the final response's status.
+
+    It uses :mod:`http.client`, which logs nothing: an HTTP client library would
+    log each URL (the callback's with its ``code`` and ``state``) and the
+    ``Location`` headers at INFO/DEBUG. Raises :class:`RuntimeError` after
+    *max_redirects* redirects.
+    """
+    for _ in range(max_redirects + 1):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("follow_redirects needs an absolute http(s) URL")
+        factory = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        conn = factory(parts.hostname, parts.port, timeout=timeout)
+        try:
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            conn.request("GET", target)
+            response = conn.getresponse()
+            response.read()
+            location = response.getheader("Location")
+            status = response.status
+        finally:
+            conn.close()
+        if status not in _REDIRECTS or not location:
+            return status
+        url = urljoin(url, location)
+    raise RuntimeError(f"more than {max_redirects} redirects")
