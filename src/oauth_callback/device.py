@@ -13,6 +13,9 @@ Everything here is pure, like :mod:`oauth_callback.protocol`:
   :func:`parse_device_authorization_response` judges the answer
   (:class:`DeviceAuthorization`); :func:`device_authorization_flow` is the
   one-request generator of both.
+* :func:`device_login_flow` is the whole grant as one generator of effects:
+  the two above, then a yield of the :class:`DeviceAuthorization` (show the
+  code to the person), then :func:`device_poll_flow`.
 * :func:`device_token_request` builds the poll, and :func:`device_poll_flow`
   is the polling decision as a :data:`~oauth_callback.protocol.TokenFlow`
   generator: it yields a :class:`~oauth_callback.protocol.Backoff` (sleep)
@@ -73,8 +76,10 @@ __all__ = [
     "SLOW_DOWN_STEP",
     "DeviceAuthorization",
     "DeviceAuthorizationFlow",
+    "DeviceLoginFlow",
     "device_authorization_flow",
     "device_authorization_request",
+    "device_login_flow",
     "device_poll_flow",
     "device_token_request",
     "parse_device_authorization_response",
@@ -371,3 +376,40 @@ def device_poll_flow(
                 wait = max(wait, exc.retry_after)
             continue
         return tokens
+
+
+DeviceLoginFlow: TypeAlias = Generator[
+    "TokenRequest | Backoff | DeviceAuthorization",
+    "RawResponse | TokenEndpointError | None",
+    Tokens,
+]
+
+
+def device_login_flow(
+    request: TokenRequest,
+    poll_request: Callable[[DeviceAuthorization], TokenRequest],
+    *,
+    max_transient_errors: int = DEFAULT_MAX_TRANSIENT_ERRORS,
+    clock: Callable[[], float] = time.monotonic,
+    now: Callable[[], float] = time.time,
+) -> DeviceLoginFlow:
+    """The whole device grant as effects, for the sync and async drivers of the client.
+
+    Yields a :class:`TokenRequest` to ``POST`` (send back the response or the
+    network failure), a :class:`Backoff` to sleep (send back ``None``) and,
+    once, the :class:`DeviceAuthorization` to show to the person (send back
+    ``None``). ``poll_request`` builds the poll from the authorization. Returns
+    the tokens; raises as :func:`device_authorization_flow` and
+    :func:`device_poll_flow`.
+    """
+    authorization = yield from device_authorization_flow(request, now=now)
+    yield authorization
+    return (
+        yield from device_poll_flow(
+            authorization,
+            poll_request(authorization),
+            max_transient_errors=max_transient_errors,
+            clock=clock,
+            now=now,
+        )
+    )

@@ -25,7 +25,14 @@ import anyio.to_thread
 
 from ._http import httpx2
 from ._text import clip
-from .errors import DiscoveryError, OAuthError, TokenEndpointError
+from .device import (
+    DeviceAuthorization,
+    DeviceLoginFlow,
+    device_authorization_request,
+    device_login_flow,
+    device_token_request,
+)
+from .errors import CallbackCancelled, DiscoveryError, OAuthError, TokenEndpointError
 from .loopback import CallbackServer, OpenBrowser, RequestInfo, open_url, open_url_async
 from .models import ClientInfo, OAuthSession, Tokens
 from .pkce import generate_pkce, generate_state
@@ -198,6 +205,7 @@ class OAuthClient:
         http_client: httpx2.Client | None = None,
         async_http_client: httpx2.AsyncClient | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        device_authorization_endpoint: str | None = None,
     ) -> None:
         if not isinstance(client_id, str) or not client_id:
             raise ValueError("client_id must be a non-empty string")
@@ -225,6 +233,7 @@ class OAuthClient:
             metadata.authorization_endpoint if metadata else None
         )
         self.token_endpoint = token_endpoint or (metadata.token_endpoint if metadata else None)
+        self._device_endpoint = device_authorization_endpoint
         self.timeout = timeout
         self._http = http_client
         self._async_http = async_http_client
@@ -760,11 +769,157 @@ class OAuthClient:
         logger.info("login for %r succeeded", key)
         return tokens
 
-    def _save(self, store: TokenStore, key: str, tokens: Tokens, redirect_uri: str) -> None:
+    def _save(
+        self, store: TokenStore, key: str, tokens: Tokens, redirect_uri: str | None
+    ) -> None:
         # Client first: tokens without the client that can refresh them would
         # force a new login; a client without new tokens is harmless.
         store.set_client(key, self.client_info(redirect_uri))
         store.set(key, tokens)
+
+    # -- the device authorization grant (RFC 8628) ------------------------------------
+
+    @property
+    def device_authorization_endpoint(self) -> str | None:
+        """The device authorization endpoint: given, or from the discovered metadata."""
+        if self._device_endpoint is not None:
+            return self._device_endpoint
+        return self.metadata.device_authorization_endpoint if self.metadata else None
+
+    def _device_needs_metadata(self) -> bool:
+        if self._device_endpoint is not None or self.metadata is not None:
+            return self._needs_metadata(authorize=False)
+        if self.issuer is None:
+            raise ValueError(
+                "the device flow needs an issuer or a device_authorization_endpoint"
+            )
+        return True
+
+    def _device_flow(self) -> DeviceLoginFlow:
+        endpoint = self.device_authorization_endpoint
+        if endpoint is None:
+            where = self.issuer or self.token_endpoint
+            raise DiscoveryError(
+                f"the authorization server {where!r} does not offer the device flow "
+                "(no device_authorization_endpoint in its metadata); log in through the "
+                "browser instead (over SSH: login --no-browser, then paste the redirect)"
+            )
+        assert self.token_endpoint is not None
+        token_endpoint = self.token_endpoint
+        client_id, secret = self.client_id, self._client_secret
+        method, resource = self.token_endpoint_auth_method, self.resource or None
+        request = device_authorization_request(
+            endpoint, client_id=client_id, client_secret=secret, auth_method=method,
+            scope=self.scope, resource=resource,
+        )
+        return device_login_flow(
+            request,
+            lambda grant: device_token_request(
+                token_endpoint, device_code=grant.device_code, client_id=client_id,
+                client_secret=secret, auth_method=method, resource=resource,
+            ),
+        )
+
+    def login_device(
+        self,
+        store: TokenStore,
+        key: str,
+        *,
+        on_code: Callable[[DeviceAuthorization], object] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Tokens:
+        """Log in with the device authorization grant (RFC 8628) and store the tokens.
+
+        Asks the device authorization endpoint (discovered, or given to the
+        constructor) for a code, shows it with ``on_code`` (default: two lines
+        on stderr), polls the token endpoint as the rules of
+        :mod:`oauth_callback.device` say, then saves the client registration
+        and the tokens under ``key`` exactly like :meth:`login`, so a later
+        process refreshes them with only the store and the key.
+
+        Raises :class:`DiscoveryError` (no device endpoint),
+        :class:`OAuthError` (``access_denied``, ``expired_token``, ...),
+        :class:`TokenEndpointError` (network, 5xx), :class:`CallbackCancelled`
+        soon after ``cancel`` is set; ``KeyboardInterrupt`` stops it too.
+        Nothing is stored on failure.
+        """
+        if self._device_needs_metadata():
+            self._discover_now()
+        flow = self._device_flow()
+        show = on_code if on_code is not None else _print_device_code
+        with _sync_client(self._http, self.timeout) as http:
+
+            def step(item: TokenRequest | Backoff | DeviceAuthorization) -> Any:
+                if isinstance(item, DeviceAuthorization):
+                    show(item)
+                    return None
+                if isinstance(item, Backoff):
+                    if cancel is None:
+                        time.sleep(item.seconds)
+                    elif cancel.wait(item.seconds):
+                        raise CallbackCancelled("the device login was cancelled")
+                    return None
+                return _post_sync(http, item)
+
+            tokens = _drive_sync(flow, step)
+        self._save(store, key, tokens, None)
+        logger.info("device login for %r succeeded", key)
+        return tokens
+
+    async def login_device_async(
+        self,
+        store: TokenStore,
+        key: str,
+        *,
+        on_code: Callable[[DeviceAuthorization], object] | None = None,
+    ) -> Tokens:
+        """Async :meth:`login_device` (asyncio or trio); cancel it by cancelling the task.
+
+        ``on_code`` runs in the event loop thread and must not block.
+        """
+        if self._device_needs_metadata():
+            await self._discover_now_async()
+        flow = self._device_flow()
+        show = on_code if on_code is not None else _print_device_code
+        async with _async_client(self._async_http, self.timeout) as http:
+            item = next(flow)
+            while True:
+                reply: RawResponse | TokenEndpointError | None = None
+                if isinstance(item, DeviceAuthorization):
+                    show(item)
+                elif isinstance(item, Backoff):
+                    await anyio.sleep(item.seconds)
+                else:
+                    reply = await _post_async(http, item)
+                try:
+                    item = flow.send(reply)
+                except StopIteration as stop:
+                    tokens = cast(Tokens, stop.value)
+                    break
+        await anyio.to_thread.run_sync(self._save, store, key, tokens, None)
+        logger.info("device login for %r succeeded", key)
+        return tokens
+
+    def _discover_now(self) -> None:
+        assert self.issuer is not None
+        with _sync_client(self._http, self.timeout) as http:
+            self._adopt(_drive_sync(discovery_flow(self.issuer), lambda url: _get_sync(http, url)))
+
+    async def _discover_now_async(self) -> None:
+        assert self.issuer is not None
+        async with _async_client(self._async_http, self.timeout) as http:
+            self._adopt(await _discover_async(http, self.issuer))
+
+
+def _print_device_code(authorization: DeviceAuthorization) -> None:
+    import sys
+
+    print(
+        f"To sign in, open {authorization.verification_uri} and enter the code "
+        f"{authorization.user_code}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _session(verifier: str, state: str, redirect_uri: str) -> OAuthSession:

@@ -1222,6 +1222,7 @@ class MockProvider:
         self._device_codes: dict[str, _DeviceCode] = {}
         self._user_codes: dict[str, str] = {}  # normalised user code -> device code
         self._device_requests: list[dict[str, str]] = []
+        self._device_request_times: list[float] = []
         self._device_polls: list[DevicePoll] = []
         self._slow_down_remaining = 0
 
@@ -1290,6 +1291,12 @@ class MockProvider:
             return [dict(r) for r in self._device_requests]
 
     @property
+    def device_authorization_times(self) -> list[float]:
+        """``time.monotonic()`` at the arrival of each ``POST /device_authorization``."""
+        with self._lock:
+            return list(self._device_request_times)
+
+    @property
     def device_polls(self) -> list[DevicePoll]:
         """Every device-grant poll of ``/token``, in order, with its arrival time."""
         with self._lock:
@@ -1301,8 +1308,10 @@ class MockProvider:
             form = _parse_params(body.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             form = None
+        arrived = time.monotonic()
         with self._lock:
             self._device_requests.append(dict(form or {}))
+            self._device_request_times.append(arrived)
             self._counters["device_authorizations"] += 1
         try:
             if form is None or (body and content_type != "application/x-www-form-urlencoded"):
