@@ -174,3 +174,33 @@ def test_login_end_to_end_in_chromium(browser: Browser, tmp_path: Path) -> None:
         assert provider.is_access_token_active(tokens.access_token)
         assert store.get("mock") == tokens
         assert store.get_client("mock") is not None
+
+
+def test_device_login_end_to_end_in_chromium(browser: Browser, tmp_path: Path) -> None:
+    """OAuthClient.login_device shows a code; Chromium opens the verification URI,
+    the person types the code and approves; the polling client gets the tokens."""
+    from oauth_callback.device import DeviceAuthorization
+
+    with MockProvider() as provider:
+        provider.device_interval = 1
+        client = OAuthClient(provider.client_id, issuer=provider.issuer, scope="read")
+        store = FileStore(tmp_path / "tokens.json")
+        shown: queue.Queue[DeviceAuthorization] = queue.Queue()
+        with ThreadPoolExecutor(1) as pool:
+            login = pool.submit(client.login_device, store, "dev", on_code=shown.put)
+            grant = shown.get(timeout=30)
+            browser.open(grant.verification_uri)
+            assert browser.title == "Connect a device"
+            doc = only_document(browser, provider.verification_uri)
+            csp = str(doc["headers"]["content-security-policy"])  # type: ignore[index]
+            assert "default-src 'none'" in csp and "form-action 'self'" in csp
+            browser.find("#user_code").send_keys(grant.user_code)
+            browser.find("button[value=approve]").click()
+            browser.wait_for_title("Device connected")
+            assert browser.csp_violations() == []
+            browser.screenshot("device-login-approved")
+            tokens = login.result(timeout=60)
+        assert provider.is_access_token_active(tokens.access_token)
+        assert store.get("dev") == tokens
+        assert provider.stats["device_approvals"] == 1
+        assert provider.stats["device_polls_too_fast"] == 0

@@ -155,3 +155,35 @@ def test_listener_on_a_real_tty() -> None:
         assert listener.done.wait(10)
         assert listener.result is not None and listener.result.code == "ac_123"
     os.close(controller)
+
+
+# --------------------------------------------------------------------------- delivery to the server
+
+
+def test_deliver_completes_the_wait_first_wins() -> None:
+    import httpx2
+
+    from oauth_callback.loopback import CallbackServer
+
+    with CallbackServer("127.0.0.1", 0, expected_state=STATE) as server:
+        verdict = judge_pasted(f"{server.redirect_uri}?code=ac_9&state={STATE}",
+                               server.redirect_uri, STATE, None)
+        assert isinstance(verdict, CallbackResult)
+        assert server.deliver(verdict.params)
+        assert not server.deliver({"code": "ac_other", "state": STATE})
+        assert server.wait_for_callback(5, STATE).code == "ac_9"
+        # The browser's callback, arriving late, cannot replace it.
+        with pytest.raises(httpx2.TransportError):
+            httpx2.get(f"{server.redirect_uri}?code=ac_late&state={STATE}", timeout=2)
+
+
+def test_deliver_after_a_real_callback_changes_nothing() -> None:
+    import httpx2
+
+    from oauth_callback.loopback import CallbackServer
+
+    with CallbackServer("127.0.0.1", 0, expected_state=STATE) as server:
+        assert httpx2.get(f"{server.redirect_uri}?code=ac_real&state={STATE}", timeout=5).status_code == 200
+        assert server.wait_for_callback(5, STATE).code == "ac_real"
+        assert not server.deliver({"code": "ac_pasted", "state": STATE})
+        assert server.wait_for_callback(5, STATE).code == "ac_real"

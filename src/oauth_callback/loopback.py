@@ -760,6 +760,20 @@ class CallbackServer:
         self._wake()
         return _evaluate(params, expected)
 
+    def deliver(self, params: Mapping[str, str]) -> bool:
+        """Complete the wait with a callback that arrived another way: the query of
+        a redirect URL the person pasted (:mod:`oauth_callback.paste`).
+
+        It is judged exactly like a request to :attr:`redirect_uri` (the waiter
+        gets the same :class:`CallbackResult` or error). First callback wins:
+        returns ``False``, changing nothing, when one was already received or
+        the server is closed.
+        """
+        if self._claim(params) is None:
+            return False
+        self._publish(dict(params))
+        return True
+
     def _publish(self, params: dict[str, str]) -> None:
         # Called after the response went out and the connection closed, so the
         # browser has its page before the waiter returns and closes the server.
