@@ -139,13 +139,15 @@ def test_metadata_documents(provider: MockProvider, http: httpx2.Client) -> None
         assert meta["registration_endpoint"] == provider.registration_endpoint
         assert meta["response_types_supported"] == ["code"]
         assert meta["grant_types_supported"] == [
-            "authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"
+            "authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code",
+            "client_credentials",
         ]
         assert meta["code_challenge_methods_supported"] == ["S256"]
         assert set(meta["token_endpoint_auth_methods_supported"]) == {
             "none",
             "client_secret_basic",
             "client_secret_post",
+            "private_key_jwt",
         }
         assert meta["authorization_response_iss_parameter_supported"] is True
         assert "openid" in meta["scopes_supported"]

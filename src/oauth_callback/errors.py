@@ -23,9 +23,14 @@ Hierarchy::
     │   ├── OAuthStateError             state mismatch (CSRF defence)
     │   └── InsecureHostError           a non-loopback host without opt-in
     ├── OAuthError                      provider said error=... (.error, .description, .uri)
-    │   └── ReauthRequired              grant is gone; run the login again
+    │   ├── ReauthRequired              grant is gone; run the login again
+    │   └── InvalidClientError          provider rejected the client (invalid_client)
     ├── DiscoveryError                  metadata missing or invalid
-    └── TokenEndpointError              token endpoint unreachable / malformed reply
+    ├── TokenEndpointError              token endpoint unreachable / malformed reply
+    └── ResourceAccessError             a resource server refused the token (.status, .challenge)
+        ├── TokenRejectedError          401 again after one refresh and one retry
+        │   └── UnchangedTokenError     the refresh answered the token just rejected
+        └── InsufficientScopeError      403 insufficient_scope (.scope: what it needs)
 """
 
 from __future__ import annotations
@@ -38,11 +43,14 @@ __all__ = [
     "CallbackTimeout",
     "DiscoveryError",
     "InsecureHostError",
+    "InsufficientScopeError",
+    "InvalidClientError",
     "OAuthCallbackError",
     "OAuthError",
     "OAuthStateError",
     "PortInUseError",
     "ReauthRequired",
+    "ResourceAccessError",
     "StoreCorruptError",
     "StoreDecryptError",
     "StoreError",
@@ -53,6 +61,8 @@ __all__ = [
     "StoreWriteError",
     "StoreWrongKeyError",
     "TokenEndpointError",
+    "TokenRejectedError",
+    "UnchangedTokenError",
 ]
 
 
@@ -271,3 +281,50 @@ class TokenEndpointError(OAuthCallbackError):
         super().__init__(message)
         self.status_code = status_code
         self.retry_after = retry_after
+
+
+# --------------------------------------------------------------------------- using the tokens
+
+
+class InvalidClientError(OAuthError):
+    """The authorization server rejected the client itself (``invalid_client``,
+    RFC 6749 5.2): unknown client id, wrong secret, a private key it does not
+    know, or an authentication method it does not accept. Logging in again does
+    not help; the client configuration must change."""
+
+
+class ResourceAccessError(OAuthCallbackError):
+    """A resource server refused the access token.
+
+    ``status`` is the HTTP status, ``challenge`` the parsed ``Bearer``
+    ``WWW-Authenticate`` challenge (a :class:`oauth_callback.bearer.BearerChallenge`)
+    or ``None``. Messages never contain the token.
+    """
+
+    def __init__(self, message: str, *, status: int, challenge: object | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.challenge = challenge
+
+
+class TokenRejectedError(ResourceAccessError):
+    """The resource server answered ``401`` although the token was refreshed once
+    and the request retried once (the retry is never repeated: no 401 loop)."""
+
+
+class UnchangedTokenError(TokenRejectedError):
+    """The resource server rejected the token, and the refresh made for that
+    answered the very same access token: retrying would loop."""
+
+
+class InsufficientScopeError(ResourceAccessError):
+    """``403`` with ``error="insufficient_scope"`` (RFC 6750 3.1). ``scope`` is the
+    tuple of scopes the resource server says it needs (empty when it did not
+    say): log in again asking for them (a step-up)."""
+
+    def __init__(
+        self, message: str, *, status: int = 403, challenge: object | None = None,
+        scope: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, status=status, challenge=challenge)
+        self.scope = scope

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
@@ -34,6 +35,10 @@ from .errors import OAuthError, ReauthRequired, StoreCorruptError, StoreError
 from .flow import OAuthClient
 from .models import Tokens
 from .storage.base import TokenStore
+
+if TYPE_CHECKING:
+    from .httpx_auth import HttpxTokenAuth
+    from .requests_auth import RequestsTokenAuth
 
 __all__ = ["TokenManager"]
 
@@ -117,9 +122,13 @@ class TokenManager:
         than ``lock_timeout``.
         """
         seen = self.store.get(self.key)
-        if seen is not None and not seen.is_expired(self.skew):
+        if seen is not None and not self.needs_refresh(seen):
             return seen
         return self._refresh_locked(seen)
+
+    def needs_refresh(self, tokens: Tokens) -> bool:
+        """Whether :meth:`tokens` would refresh ``tokens`` (they expire within the margin)."""
+        return tokens.is_expired(self.skew)
 
     def access_token(self) -> str:
         """The access token of :meth:`tokens`."""
@@ -152,6 +161,32 @@ class TokenManager:
     async def force_refresh_async(self, rejected_access_token: str | None = None) -> Tokens:
         """Async :meth:`force_refresh` (runs in a worker thread)."""
         return await anyio.to_thread.run_sync(self.force_refresh, rejected_access_token)
+
+    # -- HTTP clients ----------------------------------------------------------------
+
+    def httpx_auth(self) -> HttpxTokenAuth:
+        """An ``httpx2`` ``Auth`` (also accepted by ``httpx`` clients when ``httpx``
+        is installed; sync and async clients alike) that sends this manager's
+        access token, refreshes it before a request when it expires within the
+        margin, and after a ``401`` ``invalid_token`` refreshes once (coordinated)
+        and retries once. See :mod:`oauth_callback.httpx_auth`."""
+        from .httpx_auth import HttpxTokenAuth
+
+        return HttpxTokenAuth(self)
+
+    def requests_auth(self) -> RequestsTokenAuth:
+        """The same as :meth:`httpx_auth` for ``requests`` (extra ``[requests]``).
+        See :mod:`oauth_callback.requests_auth`."""
+        try:
+            from .requests_auth import RequestsTokenAuth
+        except ModuleNotFoundError as exc:
+            if exc.name != "requests":
+                raise
+            raise ModuleNotFoundError(
+                "requests_auth() needs requests: pip install 'oauth-callback[requests]'",
+                name="requests",
+            ) from None
+        return RequestsTokenAuth(self)
 
     # -- the algorithm -------------------------------------------------------------
 
@@ -215,8 +250,9 @@ class TokenManager:
     ) -> bool:
         """Whether ``current`` (read under the lock) can be returned without a refresh."""
         if force:
-            return rejected is not None and current.access_token != rejected
-        if not current.is_expired(self.skew):
+            return (rejected is not None and current.access_token != rejected
+                    and not current.is_expired(0))
+        if not self.needs_refresh(current):
             return True
         # Someone refreshed while we waited: use their tokens even if they live
         # shorter than ``skew`` (else every caller would refresh in turn).

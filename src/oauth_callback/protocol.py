@@ -30,11 +30,17 @@ import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast
 from urllib.parse import parse_qsl, quote_plus, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from ._text import clip
-from .errors import DiscoveryError, OAuthError, OAuthStateError, TokenEndpointError
+from .errors import (
+    DiscoveryError,
+    InvalidClientError,
+    OAuthError,
+    OAuthStateError,
+    TokenEndpointError,
+)
 from .loopback import CallbackResult
 from .models import Tokens
 
@@ -46,9 +52,12 @@ __all__ = [
     "ServerMetadata",
     "TokenFlow",
     "TokenRequest",
+    "JWT_BEARER_ASSERTION",
     "authorization_code_request",
     "build_authorization_url",
     "check_callback",
+    "choose_auth_method",
+    "client_credentials_request",
     "default_auth_method",
     "discovery_flow",
     "discovery_urls",
@@ -59,9 +68,16 @@ __all__ = [
     "token_flow",
 ]
 
-AuthMethod: TypeAlias = Literal["none", "client_secret_basic", "client_secret_post"]
-#: Client authentication methods supported at the token endpoint (RFC 6749 2.3.1).
-AUTH_METHODS: tuple[str, ...] = ("none", "client_secret_basic", "client_secret_post")
+AuthMethod: TypeAlias = Literal[
+    "none", "client_secret_basic", "client_secret_post", "private_key_jwt"
+]
+#: Client authentication methods supported at the token endpoint (RFC 6749 2.3.1,
+#: RFC 7523 2.2 for ``private_key_jwt``).
+AUTH_METHODS: tuple[str, ...] = (
+    "none", "client_secret_basic", "client_secret_post", "private_key_jwt"
+)
+#: ``client_assertion_type`` of a JWT client assertion (RFC 7523 2.2).
+JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 _LOOPBACK_NAMES = frozenset({"localhost"})
 # Parameters build_authorization_url sets itself; ``extra_params`` may not override them.
@@ -448,6 +464,48 @@ def default_auth_method(client_secret: str | None) -> AuthMethod:
     return "none" if client_secret is None else "client_secret_basic"
 
 
+def choose_auth_method(
+    *,
+    client_secret: str | None = None,
+    private_key: bool = False,
+    supported: Sequence[str] | None = None,
+    explicit: str | None = None,
+) -> AuthMethod:
+    """The token endpoint authentication method for a client.
+
+    1. ``explicit`` (``token_endpoint_auth_method=`` / ``--auth-method``) wins;
+       it must be one of :data:`AUTH_METHODS` and have what it needs (a secret,
+       or a private key for ``private_key_jwt``), else :class:`ValueError`.
+    2. A private key means ``private_key_jwt`` (RFC 7523).
+    3. No secret means ``none`` (a public client).
+    4. With a secret: ``client_secret_basic`` (RFC 6749 2.3.1: every server
+       must support it; RFC 7591's default), unless the server's
+       ``token_endpoint_auth_methods_supported`` (``supported``) lists
+       ``client_secret_post`` and not Basic.
+    """
+    if explicit is not None:
+        if explicit not in AUTH_METHODS:
+            raise ValueError(
+                f"unsupported token_endpoint_auth_method {explicit!r}; use one of {AUTH_METHODS}"
+            )
+        if explicit == "private_key_jwt" and not private_key:
+            raise ValueError("token_endpoint_auth_method 'private_key_jwt' needs a private key")
+        if explicit in ("client_secret_basic", "client_secret_post") and not client_secret:
+            raise ValueError(f"token_endpoint_auth_method {explicit!r} needs a client_secret")
+        return cast(AuthMethod, explicit)
+    if private_key:
+        return "private_key_jwt"
+    if not client_secret:
+        return "none"
+    if (
+        supported is not None
+        and "client_secret_basic" not in supported
+        and "client_secret_post" in supported
+    ):
+        return "client_secret_post"
+    return "client_secret_basic"
+
+
 def _token_request(
     url: str,
     form: dict[str, str],
@@ -456,6 +514,7 @@ def _token_request(
     client_secret: str | None,
     auth_method: str | None,
     resource: str | Sequence[str] | None,
+    client_assertion: str | None = None,
 ) -> TokenRequest:
     method = auth_method or default_auth_method(client_secret)
     if method not in AUTH_METHODS:
@@ -467,9 +526,19 @@ def _token_request(
         "Accept": "application/json",
         "Cache-Control": "no-store",
     }
-    if method != "none" and not client_secret:
+    if method == "private_key_jwt":
+        if not client_assertion:
+            raise ValueError("token_endpoint_auth_method 'private_key_jwt' needs a client "
+                             "assertion")
+    elif method != "none" and not client_secret:
         raise ValueError(f"token_endpoint_auth_method {method!r} needs a client_secret")
-    if method == "client_secret_basic":
+    if method == "private_key_jwt":
+        assert client_assertion is not None
+        # RFC 7523 2.2 (client_id is optional there; RFC 6749 3.2.1 lets us send it).
+        form["client_id"] = client_id
+        form["client_assertion_type"] = JWT_BEARER_ASSERTION
+        form["client_assertion"] = client_assertion
+    elif method == "client_secret_basic":
         assert client_secret is not None
         # RFC 6749 2.3.1: form-urlencode id and secret, then base64 "id:secret".
         pair = f"{quote_plus(client_id, safe='')}:{quote_plus(client_secret, safe='')}"
@@ -548,6 +617,48 @@ def refresh_request(
     )
 
 
+def client_credentials_request(
+    token_endpoint: str,
+    *,
+    client_id: str,
+    client_secret: str | None = None,
+    auth_method: str | None = None,
+    client_assertion: str | None = None,
+    scope: str | Sequence[str] | None = None,
+    resource: str | Sequence[str] | None = None,
+) -> TokenRequest:
+    """The ``client_credentials`` grant request (RFC 6749 4.4.2).
+
+    The client authenticates with ``client_secret_basic`` (the default with a
+    secret), ``client_secret_post``, or ``private_key_jwt`` with
+    ``client_assertion`` (a fresh one per request: see
+    :func:`oauth_callback.assertion.client_assertion`). Raises
+    :class:`ValueError` for a public client (``none``: RFC 6749 4.4 is for
+    confidential clients only), an unknown method, or one without what it needs.
+    """
+    method = auth_method or (
+        "private_key_jwt" if client_assertion else default_auth_method(client_secret)
+    )
+    if method == "none":
+        raise ValueError(
+            "the client_credentials grant needs an authenticated client "
+            "(a client secret or a private key)"
+        )
+    form = {"grant_type": "client_credentials"}
+    scope_text = _scope_text(scope)
+    if scope_text:
+        form["scope"] = scope_text
+    return _token_request(
+        token_endpoint,
+        form,
+        client_id=client_id,
+        client_secret=client_secret,
+        auth_method=method,
+        resource=resource,
+        client_assertion=client_assertion,
+    )
+
+
 # --------------------------------------------------------------------------- token responses
 
 
@@ -599,7 +710,7 @@ def parse_token_response(
         )
     error = data.get("error")
     if isinstance(error, str) and error and (400 <= status < 500 or 200 <= status < 300):
-        raise OAuthError(
+        raise (InvalidClientError if error == "invalid_client" else OAuthError)(
             clip(error, secrets) or "unknown_error",
             clip(data.get("error_description"), secrets),
             clip(data.get("error_uri"), secrets),

@@ -12,6 +12,12 @@ and implements just enough of the specifications to exercise a real client:
   authentication ``none`` / ``client_secret_basic`` / ``client_secret_post``,
   refresh-token rotation with reuse detection (a rotated-away refresh token
   revokes the whole grant);
+* ``/token``, machine to machine: the ``client_credentials`` grant (RFC 6749
+  4.4) and ``private_key_jwt`` client authentication (RFC 7523: signature,
+  ``iss``/``sub``, ``aud``, ``exp`` and ``jti`` reuse verified; needs
+  ``joserfc``), for clients made with :meth:`MockProvider.register_machine_client`;
+  *auth_methods* restricts the client authentication methods accepted and
+  advertised (e.g. Basic only);
 * ``/register``: dynamic client registration (RFC 7591);
 * ``/device_authorization`` and the ``device_code`` grant (RFC 8628), with a
   ``/device`` page where a person (or a test's browser) enters the user code
@@ -58,6 +64,9 @@ _AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
 #: The ``grant_type`` of a device access token request (RFC 8628 3.4).
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 _GRANT_TYPES = ("authorization_code", "refresh_token", DEVICE_CODE_GRANT)
+_JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+_TOKEN_AUTH_METHODS = (*_AUTH_METHODS, "private_key_jwt")
+_MAX_ASSERTION_LIFETIME = 300.0
 _SCOPES_SUPPORTED = ("openid", "profile", "email", "offline_access", "read", "write")
 _DEFAULT_SCOPE = "read"
 _CODE_LIFETIME = 600.0
@@ -79,6 +88,7 @@ _COUNTERS = (
     "device_polls_too_fast",
     "device_approvals",
     "device_denials",
+    "client_credentials_count",
 )
 
 
@@ -92,6 +102,10 @@ class _Client:
     # None: any loopback redirect URI is accepted (preregistered clients).
     redirect_uris: tuple[str, ...] | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Machine clients (register_machine_client): the scopes client_credentials
+    # may grant, and the PEM public key private_key_jwt assertions verify with.
+    machine_scope: str | None = None
+    public_key: str | None = None
 
 
 @dataclass
@@ -425,6 +439,12 @@ class MockProvider:
       redirect URI, any port.
     * *client_id*: the id of the default preregistered public client.
     * *subject*: the ``sub`` that ``/userinfo`` reports.
+    * *auth_methods*: the client authentication methods ``/token`` accepts and
+      the metadata advertises (default: ``none``, ``client_secret_basic``,
+      ``client_secret_post``, ``private_key_jwt``); e.g. ``["client_secret_basic"]``
+      for a server that supports only what RFC 6749 2.3.1 requires. A
+      confidential client authenticating another way gets ``invalid_client``
+      (public clients, method ``none``, are always accepted).
     """
 
     def __init__(
@@ -441,6 +461,7 @@ class MockProvider:
         client_id: str = "test-client",
         subject: str = "test-user",
         port: int = 0,
+        auth_methods: Sequence[str] | None = None,
     ) -> None:
         self.rotate_refresh_tokens = rotate_refresh_tokens
         self.require_pkce = require_pkce
@@ -450,6 +471,9 @@ class MockProvider:
         self.include_iss = include_iss
         self.subject = subject
         self.client_id = client_id
+        if auth_methods is not None and not set(auth_methods) <= set(_TOKEN_AUTH_METHODS):
+            raise ValueError(f"auth_methods must be among {_TOKEN_AUTH_METHODS}")
+        self.auth_methods: tuple[str, ...] = tuple(auth_methods or _TOKEN_AUTH_METHODS)
 
         self._lock = threading.RLock()
         self._expires_in = expires_in
@@ -472,6 +496,9 @@ class MockProvider:
         self._errors: list[BaseException] = []
         self._token_request_times: list[float] = []
         self._init_device()
+        self._seen_jti: dict[str, float] = {}
+        self._assertion_failures: list[str] = []
+        self._last_access_token: str | None = None
 
         self._port = port
         self._server: _Server | None = None
@@ -575,9 +602,9 @@ class MockProvider:
             "userinfo_endpoint": self.userinfo_endpoint,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": list(_GRANT_TYPES),
+            "grant_types_supported": [*_GRANT_TYPES, "client_credentials"],
             "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": list(_AUTH_METHODS),
+            "token_endpoint_auth_methods_supported": list(self.auth_methods),
             "authorization_response_iss_parameter_supported": True,
             "scopes_supported": list(_SCOPES_SUPPORTED),
             **self._device_metadata(),
@@ -977,6 +1004,8 @@ class MockProvider:
         return response
 
     def _authenticate(self, form: Mapping[str, str], authorization: str | None) -> _Client:
+        if "client_assertion" in form or "client_assertion_type" in form:
+            return self._authenticate_assertion(form, authorization)
         basic: tuple[str, str] | None = None
         if authorization:
             scheme, _, credentials = authorization.strip().partition(" ")
@@ -1007,6 +1036,8 @@ class MockProvider:
         client = self._clients.get(client_id)
         if client is None:
             raise _TokenError("invalid_client", "unknown client", 401)
+        if secret:
+            self._check_auth_method("client_secret_basic" if basic else "client_secret_post")
         if client.client_secret is None:
             if secret:
                 raise _TokenError("invalid_client", "public client sent a secret", 401)
@@ -1029,6 +1060,8 @@ class MockProvider:
             return self._grant_refresh(client, form)
         if grant_type == DEVICE_CODE_GRANT and self.device_flow:
             return self._grant_device(client, form)
+        if grant_type == "client_credentials":
+            return self._grant_client_credentials(client, form)
         raise _TokenError("unsupported_grant_type", f"grant_type {grant_type!r} not supported")
 
     def _revoke_grant(self, grant_id: str | None) -> None:
@@ -1115,6 +1148,7 @@ class MockProvider:
         expires_in = self._expires_in
         expires_at = time.time() + expires_in if expires_in is not None else None
         self._access[access] = _AccessToken(grant_id, client.client_id, scope, expires_at)
+        self._last_access_token = access
         payload: dict[str, Any] = {"access_token": access, "token_type": "Bearer"}
         if expires_in is not None:
             payload["expires_in"] = expires_in
@@ -1203,6 +1237,160 @@ class MockProvider:
         return _json_response(
             200, {"sub": self.subject, "client_id": rec.client_id, "scope": rec.scope}
         )
+
+    # ------------------------------------------------------------------ machine to machine
+    # The client_credentials grant (RFC 6749 4.4), private_key_jwt (RFC 7523),
+    # the auth-method restriction, and what a resource server in a test needs.
+
+    def register_machine_client(
+        self,
+        *,
+        scope: str = "read write",
+        public_key: str | bytes | None = None,
+    ) -> tuple[str, str | None]:
+        """Register a client for the ``client_credentials`` grant (no HTTP, not
+        counted); returns ``(client_id, secret)``.
+
+        Without *public_key* the client authenticates with a secret (Basic or
+        form, as *auth_methods* allows). With *public_key* (a PEM public key, EC
+        or RSA) it authenticates with ``private_key_jwt`` only and the secret is
+        ``None``. *scope* is what the grant may give (and gives when the
+        request names none).
+        """
+        client_id = "m2m_" + secrets.token_urlsafe(12)
+        pem = public_key.decode("ascii") if isinstance(public_key, bytes) else public_key
+        secret = None if pem is not None else "cs_" + secrets.token_urlsafe(32)
+        client = _Client(client_id, secret, (), machine_scope=scope, public_key=pem)
+        with self._lock:
+            self._clients[client_id] = client
+        return client_id, secret
+
+    @property
+    def client_credentials_count(self) -> int:
+        """Successful ``client_credentials`` grants."""
+        return self._count("client_credentials_count")
+
+    @property
+    def assertion_failures(self) -> list[str]:
+        """Why each rejected ``private_key_jwt`` assertion was rejected, in order
+        (``signature``, ``aud``, ``exp``, ``jti``, ...)."""
+        with self._lock:
+            return list(self._assertion_failures)
+
+    @property
+    def last_access_token(self) -> str | None:
+        """The access token issued last (by any grant), ``None`` before the first."""
+        with self._lock:
+            return self._last_access_token
+
+    def access_token_info(self, token: str) -> dict[str, Any] | None:
+        """RFC 7662-like facts about an active access token (``client_id``,
+        ``scope``, ``exp``), or ``None`` for an unknown, expired or revoked one."""
+        with self._lock:
+            rec = self._access.get(token)
+            if rec is None or not self.is_access_token_active(token):
+                return None
+            return {"active": True, "client_id": rec.client_id, "scope": rec.scope,
+                    "exp": rec.expires_at}
+
+    def revoke_access_token(self, token: str) -> None:
+        """Make one access token invalid (its grant and refresh token stay)."""
+        with self._lock:
+            rec = self._access.get(token)
+            if rec is not None:
+                rec.expires_at = time.time() - 1
+
+    def _check_auth_method(self, method: str) -> None:
+        if method not in self.auth_methods:
+            raise _TokenError(
+                "invalid_client", f"client authentication method {method} not supported", 401
+            )
+
+    def _authenticate_assertion(
+        self, form: Mapping[str, str], authorization: str | None
+    ) -> _Client:
+        """``private_key_jwt`` (RFC 7523 2.2, 3); the caller holds the lock."""
+        self._check_auth_method("private_key_jwt")
+        if authorization or "client_secret" in form:
+            raise _TokenError("invalid_request", "more than one client authentication method")
+        if form.get("client_assertion_type") != _JWT_BEARER:
+            raise _TokenError("invalid_client", "unsupported client_assertion_type", 401)
+        assertion = form.get("client_assertion")
+        if not assertion:
+            raise _TokenError("invalid_client", "client_assertion is required", 401)
+        try:
+            return self._verify_assertion(assertion, form.get("client_id"))
+        except _TokenError as exc:
+            self._assertion_failures.append(exc.description.split(":")[0])
+            raise
+
+    def _verify_assertion(self, assertion: str, form_client_id: str | None) -> _Client:
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+        from joserfc.jwk import ECKey, RSAKey
+
+        def reject(reason: str) -> _TokenError:
+            return _TokenError("invalid_client", f"{reason}: client assertion rejected", 401)
+
+        try:
+            unverified = json.loads(
+                base64.urlsafe_b64decode(assertion.split(".")[1] + "==").decode("utf-8")
+            )
+        except (ValueError, IndexError, UnicodeDecodeError):
+            raise reject("malformed") from None
+        client_id = unverified.get("iss") if isinstance(unverified, dict) else None
+        client = self._clients.get(client_id) if isinstance(client_id, str) else None
+        if client is None or client.public_key is None:
+            raise reject("iss")
+        if form_client_id is not None and form_client_id != client.client_id:
+            raise reject("client_id")
+        key: ECKey | RSAKey
+        try:
+            key = ECKey.import_key(client.public_key)
+            algorithms = ["ES256", "ES384"]
+        except (JoseError, ValueError, TypeError):
+            key = RSAKey.import_key(client.public_key)
+            algorithms = ["RS256", "PS256"]
+        try:
+            token = jwt.decode(assertion, key, algorithms=algorithms)
+        except JoseError:
+            raise reject("signature") from None
+        claims = token.claims
+        now = time.time()
+        if claims.get("sub") != client.client_id:
+            raise reject("sub")
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if self.token_endpoint not in audiences and self.issuer not in audiences:
+            raise reject("aud")
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or exp <= now or exp > now + _MAX_ASSERTION_LIFETIME:
+            raise reject("exp")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise reject("jti")
+        self._seen_jti = {j: t for j, t in self._seen_jti.items() if t > now}
+        if jti in self._seen_jti:
+            raise reject("jti")
+        self._seen_jti[jti] = float(exp)
+        return client
+
+    def _grant_client_credentials(
+        self, client: _Client, form: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """RFC 6749 4.4: an access token, no refresh token; the caller holds the lock."""
+        if client.machine_scope is None:
+            raise _TokenError(
+                "unauthorized_client", "this client may not use the client_credentials grant"
+            )
+        requested = form.get("scope")
+        if requested and not set(requested.split()) <= set(client.machine_scope.split()):
+            raise _TokenError("invalid_scope", "scope exceeds what the client may have")
+        scope = requested or client.machine_scope
+        grant_id = secrets.token_hex(8)
+        self._grants[grant_id] = _Grant(client.client_id, scope)
+        self._counters["client_credentials_count"] += 1
+        return self._token_payload(grant_id, client, scope, None)
 
     # ------------------------------------------------------------------ device flow (RFC 8628)
     #
