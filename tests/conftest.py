@@ -108,6 +108,15 @@ PERSISTENT: dict[str, Callable[[Path], str]] = {
     "sqlite": lambda tmp_path: f"sqlite:{tmp_path / 'store' / 'tokens.db'}",
     "redis": session_url,
     "keyring": _keyring_url,
+    "encrypted-file": lambda tmp_path: (
+        f"file:{tmp_path / 'store' / 'tokens.json'}?encryption={ENCRYPTION_KEY_SOURCE}"
+    ),
+    "encrypted-sqlite": lambda tmp_path: (
+        f"sqlite:{tmp_path / 'store' / 'tokens.db'}?encryption={ENCRYPTION_KEY_SOURCE}"
+    ),
+    "encrypted-redis": lambda tmp_path: (
+        f"{session_url(tmp_path)}&encryption={ENCRYPTION_KEY_SOURCE}"
+    ),
 }
 
 

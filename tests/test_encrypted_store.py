@@ -549,3 +549,105 @@ def test_wrapping_rules(key: bytes) -> None:
     with pytest.raises(ValueError):
         StaticKey(b"short")
     assert issubclass(StoreKeyError, StoreError)
+
+
+# --------------------------------------------------------------------------- store URLs
+
+
+@pytest.fixture
+def env_key(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    key = generate_key()
+    monkeypatch.setenv("OC_URL_KEY", encode_key(key))
+    return key
+
+
+def _check_encrypted(store: object, inner_type: type, key: bytes) -> None:
+    assert isinstance(store, EncryptedStore)
+    assert isinstance(store.store, inner_type)
+    store.set("k", Tokens(SECRET_AT))
+    assert store.get("k") == Tokens(SECRET_AT)
+    inner = store.store._read("tokens", "k")
+    assert inner.access_token == MARKER and inner.extra[ENVELOPE_FIELD]["kid"] == key_id(key)
+    assert store.key_source.description == "env:OC_URL_KEY"
+
+
+def test_encryption_parameter_on_every_scheme(tmp_path: Path, env_key: bytes) -> None:
+    from oauth_callback.storage.url import open_store
+
+    for url, inner_type in [
+        (f"file:{tmp_path}/t.json?encryption=env:OC_URL_KEY", FileStore),
+        (f"{tmp_path}/bare.json", FileStore),  # a bare path takes no parameters: plain
+        (f"sqlite:{tmp_path}/t.db?encryption=env:OC_URL_KEY", SQLiteStore),
+        ("memory:?encryption=env:OC_URL_KEY", MemoryStore),
+    ]:
+        store = open_store(url)
+        if url.endswith("bare.json"):
+            assert isinstance(store, FileStore)
+            continue
+        _check_encrypted(store, inner_type, env_key)
+        store.close()
+    assert not any("?" in p.name for p in tmp_path.iterdir())
+
+
+def test_encryption_parameter_on_redis_and_keyring(tmp_path: Path, env_key: bytes) -> None:
+    from oauth_callback.storage.url import open_store
+
+    from .redis_server import require_redis, session_url
+
+    require_redis()
+    from oauth_callback.storage.redis import RedisStore
+
+    store = open_store(session_url(tmp_path) + "&encryption=env:OC_URL_KEY")
+    _check_encrypted(store, RedisStore, env_key)
+    assert store.store.prefix.startswith("t-")  # type: ignore[attr-defined]
+    store.close()
+    pytest.importorskip("keyring")
+    from oauth_callback.storage.keyring import KeyringStore
+
+    from .test_keyring_store import contract_url
+
+    store = open_store(contract_url(tmp_path) + "?encryption=env:OC_URL_KEY")
+    _check_encrypted(store, KeyringStore, env_key)
+
+
+@pytest.mark.parametrize("value", ["bogus", "env:", "file:", "keyring:x", ""])
+def test_bad_encryption_parameter_is_an_error_creating_nothing(
+    tmp_path: Path, value: str
+) -> None:
+    from oauth_callback.storage.url import open_store
+
+    with pytest.raises(ValueError, match="encryption") as info:
+        open_store(f"file:{tmp_path}/t.json?encryption={value}")
+    assert "keyring, env:NAME or file:PATH" in str(info.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_store_env_var_may_name_an_encrypted_store(
+    tmp_path: Path, env_key: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oauth_callback.storage.url import open_store
+
+    monkeypatch.setenv("OAUTH_CALLBACK_STORE", f"file:{tmp_path}/t.json?encryption=env:OC_URL_KEY")
+    store = open_store()
+    _check_encrypted(store, FileStore, env_key)
+    # FileStore() alone cannot apply the parameter: an error, never a plaintext file.
+    with pytest.raises(ValueError, match="open_store"):
+        FileStore()
+    names = os.listdir(tmp_path)
+    assert "t.json" in names and not any("?" in n for n in names)
+
+
+def test_missing_key_through_a_url_names_store_and_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oauth_callback.storage.url import open_store
+
+    monkeypatch.delenv("OC_NOT_SET", raising=False)
+    store = open_store(f"sqlite:{tmp_path}/t.db?encryption=env:OC_NOT_SET")
+    with pytest.raises(StoreKeyError) as info:
+        store.set("k", Tokens("x"))
+    assert "env:OC_NOT_SET" in str(info.value) and f"{tmp_path}/t.db" in str(info.value)
+    key_file = tmp_path / "missing.key"
+    store = open_store(f"file:{tmp_path}/t.json?encryption=file:{key_file}")
+    with pytest.raises(StoreKeyError, match="no key file"):
+        store.set("k", Tokens("x"))

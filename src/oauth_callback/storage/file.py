@@ -56,6 +56,11 @@ def default_path() -> str:
         value = value[len("file:"):]
         if value.startswith("//"):
             value = value[2:]
+        if "?" in value:  # e.g. ?encryption=...: never silently dropped
+            raise ValueError(
+                f"${ENV_VAR} is a store URL with parameters; FileStore() needs a path "
+                "(use oauth_callback.storage.url.open_store() to apply them)"
+            )
     else:
         scheme, sep, _ = value.partition(":")
         if sep and len(scheme) > 1 and scheme.isalpha():

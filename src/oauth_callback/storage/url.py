@@ -10,6 +10,12 @@
 * ``redis://[user:password@]host[:port][/db]``, ``rediss://...`` (TLS): one Redis
   server, :class:`~oauth_callback.storage.redis.RedisStore` (needs ``oauth-callback[redis]``)
 
+Every scheme takes ``encryption=keyring|env:NAME|file:PATH``: the store is
+wrapped in an :class:`~oauth_callback.storage.encrypted.EncryptedStore` with the
+key from that source (needs ``oauth-callback[encryption]``), e.g.
+``file:~/.mcp/tokens.json?encryption=env:OAUTH_CALLBACK_KEY``,
+``sqlite:PATH?encryption=keyring``, ``redis://host/0?encryption=file:/run/secrets/oc.key``.
+
 The grammar, exactly:
 
 1. A string that starts with ``SCHEME:`` (a letter, then two or more characters
@@ -34,13 +40,14 @@ final one; backends never see it.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from .base import TokenStore
-from .file import FileStore
+from .file import ENV_VAR, FileStore
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
@@ -257,13 +264,37 @@ def _parameters_of(scheme: str) -> str:
     return ", ".join(names) if names else "no parameters"
 
 
-def open_store(url: str | None = None, *, durable: bool = True) -> TokenStore:
-    """Return the store that ``url`` names (``None`` or ``""``: the default :class:`FileStore`).
+def _wrap_encryption(store: TokenStore, value: str, url: StoreURL) -> TokenStore:
+    from .key_sources import parse_key_source
 
-    Raises :class:`ValueError` for an unknown scheme or parameter (never opens a
-    file store by mistake). ``durable`` applies to the file and SQLite stores.
+    try:
+        source = parse_key_source(value)
+        from .encrypted import EncryptedStore  # optional dependency: cryptography
+    except (ValueError, ImportError) as exc:
+        store.close()
+        raise type(exc)(f"store URL {url.display!r}: encryption={value}: {exc}") from None
+    return EncryptedStore(store, source)
+
+
+register_parameter(Parameter(
+    "encryption",
+    "keyring, env:NAME or file:PATH: encrypt every record with the key from there "
+    "(EncryptedStore; needs oauth-callback[encryption])",
+    wrap=_wrap_encryption,
+))
+
+
+def open_store(url: str | None = None, *, durable: bool = True) -> TokenStore:
+    """Return the store that ``url`` names.
+
+    ``None`` or ``""``: the store ``$OAUTH_CALLBACK_STORE`` names (a path or any
+    store URL), else the default :class:`FileStore`. Raises :class:`ValueError`
+    for an unknown scheme or parameter (never opens a file store by mistake).
+    ``durable`` applies to the file and SQLite stores.
     """
     if url is None or url == "":
+        url = os.environ.get(ENV_VAR) or None
+    if url is None:
         return FileStore(durable=durable)
     parsed = parse_store_url(url)
     own = {
