@@ -504,7 +504,10 @@ async def test_get_auth_code_async_cancelled_closes_server():
             timeout=30,
         )
     )
-    await asyncio.sleep(0)  # let the task bind, open the "browser" and start waiting
+    for _ in range(500):  # the opener runs in a worker thread: wait until it ran
+        if opened:
+            break
+        await asyncio.sleep(0.01)
     assert opened == ["https://auth.example/authorize"]
     assert not task.done()
     task.cancel()

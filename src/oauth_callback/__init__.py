@@ -1,6 +1,16 @@
-"""oauth-callback: OAuth 2.0 loopback authorization and crash-safe token storage."""
+"""oauth-callback: OAuth 2.0 loopback authorization and crash-safe token storage.
+
+Importing the package is cheap: it loads only :mod:`oauth_callback.errors`.
+Every other name below is imported from its module on first access (module
+``__getattr__``), so ``import oauth_callback`` pulls in no HTTP client,
+``ssl``, ``sqlite3``, ``webbrowser``, ``email`` or ``anyio``; a script that
+only reads a stored token never pays for the login machinery.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     CallbackCancelled,
@@ -26,30 +36,68 @@ from .errors import (
     TokenRejectedError,
     UnchangedTokenError,
 )
-from .flow import OAuthClient
-from .fs import atomic_write
-from .loopback import (
-    CallbackResult,
-    CallbackServer,
-    RequestInfo,
-    get_auth_code,
-    get_auth_code_async,
-    open_url,
-)
-from .manager import TokenManager
-from .models import ClientInfo, OAuthSession, Tokens
-from .pkce import generate_pkce, generate_state, pkce_challenge
-from .protocol import ServerMetadata
-from .storage import FileStore, MemoryStore, RepairReport, TokenStore
+
+if TYPE_CHECKING:  # what the lazy names are, for mypy and IDEs
+    from .browser import open_url as open_url
+    from .flow import OAuthClient as OAuthClient
+    from .fs import atomic_write as atomic_write
+    from .loopback import CallbackServer as CallbackServer
+    from .loopback import RequestInfo as RequestInfo
+    from .loopback import get_auth_code as get_auth_code
+    from .loopback import get_auth_code_async as get_auth_code_async
+    from .manager import TokenManager as TokenManager
+    from .models import ClientInfo as ClientInfo
+    from .models import OAuthSession as OAuthSession
+    from .models import Tokens as Tokens
+    from .pkce import generate_pkce as generate_pkce
+    from .pkce import generate_state as generate_state
+    from .pkce import pkce_challenge as pkce_challenge
+    from .protocol import CallbackResult as CallbackResult
+    from .protocol import ServerMetadata as ServerMetadata
+    from .storage.base import TokenStore as TokenStore
+    from .storage.file import FileStore as FileStore
+    from .storage.file import RepairReport as RepairReport
+    from .storage.keyring import KeyringStore as KeyringStore
+    from .storage.memory import MemoryStore as MemoryStore
+    from .storage.redis import RedisStore as RedisStore
+    from .storage.sqlite import SQLiteStore as SQLiteStore
 
 __version__ = "0.1.0"
 
+#: Lazily exported name -> the module that defines it.
+_LAZY: dict[str, str] = {
+    "CallbackResult": ".protocol",
+    "CallbackServer": ".loopback",
+    "ClientInfo": ".models",
+    "FileStore": ".storage.file",
+    "KeyringStore": ".storage.keyring",
+    "MemoryStore": ".storage.memory",
+    "OAuthClient": ".flow",
+    "OAuthSession": ".models",
+    "RedisStore": ".storage.redis",
+    "RepairReport": ".storage.file",
+    "RequestInfo": ".loopback",
+    "SQLiteStore": ".storage.sqlite",
+    "ServerMetadata": ".protocol",
+    "TokenManager": ".manager",
+    "TokenStore": ".storage.base",
+    "Tokens": ".models",
+    "atomic_write": ".fs",
+    "generate_pkce": ".pkce",
+    "generate_state": ".pkce",
+    "get_auth_code": ".loopback",
+    "get_auth_code_async": ".loopback",
+    "open_url": ".browser",
+    "pkce_challenge": ".pkce",
+}
+
+# RedisStore and KeyringStore need an extra (redis, keyring): importable by
+# name, but left out of __all__ so that a star import never fails for want of one.
 __all__ = [
-    "CallbackResult",
-    "CallbackServer",
-    "RequestInfo",
     "CallbackCancelled",
     "CallbackError",
+    "CallbackResult",
+    "CallbackServer",
     "CallbackTimeout",
     "ClientInfo",
     "DiscoveryError",
@@ -66,8 +114,10 @@ __all__ = [
     "PortInUseError",
     "ReauthRequired",
     "ResourceAccessError",
-    "ServerMetadata",
     "RepairReport",
+    "RequestInfo",
+    "SQLiteStore",
+    "ServerMetadata",
     "StoreCorruptError",
     "StoreError",
     "StoreLockTimeout",
@@ -89,3 +139,16 @@ __all__ = [
     "open_url",
     "pkce_challenge",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -25,6 +25,7 @@ import anyio.to_thread
 
 from ._http import httpx2
 from ._text import clip
+from .browser import OpenBrowser, open_url, open_url_async
 from .device import (
     DeviceAuthorization,
     DeviceLoginFlow,
@@ -33,7 +34,7 @@ from .device import (
     device_token_request,
 )
 from .errors import CallbackCancelled, DiscoveryError, OAuthError, TokenEndpointError
-from .loopback import CallbackServer, OpenBrowser, RequestInfo, open_url, open_url_async
+from .loopback import LoopbackOptions, RequestInfo
 from .models import ClientInfo, OAuthSession, Tokens
 from .pkce import generate_pkce, generate_state
 from .protocol import (
@@ -675,7 +676,8 @@ class OAuthClient:
     ) -> Tokens:
         """Run the authorization code flow with PKCE on a loopback redirect URI.
 
-        Starts a :class:`CallbackServer` (``port=0``: a free port), keeps the
+        Starts a :class:`~oauth_callback.loopback.CallbackServer` (``port=0``: a free
+        port), keeps the
         PKCE verifier and ``state`` in ``store`` as the session of ``key``
         while waiting (removed on every exit path), shows the URL with
         :func:`open_url`, checks ``state`` and ``iss`` (RFC 9207), exchanges
@@ -691,15 +693,8 @@ class OAuthClient:
         self._ensure_endpoints(authorize=True)
         verifier, challenge = generate_pkce()
         state = generate_state()
-        with CallbackServer(
-            host,
-            port,
-            callback_path,
-            success_html=success_html,
-            error_html=error_html,
-            on_request=on_request,
-            expected_state=state,
-        ) as server:
+        options = LoopbackOptions(host, port, callback_path, success_html, error_html, on_request)
+        with options.server(state) as server:
             redirect_uri = server.redirect_uri
             url = self._authorization_url(redirect_uri, state, challenge, extra_params)
             store.set_session(key, _session(verifier, state, redirect_uri))
@@ -735,22 +730,15 @@ class OAuthClient:
     ) -> Tokens:
         """Async :meth:`login` (asyncio or trio, via AnyIO). Cancel it by cancelling the task.
 
-        With ``open_browser=True`` the browser is launched in a worker thread; a
-        callable ``open_browser`` runs in the event loop thread and must not
-        block. Store operations run in worker threads.
+        ``open_browser`` is shown with :func:`~oauth_callback.browser.open_url_async`
+        (the system browser and a plain callable run in a worker thread, an
+        ``async`` callable is awaited). Store operations run in worker threads.
         """
         await self._ensure_endpoints_async(authorize=True)
         verifier, challenge = generate_pkce()
         state = generate_state()
-        async with CallbackServer(
-            host,
-            port,
-            callback_path,
-            success_html=success_html,
-            error_html=error_html,
-            on_request=on_request,
-            expected_state=state,
-        ) as server:
+        options = LoopbackOptions(host, port, callback_path, success_html, error_html, on_request)
+        async with options.server(state) as server:
             redirect_uri = server.redirect_uri
             url = self._authorization_url(redirect_uri, state, challenge, extra_params)
             await store.set_session_async(key, _session(verifier, state, redirect_uri))

@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import threading
 import time
 import weakref
 from types import TracebackType
 from typing import Protocol
-
-import filelock
 
 try:
     import fcntl
@@ -72,6 +69,8 @@ def _shared_for(path: str, mode: int) -> _Shared:
 
 
 def _portable_lock(path: str, mode: int) -> _FileLockLike:
+    import filelock  # only where flock is missing: keeps the import light on POSIX
+
     return filelock.FileLock(path, mode=mode, thread_local=False, timeout=-1)
 
 
@@ -110,7 +109,8 @@ _NO_FLOCK = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOS
 class _Flock:
     """``flock(2)`` on a lock file opened with ``O_NOFOLLOW``; the lock file is kept.
 
-    Raises ``filelock.Timeout`` on timeout (so both implementations fail alike)
+    Raises ``TimeoutError`` on timeout (as ``filelock.Timeout``, a subclass, does, so
+    both implementations fail alike)
     and ``_FlockUnsupported`` where the file system has no ``flock``.
     """
 
@@ -145,7 +145,7 @@ class _Flock:
                     break
                 except BlockingIOError:
                     if deadline is not None and time.monotonic() >= deadline:
-                        raise filelock.Timeout(self._path) from None
+                        raise TimeoutError(self._path) from None
                     time.sleep(delay if deadline is None else
                                max(min(delay, deadline - time.monotonic()), 0.0))
                     delay = min(delay * 2, poll_interval or 0.005)
@@ -224,7 +224,7 @@ class InterProcessLock:
             except _FlockUnsupported:
                 self._shared.file_lock = _portable_lock(self.path, self._mode)
                 self._shared.file_lock.acquire(timeout=remaining, poll_interval=0.005)
-        except filelock.Timeout:
+        except TimeoutError:  # filelock.Timeout is one too
             self._shared.lock.release()
             raise StoreLockTimeout(
                 f"timed out after {wait:g}s waiting for lock {self.path} "
@@ -281,6 +281,8 @@ def key_lock(path: str | os.PathLike[str], key: str, *, kind: str = "refresh",
     Used by the file-based stores for their refresh locks, so a store opened
     through a symlink and through its target share one lock.
     """
+    import hashlib  # on first use: loading OpenSSL costs start-up time
+
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
     return InterProcessLock(f"{os.path.realpath(os.fspath(path))}.{kind}-{digest}.lock",
                             timeout=timeout)

@@ -4,8 +4,10 @@
 loopback, serves each connection in its own daemon thread with a timeout, and
 completes on the first ``GET`` to the callback path whose ``Host`` header names
 the loopback address and port it serves. :func:`get_auth_code` and
-:func:`get_auth_code_async` wrap it for a fixed port; :func:`open_url` opens
-the authorization URL (or prints it when no browser is available).
+:func:`get_auth_code_async` wrap it for a fixed port. Its pages are in
+:mod:`oauth_callback.pages`; :func:`open_url` (from :mod:`oauth_callback.browser`,
+re-exported here) opens the authorization URL or prints it when no browser is
+available.
 
 Nothing secret (authorization code, ``state``) is logged, put in an exception
 message or shown in a ``repr``.
@@ -16,27 +18,22 @@ from __future__ import annotations
 import contextlib
 import errno
 import hmac
-import html
 import ipaddress
 import logging
 import os
 import selectors
 import socket
-import sys
 import threading
 import time
-import webbrowser
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from types import MappingProxyType, TracebackType
-from typing import Any, TypeAlias, cast
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
-import anyio
-import anyio.to_thread
-
 from ._text import clip
+from .browser import OpenBrowser, no_graphical_display, open_url, open_url_async
 from .errors import (
     CallbackCancelled,
     CallbackError,
@@ -46,11 +43,13 @@ from .errors import (
     OAuthStateError,
     PortInUseError,
 )
-from .models import fingerprint
+from .pages import DEFAULT_SUCCESS_HTML, render_error, status_page
+from .protocol import CallbackResult
 
 __all__ = [
     "CallbackResult",
     "CallbackServer",
+    "LoopbackOptions",
     "OpenBrowser",
     "RequestInfo",
     "get_auth_code",
@@ -61,9 +60,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("oauth_callback.loopback")
-
-OpenBrowser: TypeAlias = "bool | Callable[[str], object]"
-"""``True`` (system browser), ``False`` (print the URL) or a callable given the URL."""
 
 _REDACTED = "<redacted>"
 _POLL_INTERVAL = 0.05  # seconds between checks of a ``cancel`` event
@@ -94,30 +90,6 @@ _URL_HEADERS = frozenset({"referer", "origin"})
 # --------------------------------------------------------------------------- values
 
 
-@dataclass(frozen=True, repr=False)
-class CallbackResult:
-    """The query parameters of the authorization callback.
-
-    ``code``, ``state`` and ``iss`` (RFC 9207) are ``None`` when absent;
-    ``params`` holds every query parameter (first value of each name),
-    ``code`` and ``state`` included. The ``repr`` shows fingerprints, never
-    the code or state.
-    """
-
-    code: str | None
-    state: str | None
-    iss: str | None
-    params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
-
-    def __repr__(self) -> str:
-        return (
-            f"CallbackResult(code={fingerprint(self.code)}, state={fingerprint(self.state)}, "
-            f"iss={self.iss!r}, params=<{', '.join(sorted(self.params))}>)"
-        )
-
-    __str__ = __repr__
-
-
 @dataclass(frozen=True)
 class RequestInfo:
     """One request the callback server received, as given to ``on_request``.
@@ -131,57 +103,6 @@ class RequestInfo:
     method: str
     path: str
     headers: Mapping[str, str]
-
-
-# --------------------------------------------------------------------------- pages
-
-_PAGE_STYLE = (
-    "body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;"
-    "background:#f4f5f7;color:#1f2328;font:16px/1.5 -apple-system,BlinkMacSystemFont,"
-    "'Segoe UI',Roboto,Helvetica,Arial,sans-serif}"
-    "main{background:#fff;border-radius:12px;box-shadow:0 2px 12px rgba(0,0,0,.08);"
-    "padding:2.5rem 3rem;max-width:32rem;text-align:center}"
-    ".icon{font-size:2.5rem;line-height:1;margin-bottom:.75rem}"
-    ".ok{color:#1a7f37}.bad{color:#cf222e}"
-    "h1{font-size:1.35rem;margin:0 0 .5rem}p{margin:.5rem 0;color:#59636e}"
-    "code{background:#f0f1f3;border-radius:4px;padding:.1rem .35rem;word-break:break-all}"
-)
-
-
-def _page(title: str, icon: str, icon_class: str, body: str) -> str:
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{title}</title><style>{_PAGE_STYLE}</style></head>"
-        f'<body><main><div class="icon {icon_class}">{icon}</div>{body}</main></body></html>'
-    )
-
-
-DEFAULT_SUCCESS_HTML = _page(
-    "Authorization complete",
-    "&#10003;",
-    "ok",
-    "<h1>Authorization complete</h1><p>You can close this tab and return to the application.</p>",
-)
-
-
-def _default_error_html(error: str, description: str | None, uri: str | None) -> str:
-    parts = [f"<h1>Authorization failed</h1><p><code>{html.escape(error)}</code></p>"]
-    if description:
-        parts.append(f"<p>{html.escape(description)}</p>")
-    if uri:
-        parts.append(f"<p>More information: <code>{html.escape(uri)}</code></p>")
-    parts.append("<p>You can close this tab and return to the application.</p>")
-    return _page("Authorization failed", "&#10007;", "bad", "".join(parts))
-
-
-def _status_page(status: int, message: str) -> str:
-    return _page(
-        f"{status} {html.escape(message)}",
-        "&#9888;",
-        "bad",
-        f"<h1>{status} {html.escape(message)}</h1>",
-    )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -421,7 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
         message = self.responses.get(code, ("Error",))[0]
         if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
             self.request_version = "HTTP/1.0"  # always send a status line and headers
-        self._respond(code, _status_page(code, message))
+        self._respond(code, status_page(code, message))
 
     # -- dispatch
     def _dispatch(self) -> None:
@@ -443,7 +364,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404, "Not Found")
             return
         if self.command != "GET":
-            self._respond(405, _status_page(405, "Method Not Allowed"), (("Allow", "GET"),))
+            self._respond(405, status_page(405, "Method Not Allowed"), (("Allow", "GET"),))
             return
         try:
             params = _query_params(query.partition("#")[0])
@@ -452,7 +373,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         outcome = owner._claim(params)
         if outcome is None:
-            self._respond(409, _status_page(409, "Authorization already completed"))
+            self._respond(409, status_page(409, "Authorization already completed"))
             return
         self.claim.append(params)
         if outcome.error is None:
@@ -699,6 +620,8 @@ class CallbackServer:
         (the cancellation propagates; the enclosing ``async with`` closes the
         server).
         """
+        import anyio
+
         self._begin_wait(expected_state)
         # Polls the completion flag (set by a server thread) with anyio.sleep:
         # backend-neutral (asyncio and trio), cancellable at every tick.
@@ -787,13 +710,7 @@ class CallbackServer:
         self._finish()
 
     def _render_error(self, error: str, description: str | None, uri: str | None) -> str:
-        if self._error_html is None:
-            return _default_error_html(error, description, uri)
-        return (
-            self._error_html.replace("{{error}}", html.escape(error))
-            .replace("{{error_description}}", html.escape(description or ""))
-            .replace("{{error_uri}}", html.escape(uri or ""))
-        )
+        return render_error(self._error_html, error, description, uri)
 
     def _accept_loop(self) -> None:
         selector = selectors.DefaultSelector()
@@ -870,60 +787,34 @@ class CallbackServer:
             self._publish(claim[0])
 
 
-# --------------------------------------------------------------------------- browser
-
-
-def no_graphical_display() -> bool:
-    """True on a Linux/BSD box without a graphical session or an explicit $BROWSER."""
-    if sys.platform == "darwin" or os.name == "nt":
-        return False
-    if os.environ.get("BROWSER"):
-        return False
-    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def _print_url(url: str) -> None:
-    print(f"Open this URL in your browser: {url}", file=sys.stderr, flush=True)
-
-
-def open_url(url: str, open_browser: OpenBrowser = True) -> None:
-    """Show ``url`` to the user: ``True`` opens the system browser, ``False`` prints it.
-
-    A callable is called with ``url`` (its exceptions propagate). With ``True``,
-    when no browser can be opened (headless Linux without ``$BROWSER``,
-    ``webbrowser.open`` returning ``False`` or raising) the URL is printed to
-    stderr instead, so the caller can keep waiting.
-    """
-    if callable(open_browser):
-        open_browser(url)
-        return
-    if not open_browser:
-        _print_url(url)
-        return
-    if no_graphical_display():
-        logger.info("no graphical display; printing the authorization URL instead")
-        _print_url(url)
-        return
-    try:
-        opened = webbrowser.open(url)
-    except Exception as exc:
-        logger.info("could not open a browser (%s); printing the URL", type(exc).__name__)
-        opened = False
-    if not opened:
-        _print_url(url)
-
-
-async def open_url_async(url: str, open_browser: OpenBrowser = True) -> None:
-    """:func:`open_url` for async code: launching the system browser (which may
-    block) runs in a worker thread; a callable runs in the event loop thread
-    and must not block."""
-    if open_browser is True:
-        await anyio.to_thread.run_sync(open_url, url, True)
-    else:
-        open_url(url, open_browser)
-
-
 # --------------------------------------------------------------------------- wrappers
+
+
+@dataclass(frozen=True)
+class LoopbackOptions:
+    """How to serve a callback: what ``get_auth_code``, ``OAuthClient.login`` and the
+    MCP provider pass to :class:`CallbackServer`, built in one place (:meth:`server`)."""
+
+    host: str = "localhost"
+    port: int = 0
+    callback_path: str = "/callback"
+    success_html: str | None = None
+    error_html: str | None = None
+    on_request: Callable[[RequestInfo], object] | None = None
+
+    def server(
+        self, expected_state: str | None = None, *, port: int | None = None
+    ) -> CallbackServer:
+        """A new (not yet started) :class:`CallbackServer`; ``port`` overrides :attr:`port`."""
+        return CallbackServer(
+            self.host,
+            self.port if port is None else port,
+            self.callback_path,
+            success_html=self.success_html,
+            error_html=self.error_html,
+            on_request=self.on_request,
+            expected_state=expected_state,
+        )
 
 
 def get_auth_code(
@@ -948,15 +839,8 @@ def get_auth_code(
     :meth:`CallbackServer.start` and :meth:`CallbackServer.wait_for_callback`
     raise; the server is closed on every exit path.
     """
-    with CallbackServer(
-        host,
-        port,
-        callback_path,
-        success_html=success_html,
-        error_html=error_html,
-        on_request=on_request,
-        expected_state=expected_state,
-    ) as server:
+    options = LoopbackOptions(host, port, callback_path, success_html, error_html, on_request)
+    with options.server(expected_state) as server:
         open_url(authorization_url, open_browser)
         return server.wait_for_callback(timeout, expected_state, cancel)
 
@@ -976,17 +860,11 @@ async def get_auth_code_async(
 ) -> CallbackResult:
     """The async twin of :func:`get_auth_code`; cancel it by cancelling the task.
 
-    With ``open_browser=True`` the browser is launched in a worker thread; a
-    callable ``open_browser`` runs in the event loop thread and must not block.
+    ``open_browser`` is shown with :func:`~oauth_callback.browser.open_url_async`:
+    the system browser and a plain callable run in a worker thread, an
+    ``async`` callable is awaited.
     """
-    async with CallbackServer(
-        host,
-        port,
-        callback_path,
-        success_html=success_html,
-        error_html=error_html,
-        on_request=on_request,
-        expected_state=expected_state,
-    ) as server:
+    options = LoopbackOptions(host, port, callback_path, success_html, error_html, on_request)
+    async with options.server(expected_state) as server:
         await open_url_async(authorization_url, open_browser)
         return await server.wait_for_callback_async(timeout, expected_state)

@@ -29,16 +29,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import anyio.to_thread
-
 from .errors import OAuthError, ReauthRequired, StoreCorruptError, StoreError
-from .flow import OAuthClient
 from .models import Tokens
-from .storage.base import TokenStore
 
 if TYPE_CHECKING:
+    from .flow import OAuthClient
     from .httpx_auth import HttpxTokenAuth
     from .requests_auth import RequestsTokenAuth
+    from .storage.base import TokenStore
 
 __all__ = ["TokenManager"]
 
@@ -152,6 +150,8 @@ class TokenManager:
         blocks. Cancelling the awaiting task lets a refresh already started
         finish and be saved before the cancellation is delivered.
         """
+        import anyio.to_thread
+
         return await anyio.to_thread.run_sync(self.tokens)
 
     async def access_token_async(self) -> str:
@@ -160,6 +160,8 @@ class TokenManager:
 
     async def force_refresh_async(self, rejected_access_token: str | None = None) -> Tokens:
         """Async :meth:`force_refresh` (runs in a worker thread)."""
+        import anyio.to_thread
+
         return await anyio.to_thread.run_sync(self.force_refresh, rejected_access_token)
 
     # -- HTTP clients ----------------------------------------------------------------
@@ -268,4 +270,6 @@ class TokenManager:
                 "no client registration is stored to refresh with; log in again "
                 "(OAuthClient.login saves it) or pass client= to TokenManager",
             )
+        from .flow import OAuthClient  # the HTTP stack: only when a refresh is due
+
         return OAuthClient.from_client_info(info)

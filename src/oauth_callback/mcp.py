@@ -27,7 +27,6 @@ one dedicated thread, as the file locks are thread-affine).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import secrets
 import threading
@@ -56,8 +55,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "oauth_callback.mcp needs the MCP SDK: pip install 'oauth-callback[mcp]'"
     ) from exc
 
+from .browser import OpenBrowser, open_url_async
 from .errors import OAuthError
-from .loopback import CallbackServer, OpenBrowser, open_url
+from .loopback import CallbackServer, LoopbackOptions
 from .models import ClientInfo, Tokens
 from .storage.base import TokenStore
 
@@ -404,8 +404,9 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         )
         self.check_registration = check_registration
         self._fixed_client = client_info
-        self._success_html = success_html
-        self._error_html = error_html
+        self._loopback = LoopbackOptions(
+            host, port, callback_path, success_html=success_html, error_html=error_html
+        )
         self._login_key = self.key + "#login"
         self._stored_client: OAuthClientInformationFull | None = None
         self._token_endpoint: str | None = None
@@ -701,13 +702,7 @@ class StoreOAuthClientProvider(OAuthClientProvider):
                     break
         server: CallbackServer | None = None
         for index, port in enumerate(ports):
-            server = CallbackServer(
-                self.host,
-                port,
-                self.callback_path,
-                success_html=self._success_html,
-                error_html=self._error_html,
-            )
+            server = self._loopback.server(port=port)
             try:
                 server.start()
             except OSError:  # PortInUseError included: fall back to the next choice
@@ -734,7 +729,7 @@ class StoreOAuthClientProvider(OAuthClientProvider):
             and info is self._stored_client
         ):
             await self._check_registration(authorization_url, info)
-        await self._open(authorization_url)
+        await open_url_async(authorization_url, self.open_browser)
 
     async def _check_registration(
         self, authorization_url: str, info: OAuthClientInformationFull
@@ -760,18 +755,6 @@ class StoreOAuthClientProvider(OAuthClientProvider):
             return
         if response.status_code in (400, 401):
             raise _StaleClient(info.client_id)
-
-    async def _open(self, url: str) -> None:
-        opener = self.open_browser
-        if callable(opener):
-            if inspect.iscoroutinefunction(opener):
-                await opener(url)
-            else:
-                await anyio.to_thread.run_sync(opener, url)
-        elif opener:
-            await anyio.to_thread.run_sync(open_url, url, True)
-        else:
-            open_url(url, False)
 
     async def _callback_handler(self) -> AuthorizationCodeResult:
         server = self._server

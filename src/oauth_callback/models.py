@@ -12,7 +12,6 @@ PKCE verifiers and ``state`` appear as a short SHA-256 fingerprint.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Mapping
@@ -29,6 +28,8 @@ def fingerprint(secret: str | None) -> str:
     """A short, non-reversible label for a secret, safe to log: ``'sha256:1a2b3c4d'``."""
     if secret is None:
         return "None"
+    import hashlib  # on first use: loading OpenSSL costs start-up time
+
     return "sha256:" + hashlib.sha256(secret.encode("utf-8")).hexdigest()[:8]
 
 

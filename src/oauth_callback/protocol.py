@@ -41,13 +41,13 @@ from .errors import (
     OAuthStateError,
     TokenEndpointError,
 )
-from .loopback import CallbackResult
-from .models import Tokens
+from .models import Tokens, fingerprint
 
 __all__ = [
     "AUTH_METHODS",
     "AuthMethod",
     "Backoff",
+    "CallbackResult",
     "RawResponse",
     "ServerMetadata",
     "TokenFlow",
@@ -291,6 +291,32 @@ def discovery_flow(issuer: str) -> Generator[str, RawResponse | DiscoveryError, 
 
 
 # --------------------------------------------------------------------------- authorization
+
+
+@dataclass(frozen=True, repr=False)
+class CallbackResult:
+    """The query parameters of the authorization callback.
+
+    ``code``, ``state`` and ``iss`` (RFC 9207) are ``None`` when absent;
+    ``params`` holds every query parameter (first value of each name),
+    ``code`` and ``state`` included. The ``repr`` shows fingerprints, never
+    the code or state.
+    """
+
+    code: str | None
+    state: str | None
+    iss: str | None
+    params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"CallbackResult(code={fingerprint(self.code)}, state={fingerprint(self.state)}, "
+            f"iss={self.iss!r}, params=<{', '.join(sorted(self.params))}>)"
+        )
+
+    __str__ = __repr__
+
+
 
 
 def build_authorization_url(

@@ -20,8 +20,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-import anyio.to_thread
-
 from ..models import ClientInfo, OAuthSession, Tokens
 
 __all__ = ["Section", "TokenStore", "Updater", "validate_key"]
@@ -281,4 +279,6 @@ def _checked(fn: Callable[[Any], Any], kind: type, name: str) -> Callable[[Any],
 
 
 async def _in_thread(func: Callable[..., T], *args: Any) -> T:
+    import anyio.to_thread  # here, not at import: sync users never load anyio
+
     return await anyio.to_thread.run_sync(functools.partial(func, *args))

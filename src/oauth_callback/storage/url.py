@@ -49,7 +49,6 @@ from urllib.parse import unquote
 from .base import TokenStore
 from .file import ENV_VAR, FileStore
 from .memory import MemoryStore
-from .sqlite import SQLiteStore
 
 __all__ = [
     "REDIS_PARAMETERS",
@@ -167,6 +166,8 @@ def _open_sqlite(url: StoreURL, durable: bool) -> TokenStore:
     path = url.path()
     if not path:
         raise ValueError(f"store URL {url.display!r} names no database file; use sqlite:PATH")
+    from .sqlite import SQLiteStore  # imports sqlite3: only when asked for
+
     return SQLiteStore(path, durable=durable)
 
 

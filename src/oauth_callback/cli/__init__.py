@@ -1,0 +1,57 @@
+"""The ``oauth-callback`` command (also ``python -m oauth_callback``).
+
+Commands: ``login``, ``token KEY``, ``tokens list|show|delete|clear|migrate``,
+``doctor`` and ``demo``, one module each (:mod:`.login`, :mod:`.token`,
+:mod:`.tokens`, :mod:`.doctor`, :mod:`.demo`); :mod:`._main` holds the parser,
+the dispatch (which imports a command's module only when it runs) and the
+exit codes' mapping, :mod:`._common` what the command modules share.
+
+Errors are printed as ``oauth-callback: error: ...`` on stderr. Nothing
+secret reaches stdout or stderr unless asked for: ``token KEY`` prints the
+access token (that is its job) and ``tokens show --reveal`` prints every
+field; everything else shows fingerprints.
+
+Exit status:
+
+====  =====================================================================
+0     success (``doctor``: the store is healthy)
+1     failure: ``doctor`` found problems, a key does not exist, ``tokens
+      clear`` was not confirmed
+2     usage error (bad arguments)
+3     login required: no tokens for the key, or the grant can no longer be
+      refreshed (run ``oauth-callback login``)
+4     network, provider or store error (token endpoint unreachable, store
+      unreadable or corrupt, lock timeout)
+5     authorization failed: the user or provider refused (an OAuth error
+      such as access_denied or invalid_client), timed out, state mismatch,
+      port in use
+130   interrupted (Ctrl-C)
+====  =====================================================================
+"""
+
+from __future__ import annotations
+
+from ._common import (
+    EXIT_AUTH_FAILED,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_LOGIN_REQUIRED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    human_expiry,
+)
+from ._main import build_parser, main
+
+__all__ = [
+    "EXIT_AUTH_FAILED",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_LOGIN_REQUIRED",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "build_parser",
+    "human_expiry",
+    "main",
+]

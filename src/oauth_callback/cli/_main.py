@@ -1,0 +1,262 @@
+"""The parser, the dispatch to the command modules, and the mapping of errors to exit codes.
+
+Each command is named by ``(module, function)`` in the parser; its module is
+imported only when that command runs, so ``--help`` and ``token KEY`` load
+neither the HTTP client nor the login machinery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import __version__
+from ..errors import (
+    CallbackError,
+    DiscoveryError,
+    OAuthCallbackError,
+    OAuthError,
+    ReauthRequired,
+    StoreError,
+    TokenEndpointError,
+)
+from ._common import (
+    EXIT_AUTH_FAILED,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_LOGIN_REQUIRED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    PROG,
+    SECRET_ENV_VAR,
+    STORE_ENV_VAR,
+    CliError,
+    err,
+    log,
+    opened_stores,
+)
+
+__all__ = ["build_parser", "main"]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535: {text!r}")
+    return value
+
+
+def _shared_options(suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted both before and after the command (``default=SUPPRESS`` on the latter)."""
+    p = argparse.ArgumentParser(add_help=False)
+    default: Any = argparse.SUPPRESS if suppress else None
+    p.add_argument("--store", metavar="URL_OR_PATH", default=default,
+                   help="token store: a path or a store URL (file:PATH, sqlite:PATH, "
+                   f"redis://HOST, memory:); default ${STORE_ENV_VAR} or ~/.mcp/tokens.json")
+    p.add_argument("-v", "--verbose", action="count",
+                   default=argparse.SUPPRESS if suppress else 0,
+                   help="log to stderr (-vv: debug)")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``oauth-callback`` command."""
+    common = _shared_options(suppress=True)
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[_shared_options(suppress=False)],
+        description="OAuth 2.0 loopback login and token storage for command-line tools.",
+        epilog="exit status: 0 ok, 1 failure or problems found, 2 usage, 3 login required, "
+        "4 network/provider/store error, 5 authorization failed, 130 interrupted",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("login", parents=[common], help="log in with a browser and store the tokens",
+                       description="Run the authorization code flow with PKCE on a loopback "
+                       "redirect URI and store the tokens. Prints a one-line summary, never the "
+                       "token.")
+    where = p.add_argument_group("authorization server (--issuer, or both endpoint URLs)")
+    where.add_argument("--issuer", help="issuer URL; endpoints are discovered (RFC 8414)")
+    where.add_argument("--authorize-url", metavar="URL", help="authorization endpoint")
+    where.add_argument("--token-url", metavar="URL", help="token endpoint")
+    p.add_argument("--client-id", required=True, help="OAuth client id")
+    p.add_argument("--client-secret", metavar="SECRET",
+                   help=f"client secret for confidential clients (safer: ${SECRET_ENV_VAR}, "
+                   "since arguments are visible to other users in the process list)")
+    p.add_argument("--scope", help="space-separated scopes to request")
+    p.add_argument("--port", type=_port, default=0,
+                   help="loopback port for the redirect URI (default 0: any free port)")
+    p.add_argument("--key", help="store key (default: the issuer's host)")
+    p.add_argument("--no-browser", action="store_true",
+                   help="print the authorization URL instead of opening a browser")
+    p.add_argument("--timeout", type=_positive_float, default=300.0, metavar="SECONDS",
+                   help="how long to wait for the authorization (default 300)")
+    p.set_defaults(run=("login", "cmd_login"))
+
+    p = sub.add_parser("token", parents=[common], help="print a valid access token",
+                       description="Print a valid access token for KEY on stdout, refreshing it "
+                       "if needed, and nothing else: curl -H \"Authorization: Bearer "
+                       "$(oauth-callback token KEY)\" ...")
+    p.add_argument("key", metavar="KEY")
+    p.set_defaults(run=("token", "cmd_token"))
+
+    p = sub.add_parser("tokens", parents=[common],
+                       help="list, show, delete and migrate stored tokens")
+    tsub = p.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
+    q = tsub.add_parser("list", parents=[common], help="list stored tokens (no secrets)")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(run=("tokens", "cmd_tokens_list"))
+    q = tsub.add_parser("show", parents=[common], help="show one entry (secrets masked)")
+    q.add_argument("key", metavar="KEY")
+    q.add_argument("--reveal", action="store_true", help="print secrets instead of fingerprints")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(run=("tokens", "cmd_tokens_show"))
+    q = tsub.add_parser("delete", parents=[common], help="delete the tokens of one key")
+    q.add_argument("key", metavar="KEY")
+    q.add_argument("--all", action="store_true",
+                   help="also delete the key's client registration and pending session")
+    q.set_defaults(run=("tokens", "cmd_tokens_delete"))
+    q = tsub.add_parser("clear", parents=[common], help="delete everything in the store")
+    q.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    q.set_defaults(run=("tokens", "cmd_tokens_clear"))
+    q = tsub.add_parser("migrate", parents=[common],
+                        help="copy every token, client and session to another store",
+                        description="Copy the tokens, client registrations and pending "
+                        "sessions of one store into another (any two of file:PATH, "
+                        "sqlite:PATH, redis://..., keyring:...), record by record, then read "
+                        "every record back from the target to verify it. The source is never "
+                        "modified. A record the target already holds with a different value "
+                        "is a conflict: kept and reported (exit 1) unless --overwrite.")
+    q.add_argument("--from", dest="source", metavar="URL", required=True,
+                   help="the store to copy from (a path or a store URL)")
+    q.add_argument("--to", dest="target", metavar="URL", required=True,
+                   help="the store to copy into (a path or a store URL)")
+    q.add_argument("--key", dest="keys", metavar="KEY", action="append",
+                   help="migrate only this key (repeatable; default: every key)")
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace records the target holds with a different value")
+    q.add_argument("--dry-run", action="store_true",
+                   help="only report what would be copied; write nothing")
+    q.add_argument("--json", action="store_true", help="machine-readable report")
+    q.set_defaults(run=("tokens", "cmd_tokens_migrate"))
+
+    p = sub.add_parser("doctor", parents=[common], help="check (and --repair) a file store",
+                       description="Check a file store: modes and owners, parse state, backup, "
+                       "stale temporary files, lock state, corrupt copies. Exit 0 when healthy, "
+                       "1 when problems were found.")
+    p.add_argument("--repair", action="store_true", help="apply the safe fixes, then check again")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=("doctor", "cmd_doctor"))
+
+    p = sub.add_parser("demo", parents=[common], help="run the whole flow against a mock provider",
+                       description="Start an embedded mock OAuth provider and run login, token "
+                       "and an expiry-driven refresh end to end, in a temporary store unless "
+                       "--store is given.")
+    p.add_argument("--headless", action="store_true",
+                   help="never open a browser; follow the redirect headlessly "
+                   "(automatic without a display)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary store directory")
+    p.set_defaults(run=("demo", "cmd_demo"))
+    return parser
+
+
+class _Formatter(logging.Formatter):
+    """``oauth-callback: warning: ...`` (lower-case level, as the error lines)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _setup_logging(verbosity: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if verbosity <= 0:
+        handler.setFormatter(_Formatter())
+        level = logging.WARNING
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        level = logging.INFO if verbosity == 1 else logging.DEBUG
+    pkg = logging.getLogger("oauth_callback")
+    pkg.handlers[:] = [handler]
+    pkg.setLevel(level)
+    pkg.propagate = False
+
+
+def _exit_code(exc: OAuthCallbackError) -> int:
+    if isinstance(exc, ReauthRequired):
+        return EXIT_LOGIN_REQUIRED
+    if isinstance(exc, (StoreError, TokenEndpointError, DiscoveryError)):
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, (CallbackError, OAuthError)):
+        return EXIT_AUTH_FAILED
+    return EXIT_FAILURE
+
+
+def _message(exc: OAuthCallbackError) -> str:
+    text = str(exc)
+    if isinstance(exc, ReauthRequired):
+        text += f"; run '{PROG} login --key {exc.key} ...' again"
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(getattr(args, "verbose", 0) or 0)
+    module_name, function_name = args.run
+    try:
+        module = importlib.import_module(f"{__package__}.{module_name}")
+        func: Callable[[argparse.Namespace], int] = getattr(module, function_name)
+        code = func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except CliError as exc:
+        err(str(exc))
+        return exc.code
+    except OAuthCallbackError as exc:
+        log.debug("command failed", exc_info=True)
+        err(_message(exc))
+        return _exit_code(exc)
+    except BrokenPipeError:
+        # The reader went away (``| head``): exit quietly, without a second error at exit.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+    except (ValueError, TypeError) as exc:
+        # Bad input the parser could not catch (an empty key, a malformed URL).
+        log.debug("command failed", exc_info=True)
+        err(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        log.debug("command failed", exc_info=True)
+        err(f"[Errno {exc.errno}] {exc.strerror or exc}"
+             + (f": {exc.filename}" if exc.filename else ""))
+        return EXIT_UNAVAILABLE
+    finally:
+        while opened_stores:
+            with contextlib.suppress(Exception):
+                opened_stores.pop().close()
