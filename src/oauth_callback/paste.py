@@ -4,7 +4,7 @@ Over SSH the browser runs on another machine: after approval the provider
 sends it to ``http://localhost:PORT/callback?code=...``, which that machine
 cannot reach. The address bar still shows the URL, and the person pastes it
 into the terminal. :func:`parse_pasted_redirect` turns the pasted text into
-the same :class:`~oauth_callback.loopback.CallbackResult` a real callback
+the same :class:`~oauth_callback.protocol.CallbackResult` a real callback
 gives, so it goes through the one callback check
 (:func:`oauth_callback.protocol.check_callback`: ``state``, ``iss``,
 ``error``) and nothing else; :class:`PasteListener` reads the lines.
@@ -38,8 +38,7 @@ from typing import IO, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
 from .errors import OAuthError, OAuthStateError
-from .loopback import CallbackResult
-from .protocol import check_callback
+from .protocol import CallbackResult, check_callback
 
 __all__ = ["PasteListener", "judge_pasted", "parse_pasted_redirect"]
 
