@@ -1,6 +1,7 @@
 """oauth-callback: OAuth 2.0 loopback authorization and crash-safe token storage.
 
-Importing the package is cheap: it loads only :mod:`oauth_callback.errors`.
+Importing the package is cheap: it loads only :mod:`oauth_callback.errors` (every
+exception is exported from there).
 Every other name below is imported from its module on first access (module
 ``__getattr__``), so ``import oauth_callback`` pulls in no HTTP client,
 ``ssl``, ``sqlite3``, ``webbrowser``, ``email`` or ``anyio``; a script that
@@ -12,30 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    CallbackCancelled,
-    CallbackError,
-    CallbackTimeout,
-    DiscoveryError,
-    InsecureHostError,
-    InsufficientScopeError,
-    InvalidClientError,
-    OAuthCallbackError,
-    OAuthError,
-    OAuthStateError,
-    PortInUseError,
-    ReauthRequired,
-    ResourceAccessError,
-    StoreCorruptError,
-    StoreError,
-    StoreLockTimeout,
-    StorePermissionError,
-    StoreUnavailableError,
-    StoreWriteError,
-    TokenEndpointError,
-    TokenRejectedError,
-    UnchangedTokenError,
-)
+from . import errors as _errors
+from .errors import *  # noqa: F403 - every exception, eagerly (errors.py is pure and small)
 
 if TYPE_CHECKING:  # what the lazy names are, for mypy and IDEs
     from .browser import open_url as open_url
@@ -94,42 +73,21 @@ _LAZY: dict[str, str] = {
 # RedisStore and KeyringStore need an extra (redis, keyring): importable by
 # name, but left out of __all__ so that a star import never fails for want of one.
 __all__ = [
-    "CallbackCancelled",
-    "CallbackError",
+    *_errors.__all__,
     "CallbackResult",
     "CallbackServer",
-    "CallbackTimeout",
     "ClientInfo",
-    "DiscoveryError",
     "FileStore",
-    "InsecureHostError",
-    "InsufficientScopeError",
-    "InvalidClientError",
     "MemoryStore",
-    "OAuthCallbackError",
     "OAuthClient",
-    "OAuthError",
     "OAuthSession",
-    "OAuthStateError",
-    "PortInUseError",
-    "ReauthRequired",
-    "ResourceAccessError",
     "RepairReport",
     "RequestInfo",
     "SQLiteStore",
     "ServerMetadata",
-    "StoreCorruptError",
-    "StoreError",
-    "StoreLockTimeout",
-    "StorePermissionError",
-    "StoreUnavailableError",
-    "StoreWriteError",
-    "TokenEndpointError",
-    "TokenRejectedError",
     "TokenManager",
     "TokenStore",
     "Tokens",
-    "UnchangedTokenError",
     "__version__",
     "atomic_write",
     "generate_pkce",
