@@ -224,12 +224,23 @@ class RefreshRejected:
         return "RefreshRejected(rejected=<redacted>)"
 
 
-@dataclass(frozen=True, repr=False)
 class SendRequest:
     """Effect: send the request with this ``Authorization`` header value; send
-    back the response."""
+    back the response. (A slotted class, not a dataclass: it is made for every
+    request, and this is the hot path.)"""
 
-    authorization: str
+    __slots__ = ("authorization",)
+
+    def __init__(self, authorization: str) -> None:
+        self.authorization = authorization
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SendRequest):
+            return NotImplemented
+        return self.authorization == other.authorization
+
+    def __hash__(self) -> int:
+        return hash(self.authorization)
 
     def __repr__(self) -> str:
         return "SendRequest(authorization=<redacted>)"

@@ -27,7 +27,7 @@ import ipaddress
 import json
 import math
 import time
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, TypeAlias, cast
@@ -819,7 +819,7 @@ def backoff_delays(max_retries: int, backoff: float) -> Iterable[float]:
 
 
 def token_flow(
-    request: TokenRequest,
+    request: TokenRequest | Callable[[], TokenRequest],
     *,
     max_retries: int = 0,
     backoff: float = 0.2,
@@ -827,6 +827,9 @@ def token_flow(
     clock: Any = time.time,
 ) -> TokenFlow:
     """Send ``request``; retry what :func:`is_retryable` allows, with exponential backoff.
+
+    ``request`` may be a function building a fresh request for each attempt
+    (a ``private_key_jwt`` assertion is single use: its ``jti`` must not repeat).
 
     Yields the request (send back a :class:`RawResponse`, or a
     :class:`TokenEndpointError` without status for a network failure) and, between
@@ -840,8 +843,9 @@ def token_flow(
         raise ValueError("max_retries and backoff must be non-negative")
     delays = iter(backoff_delays(max_retries, backoff))
     while True:
+        current = request() if callable(request) else request
         sent_at = clock()
-        outcome = yield request
+        outcome = yield current
         try:
             if outcome is None:
                 raise TypeError("token_flow expects a RawResponse or a TokenEndpointError")
@@ -849,7 +853,7 @@ def token_flow(
                 raise outcome
             tokens = parse_token_response(
                 outcome.status, outcome.headers, outcome.body, now=sent_at,
-                secrets=request.secrets(),
+                secrets=current.secrets(),
             )
         except TokenEndpointError as exc:
             delay = next(delays, None)
