@@ -651,3 +651,43 @@ def test_missing_key_through_a_url_names_store_and_source(
     store = open_store(f"file:{tmp_path}/t.json?encryption=file:{key_file}")
     with pytest.raises(StoreKeyError, match="no key file"):
         store.set("k", Tokens("x"))
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def test_doctor_reports_plaintext_old_key_and_undecryptable_records(path: Path, key: bytes) -> None:
+    from oauth_callback.doctor import check_encryption, has_problems
+
+    store = enc_file(path, key)
+    store.set("good", Tokens("g"))
+    assert [f.check for f in check_encryption(store)] == ["encryption"]
+    assert not has_problems(check_encryption(store))
+    FileStore(path).set("plain", Tokens(SECRET_AT))  # e.g. written by the npm package
+    old_key = generate_key()
+    other = MemoryStore()
+    EncryptedStore(other, StaticKey(old_key)).set("old", Tokens("o"))
+    doc = raw(path)
+    doc["old"] = other.get("old").to_record()  # type: ignore[union-attr]
+    doc["moved"] = doc["good"]  # a ciphertext copied under another key name
+    path.write_text(json.dumps(doc))
+    findings = {f.check: f for f in check_encryption(enc_file(path, key))}
+    assert set(findings) == {"plaintext-records", "old-key-records", "undecryptable-records",
+                             "encryption"}
+    assert "'tokens:plain'" in findings["plaintext-records"].message
+    assert key_id(old_key) in findings["old-key-records"].message
+    assert key_id(key) in findings["old-key-records"].message
+    assert "'tokens:moved'" in findings["undecryptable-records"].message
+    assert "1 record encrypted" in findings["encryption"].message
+    text = json.dumps([f.to_dict() for f in findings.values()])
+    assert SECRET_AT not in text and encode_key(key) not in text
+
+
+def test_doctor_without_the_key(path: Path, key: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    from oauth_callback.doctor import Severity, check_encryption
+
+    enc_file(path, key).set("a", Tokens("x"))
+    monkeypatch.delenv("OC_GONE", raising=False)
+    (finding,) = check_encryption(EncryptedStore(FileStore(path), "env:OC_GONE"))
+    assert finding.check == "encryption-key" and finding.severity is Severity.ERROR
+    assert "env:OC_GONE" in finding.message

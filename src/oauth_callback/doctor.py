@@ -5,6 +5,9 @@ returns a list of :class:`Finding`; none of them modifies anything (the lock
 check opens the lock file read-only and releases it at once). :func:`diagnose`
 runs them all; :func:`repair` applies the safe fixes and returns what it did.
 
+:func:`check_encryption` inspects the records of an
+:class:`~oauth_callback.storage.encrypted.EncryptedStore` of any backend.
+
 Nothing secret is ever put in a finding: token files are parsed, never quoted.
 """
 
@@ -18,11 +21,15 @@ import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import OAuthCallbackError, StoreError
 from .fs import pid_alive, remove_stale_temp_files, temp_file_pattern
 from .storage.document import Document, DocumentError
 from .storage.file import FileStore
+
+if TYPE_CHECKING:
+    from .storage.encrypted import EncryptedStore
 
 __all__ = [
     "Finding",
@@ -30,6 +37,7 @@ __all__ = [
     "check_backup",
     "check_corrupt_copies",
     "check_directory",
+    "check_encryption",
     "check_lock",
     "check_parse",
     "check_store_file",
@@ -544,6 +552,67 @@ def diagnose(path: str | os.PathLike[str]) -> list[Finding]:
     findings: list[Finding] = []
     for check in CHECKS:
         findings.extend(check(p))
+    return findings
+
+
+# --------------------------------------------------------------------------- encryption
+
+
+def _names(keys: list[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def check_encryption(store: EncryptedStore) -> list[Finding]:
+    """An encrypted store's records (:meth:`EncryptedStore.audit`); read-only, needs the key.
+
+    Reports plaintext records (encrypted by their next write), records under
+    another key id (an old key: migrate them) and records that fail to decrypt.
+    """
+    where = store.describe()
+    source = store.key_source.description
+    try:
+        current = store.key_id or "none (no key in the keychain yet)"
+        statuses = store.audit()
+    except StoreError as exc:
+        return [Finding("encryption-key", Severity.ERROR, str(exc),
+                        fix=f"make the key from {source} available", path=where)]
+    findings: list[Finding] = []
+    plain = [f"{s.section}:{s.key}" for s in statuses if s.state == "plaintext"]
+    if plain:
+        findings.append(Finding(
+            "plaintext-records", Severity.WARNING,
+            f"{len(plain)} record{'s are' if len(plain) != 1 else ' is'} not encrypted: "
+            f"{_names(plain)}",
+            fix="each is encrypted by its next write; to encrypt them all now: "
+                "oauth-callback tokens migrate --from URL --to URL (the same store URL, "
+                "with ?encryption=)",
+            path=where))
+    old = [s for s in statuses if s.state == "other-key"]
+    if old:
+        ids = sorted({s.key_id or "?" for s in old})
+        findings.append(Finding(
+            "old-key-records", Severity.WARNING,
+            f"{len(old)} record{'s are' if len(old) != 1 else ' is'} under another key id "
+            f"({', '.join(ids)}), not the key from {source} (key id {current}): "
+            f"{_names([f'{s.section}:{s.key}' for s in old])}",
+            fix="with the old key, migrate them into a store under the new key "
+                "(oauth-callback tokens migrate --from 'URL?encryption=OLD' "
+                "--to 'NEWURL?encryption=NEW')",
+            path=where))
+    bad = [f"{s.section}:{s.key}" for s in statuses if s.state == "undecryptable"]
+    if bad:
+        findings.append(Finding(
+            "undecryptable-records", Severity.ERROR,
+            f"{len(bad)} record{'s do' if len(bad) != 1 else ' does'} not decrypt with the key "
+            f"from {source} (modified, moved, or a newer format): {_names(bad)}",
+            fix="restore them from a backup, or delete them and log in again",
+            path=where))
+    good = sum(1 for s in statuses if s.state == "encrypted")
+    findings.append(Finding(
+        "encryption", Severity.OK,
+        f"{good} record{'s' if good != 1 else ''} encrypted under key id {current} "
+        f"(key from {source})", path=where))
     return findings
 
 

@@ -215,10 +215,9 @@ class EncryptedStore(TokenStore):
         return f"EncryptedStore({self.store!r}, key_source={self.key_source.description!r})"
 
     @property
-    def key_id(self) -> str:
-        """The id of the store's key (loads it; a ``keyring`` key is created if missing)."""
-        self._key(create=True)
-        assert self._kid is not None
+    def key_id(self) -> str | None:
+        """The id of the store's key (loads it); ``None`` while a ``keyring`` key does not exist."""
+        self._key(create=False)
         return self._kid
 
     # -- the key ----------------------------------------------------------------
