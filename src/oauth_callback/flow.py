@@ -16,10 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import IO, Any, TypeVar, cast
 
 import anyio.to_thread
 
@@ -34,12 +35,14 @@ from .device import (
     device_token_request,
 )
 from .errors import CallbackCancelled, DiscoveryError, OAuthError, TokenEndpointError
-from .loopback import LoopbackOptions, RequestInfo
+from .loopback import CallbackServer, LoopbackOptions, RequestInfo
 from .models import ClientInfo, OAuthSession, Tokens
+from .paste import PasteListener, judge_pasted
 from .pkce import generate_pkce, generate_state
 from .protocol import (
     AUTH_METHODS,
     Backoff,
+    CallbackResult,
     RawResponse,
     ServerMetadata,
     TokenFlow,
@@ -673,6 +676,7 @@ class OAuthClient:
         success_html: str | None = None,
         error_html: str | None = None,
         extra_params: Mapping[str, str] | None = None,
+        paste: IO[str] | None = None,
     ) -> Tokens:
         """Run the authorization code flow with PKCE on a loopback redirect URI.
 
@@ -683,6 +687,13 @@ class OAuthClient:
         :func:`open_url`, checks ``state`` and ``iss`` (RFC 9207), exchanges
         the code, then saves the client registration (``store.set_client``) and
         the tokens (``store.set``) under ``key`` and returns the tokens.
+
+        With ``paste`` (e.g. ``sys.stdin``) the person may instead paste the
+        redirect URL their browser ends on (over SSH, where the browser cannot
+        reach this machine): whichever of the callback and a pasted URL comes
+        first completes the login, through the same checks
+        (:mod:`oauth_callback.paste`); a wrong paste is explained on stderr and
+        asked again; end of input only ends the paste path.
 
         Raises :class:`CallbackTimeout`, :class:`CallbackCancelled` (``cancel``
         set), :class:`OAuthStateError` (state or issuer mismatch),
@@ -701,7 +712,11 @@ class OAuthClient:
             try:
                 logger.debug("waiting for the authorization callback on %s", redirect_uri)
                 open_url(url, open_browser)
-                result = server.wait_for_callback(timeout, state, cancel)
+                listener = self._listen_for_paste(paste, server, state)
+                try:
+                    result = server.wait_for_callback(timeout, state, cancel)
+                finally:
+                    _stop_listening(listener)
                 server.close()
                 code = check_callback(
                     result, state, self.issuer, iss_required=self._iss_required
@@ -727,6 +742,7 @@ class OAuthClient:
         success_html: str | None = None,
         error_html: str | None = None,
         extra_params: Mapping[str, str] | None = None,
+        paste: IO[str] | None = None,
     ) -> Tokens:
         """Async :meth:`login` (asyncio or trio, via AnyIO). Cancel it by cancelling the task.
 
@@ -744,7 +760,11 @@ class OAuthClient:
             await store.set_session_async(key, _session(verifier, state, redirect_uri))
             try:
                 await open_url_async(url, open_browser)
-                result = await server.wait_for_callback_async(timeout, state)
+                listener = self._listen_for_paste(paste, server, state)
+                try:
+                    result = await server.wait_for_callback_async(timeout, state)
+                finally:
+                    _stop_listening(listener)
                 server.close()
                 code = check_callback(
                     result, state, self.issuer, iss_required=self._iss_required
@@ -756,6 +776,22 @@ class OAuthClient:
                     await store.delete_session_async(key)
         logger.info("login for %r succeeded", key)
         return tokens
+
+    def _listen_for_paste(
+        self, paste: IO[str] | None, server: CallbackServer, state: str
+    ) -> PasteListener | None:
+        """Read pasted redirect URLs from ``paste``; a good one completes ``server``'s wait."""
+        if paste is None:
+            return None
+        redirect_uri, issuer, iss_required = server.redirect_uri, self.issuer, self._iss_required
+
+        def judge(line: str) -> CallbackResult | str | None:
+            verdict = judge_pasted(line, redirect_uri, state, issuer, iss_required=iss_required)
+            if isinstance(verdict, CallbackResult):
+                server.deliver(verdict.params)
+            return verdict
+
+        return PasteListener(paste, judge).start()
 
     def _save(
         self, store: TokenStore, key: str, tokens: Tokens, redirect_uri: str | None
@@ -899,9 +935,14 @@ class OAuthClient:
             self._adopt(await _discover_async(http, self.issuer))
 
 
-def _print_device_code(authorization: DeviceAuthorization) -> None:
-    import sys
+def _stop_listening(listener: PasteListener | None) -> None:
+    if listener is not None:
+        listener.stop()
+        if not listener.done.is_set() or listener.result is None:
+            print(file=sys.stderr, flush=True)  # end the prompt's line
 
+
+def _print_device_code(authorization: DeviceAuthorization) -> None:
     print(
         f"To sign in, open {authorization.verification_uri} and enter the code "
         f"{authorization.user_code}",
