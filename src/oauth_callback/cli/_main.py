@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=("token", "cmd_token"))
 
     p = sub.add_parser("tokens", parents=[common],
-                       help="list, show, delete and migrate stored tokens")
+                       help="list, show, delete and migrate stored tokens; make keys")
     tsub = p.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
     q = tsub.add_parser("list", parents=[common], help="list stored tokens (no secrets)")
     q.add_argument("--json", action="store_true", help="machine-readable output")
@@ -159,10 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only report what would be copied; write nothing")
     q.add_argument("--json", action="store_true", help="machine-readable report")
     q.set_defaults(run=("tokens", "cmd_tokens_migrate"))
+    q = tsub.add_parser("keygen", parents=[common],
+                        help="create an encryption key file (for ?encryption=file:PATH)",
+                        description="Write a new random 32-byte key (base64url text) to PATH, "
+                        "mode 0600, for store URLs with ?encryption=file:PATH; the same text "
+                        "works in an environment variable for ?encryption=env:NAME. An "
+                        "existing file is never overwritten. Prints the key id, never the key.")
+    q.add_argument("path", metavar="PATH", help="the key file to create")
+    q.set_defaults(run=("tokens", "cmd_tokens_keygen"))
 
     p = sub.add_parser("doctor", parents=[common], help="check (and --repair) a file store",
                        description="Check a file store: modes and owners, parse state, backup, "
-                       "stale temporary files, lock state, corrupt copies. Exit 0 when healthy, "
+                       "stale temporary files, lock state, corrupt copies; and for an "
+                       "encrypted store (?encryption=) of any backend, plaintext records and "
+                       "records under another key. Exit 0 when healthy, "
                        "1 when problems were found.")
     p.add_argument("--repair", action="store_true", help="apply the safe fixes, then check again")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -1,15 +1,19 @@
-"""``oauth-callback doctor [--repair]``: check (and repair) a file store."""
+"""``oauth-callback doctor [--repair]``: check (and repair) a file store; check an encrypted one."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import doctor as doctor_mod
 from ..storage.file import FileStore
 from ._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, store_from_args
+
+if TYPE_CHECKING:
+    from ..storage.base import TokenStore
+    from ..storage.encrypted import EncryptedStore
 
 __all__ = ["cmd_doctor"]
 
@@ -39,21 +43,43 @@ def _summary(findings: Sequence[doctor_mod.Finding]) -> str:
     return f"{len(problems)} problem{s} found{hint}."
 
 
+def _encrypted(store: TokenStore) -> EncryptedStore | None:
+    try:
+        from ..storage.encrypted import EncryptedStore
+    except ImportError:  # no cryptography: no store can be an EncryptedStore
+        return None
+    return store if isinstance(store, EncryptedStore) else None
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
-    """Check a file store; exit 0 when healthy, 1 when problems remain (after ``--repair``)."""
-    store = store_from_args(args)
-    if not isinstance(store, FileStore):
-        raise CliError(f"doctor checks file stores only, not {store.describe()}", EXIT_USAGE)
-    findings = doctor_mod.diagnose(store.path)
-    report: dict[str, Any] = {"store": store.path,
+    """Check a file store, or an encrypted store of any backend; exit 0 when healthy,
+    1 when problems remain (after ``--repair``)."""
+    opened = store_from_args(args)
+    encrypted = _encrypted(opened)
+    store = encrypted.store if encrypted is not None else opened
+    if not isinstance(store, FileStore) and encrypted is None:
+        raise CliError(f"doctor checks file stores and encrypted stores only, not "
+                       f"{store.describe()}", EXIT_USAGE)
+
+    def diagnose() -> list[doctor_mod.Finding]:
+        found = doctor_mod.diagnose(store.path) if isinstance(store, FileStore) else []
+        if encrypted is not None:
+            found += doctor_mod.check_encryption(encrypted)
+        return found
+
+    where = store.path if isinstance(store, FileStore) else store.describe()
+    findings = diagnose()
+    report: dict[str, Any] = {"store": where,
                               "findings": [f.to_dict() for f in findings]}
     if not args.json:
-        print(f"Checking token store {store.path}")
+        print(f"Checking token store {where}"
+              + (f" (encrypted, key from {encrypted.key_source.description})"
+                 if encrypted is not None else ""))
         _print_findings(findings)
         print(_summary(findings))
-    if args.repair and doctor_mod.has_problems(findings):
+    if args.repair and doctor_mod.has_problems(findings) and isinstance(store, FileStore):
         actions = doctor_mod.repair(store)
-        findings = doctor_mod.diagnose(store.path)
+        findings = diagnose()
         report["actions"] = actions
         report["after_repair"] = [f.to_dict() for f in findings]
         if not args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "cmd_tokens_clear",
     "cmd_tokens_delete",
+    "cmd_tokens_keygen",
     "cmd_tokens_list",
     "cmd_tokens_migrate",
     "cmd_tokens_show",
@@ -246,4 +248,19 @@ def cmd_tokens_migrate(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     if not report.keys:
         info(f"nothing to migrate: {report.source} holds no records")
+    return EXIT_OK
+
+
+def cmd_tokens_keygen(args: argparse.Namespace) -> int:
+    """Create a key file for ``?encryption=file:PATH``; print its key id, never the key."""
+    from ..storage.key_sources import write_key_file
+
+    try:
+        kid = write_key_file(args.path)
+    except FileExistsError as exc:
+        raise CliError(str(exc), EXIT_FAILURE) from None
+    path = os.path.abspath(os.path.expanduser(args.path))
+    print(f"wrote a new encryption key to {path} (mode 0600, key id {kid})")
+    info(f"use it with --store 'URL?encryption=file:{path}'; keep it out of the store's "
+         "backups")
     return EXIT_OK

@@ -1,0 +1,84 @@
+"""``oauth-callback tokens keygen`` and ``doctor`` on encrypted stores, as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from oauth_callback import FileStore, Tokens
+from oauth_callback.storage.encrypted import EncryptedStore
+from oauth_callback.storage.key_sources import FileKey, StaticKey, generate_key, key_id
+
+from .conftest import ROOT
+
+SECRET = "at-CLI-SECRET-00112233445566778899"
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ)
+    full["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + full.get("PYTHONPATH", "")
+    full.pop("OAUTH_CALLBACK_STORE", None)
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "oauth_callback", *args], capture_output=True,
+                          text=True, env=full, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_keygen_writes_a_private_key_file_once(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "oc.key"
+    result = cli("tokens", "keygen", str(path))
+    assert result.returncode == 0, result.stderr
+    key = FileKey(path).load()
+    assert f"key id {key_id(key)}" in result.stdout
+    text = path.read_text().strip()
+    assert text not in result.stdout + result.stderr  # the key is never printed
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    again = cli("tokens", "keygen", str(path))
+    assert again.returncode == 1 and "never overwritten" in again.stderr
+    assert path.read_text().strip() == text
+    # The file works as a key source, and its text as an env: key.
+    store = tmp_path / "tokens.json"
+    url = f"file:{store}?encryption=file:{path}"
+    EncryptedStore(FileStore(store), FileKey(path)).set("k", Tokens(SECRET))
+    listed = cli("tokens", "list", "--store", url)
+    assert listed.returncode == 0 and "k" in listed.stdout, listed.stderr
+    shown = cli("tokens", "show", "k", "--reveal", "--store",
+                f"file:{store}?encryption=env:OC_CLI_KEY", env={"OC_CLI_KEY": text})
+    assert shown.returncode == 0 and SECRET in shown.stdout, shown.stderr
+    assert SECRET not in store.read_text()
+
+
+def test_doctor_reports_plaintext_and_old_key_records(tmp_path: Path) -> None:
+    store = tmp_path / "tokens.json"
+    key_file = tmp_path / "oc.key"
+    assert cli("tokens", "keygen", str(key_file)).returncode == 0
+    url = f"file:{store}?encryption=file:{key_file}"
+    enc = EncryptedStore(FileStore(store), FileKey(key_file))
+    enc.set("good", Tokens("g"))
+    healthy = cli("doctor", "--store", url)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "1 record encrypted under key id" in healthy.stdout
+    FileStore(store).set("plain", Tokens(SECRET))
+    old_key = generate_key()
+    scratch = FileStore(tmp_path / "scratch.json")
+    EncryptedStore(scratch, StaticKey(old_key)).set("old", Tokens("o"))
+    doc = json.loads(store.read_text())
+    doc["old"] = json.loads((tmp_path / "scratch.json").read_text())["old"]
+    store.write_text(json.dumps(doc))
+    os.chmod(store, 0o600)
+    result = cli("doctor", "--store", url, "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    checks = {f["check"]: f for f in report["findings"]}
+    assert checks["plaintext-records"]["severity"] == "warning"
+    assert "'tokens:plain'" in checks["plaintext-records"]["message"]
+    assert key_id(old_key) in checks["old-key-records"]["message"]
+    assert {"parse", "store-file", "directory"} <= set(checks)  # the file checks ran too
+    assert SECRET not in result.stdout + result.stderr
+    text = cli("doctor", "--store", url)
+    assert "not encrypted" in text.stdout and "under another key id" in text.stdout
+    # Any backend: an encrypted SQLite store gets the encryption checks.
+    db = f"sqlite:{tmp_path}/t.db?encryption=file:{key_file}"
+    assert cli("doctor", "--store", db).returncode == 0
