@@ -58,8 +58,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     encrypted = _encrypted(opened)
     store = encrypted.store if encrypted is not None else opened
     if not isinstance(store, FileStore) and encrypted is None:
-        raise CliError(f"doctor checks file stores and encrypted stores only, not "
-                       f"{store.describe()}", EXIT_USAGE)
+        raise CliError(f"doctor checks file stores only (and encrypted stores of any "
+                       f"backend), not {store.describe()}", EXIT_USAGE)
 
     def diagnose() -> list[doctor_mod.Finding]:
         found = doctor_mod.diagnose(store.path) if isinstance(store, FileStore) else []
