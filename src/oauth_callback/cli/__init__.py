@@ -1,6 +1,6 @@
 """The ``oauth-callback`` command (also ``python -m oauth_callback``).
 
-Commands: ``login``, ``token KEY``, ``tokens list|show|delete|clear|migrate``,
+Commands: ``login``, ``token KEY``, ``tokens list|show|delete|clear|migrate|import``,
 ``doctor`` and ``demo``, one module each (:mod:`.login`, :mod:`.token`,
 :mod:`.tokens`, :mod:`.doctor`, :mod:`.demo`); :mod:`._main` holds the parser,
 the dispatch (which imports a command's module only when it runs) and the
@@ -19,12 +19,14 @@ Exit status:
       clear`` was not confirmed
 2     usage error (bad arguments)
 3     login required: no tokens for the key, or the grant can no longer be
-      refreshed (run ``oauth-callback login``)
+      refreshed (run ``oauth-callback login``); also a resource server that
+      still rejects the token after a refresh (``TokenRejectedError``,
+      ``UnchangedTokenError``) or needs more scope (``InsufficientScopeError``)
 4     network, provider or store error (token endpoint unreachable, store
       unreadable or corrupt, lock timeout)
 5     authorization failed: the user or provider refused (an OAuth error
-      such as access_denied or invalid_client), timed out, state mismatch,
-      port in use
+      such as access_denied, or ``InvalidClientError``: invalid_client, a
+      wrong client id, secret or key), timed out, state mismatch, port in use
 130   interrupted (Ctrl-C)
 ====  =====================================================================
 """

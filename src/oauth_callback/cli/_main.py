@@ -23,6 +23,7 @@ from ..errors import (
     OAuthCallbackError,
     OAuthError,
     ReauthRequired,
+    ResourceAccessError,
     StoreError,
     TokenEndpointError,
 )
@@ -167,6 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "existing file is never overwritten. Prints the key id, never the key.")
     q.add_argument("path", metavar="PATH", help="the key file to create")
     q.set_defaults(run=("tokens", "cmd_tokens_keygen"))
+    q = tsub.add_parser("import", parents=[common],
+                        help="store a token read from stdin (e.g. from a secret manager)",
+                        description="Read an access token, or a JSON token response (RFC 6749 "
+                        "5.1, with refresh_token, expires_in, scope ...), from stdin and store "
+                        "it under KEY; then 'token KEY' works as after a login. On a terminal "
+                        "the token is read without echo. With --client-id and --issuer or "
+                        "--token-url the client is stored too, so a refresh token can be used.")
+    q.add_argument("key", metavar="KEY")
+    q.add_argument("--expires-in", type=_positive_float, metavar="SECONDS",
+                   help="lifetime of the access token from now (overrides expires_in)")
+    q.add_argument("--scope", help="the token's scope (overrides the response's)")
+    q.add_argument("--client-id", help="client id to refresh with (a public client)")
+    q.add_argument("--issuer", help="issuer URL of the client (endpoints are discovered)")
+    q.add_argument("--token-url", metavar="URL", help="token endpoint of the client")
+    q.add_argument("--overwrite", action="store_true", help="replace tokens stored under KEY")
+    q.set_defaults(run=("tokens", "cmd_tokens_import"))
 
     p = sub.add_parser("doctor", parents=[common], help="check (and --repair) a file store",
                        description="Check a file store: modes and owners, parse state, backup, "
@@ -212,7 +229,7 @@ def _setup_logging(verbosity: int) -> None:
 
 
 def _exit_code(exc: OAuthCallbackError) -> int:
-    if isinstance(exc, ReauthRequired):
+    if isinstance(exc, (ReauthRequired, ResourceAccessError)):
         return EXIT_LOGIN_REQUIRED
     if isinstance(exc, (StoreError, TokenEndpointError, DiscoveryError)):
         return EXIT_UNAVAILABLE

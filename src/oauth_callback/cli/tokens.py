@@ -1,4 +1,5 @@
-"""``oauth-callback tokens list|show|delete|clear|migrate``: the stored tokens, without secrets."""
+"""``oauth-callback tokens list|show|delete|clear|migrate|import``: the stored tokens, without
+secrets (``import`` reads one from stdin, like ``gh auth login --with-token``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..models import fingerprint
 from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_USAGE,
     CliError,
     err,
     human_expiry,
@@ -31,6 +33,7 @@ __all__ = [
     "cmd_tokens_clear",
     "cmd_tokens_delete",
     "cmd_tokens_keygen",
+    "cmd_tokens_import",
     "cmd_tokens_list",
     "cmd_tokens_migrate",
     "cmd_tokens_show",
@@ -263,4 +266,109 @@ def cmd_tokens_keygen(args: argparse.Namespace) -> int:
     print(f"wrote a new encryption key to {path} (mode 0600, key id {kid})")
     info(f"use it with --store 'URL?encryption=file:{path}'; keep it out of the store's "
          "backups")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- tokens import
+
+#: The most stdin ``tokens import`` reads (a token response is a few kB).
+MAX_IMPORT_BYTES = 1 << 20
+
+
+def _read_token_input() -> str:
+    """The text on stdin; on a terminal one hidden line (``getpass``: no echo)."""
+    if sys.stdin is None:
+        raise CliError("no token on stdin", EXIT_USAGE)
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("Paste the access token (or a JSON token response): ")
+    text = sys.stdin.read(MAX_IMPORT_BYTES + 1)
+    if len(text) > MAX_IMPORT_BYTES:
+        raise CliError(f"stdin holds more than {MAX_IMPORT_BYTES} bytes; expected one token "
+                       "or one JSON token response", EXIT_USAGE)
+    return text
+
+
+def parse_token_input(text: str, *, now: float | None = None) -> Tokens:
+    """The tokens in ``text``: a bare access token (one line, no spaces), a JSON
+    token response (RFC 6749 5.1: ``access_token``, optional ``refresh_token``,
+    ``expires_in``, ``scope``, ``token_type``, ...), or a stored record
+    (``accessToken``, ...). Raises :class:`CliError` (usage) naming what is
+    wrong, never quoting the input.
+    """
+    from ..models import Tokens
+
+    body = text.strip()
+    if not body:
+        raise CliError("no token on stdin", EXIT_USAGE)
+    if body.startswith("{"):
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            position = f" (line {exc.lineno}, column {exc.colno})" if isinstance(
+                exc, json.JSONDecodeError) else ""
+            raise CliError(f"stdin starts with '{{' but is not valid JSON{position}",
+                           EXIT_USAGE) from None
+        try:
+            if isinstance(data, dict) and "access_token" in data:
+                return Tokens.from_response(data, now=now)
+            if isinstance(data, dict) and "accessToken" in data:
+                return Tokens.from_record(data)
+        except ValueError as exc:  # names the field, never its value
+            raise CliError(f"the JSON on stdin is not a usable token response: {exc}",
+                           EXIT_USAGE) from None
+        raise CliError("the JSON on stdin has no 'access_token' (expected an RFC 6749 token "
+                       "response)", EXIT_USAGE)
+    if any(ch.isspace() for ch in body) or not body.isprintable() or not body.isascii():
+        raise CliError("stdin does not hold one token: expected a single line of visible "
+                       "ASCII characters, or a JSON token response", EXIT_USAGE)
+    return Tokens(body)
+
+
+def cmd_tokens_import(args: argparse.Namespace) -> int:
+    """Store the token (or JSON token response) read from stdin under KEY.
+
+    With ``--client-id`` and ``--issuer`` / ``--token-url`` the client
+    registration is stored too, so a refresh token can be used later (public
+    client). Refuses to replace stored tokens without ``--overwrite``.
+    """
+    import time
+
+    from ..models import ClientInfo
+
+    if args.client_id is None and (args.issuer or args.token_url):
+        raise CliError("--issuer and --token-url need --client-id", EXIT_USAGE)
+    if args.client_id is not None and not (args.issuer or args.token_url):
+        raise CliError("--client-id needs --issuer or --token-url (where to refresh)", EXIT_USAGE)
+    store = store_from_args(args)
+    now = time.time()
+    tokens = parse_token_input(_read_token_input(), now=now)
+    changes: dict[str, Any] = {}
+    if args.expires_in is not None:
+        changes["expires_at"] = now + args.expires_in
+    if args.scope is not None:
+        changes["scope"] = args.scope
+    if changes:
+        tokens = tokens.replace(**changes)
+    client: ClientInfo | None = None
+    if args.client_id is not None:
+        client = ClientInfo(args.client_id, issuer=args.issuer, token_endpoint=args.token_url,
+                            scope=tokens.scope, token_endpoint_auth_method="none")
+    if not args.overwrite and store.get(args.key) is not None:
+        raise CliError(f"{args.key!r} already holds tokens in {store.describe()}; pass "
+                       "--overwrite to replace them", EXIT_FAILURE)
+    if client is not None:  # client first, as a login does: tokens never lack their client
+        store.set_client(args.key, client)
+    store.set(args.key, tokens)
+    refresh = "yes" if tokens.refresh_token else "no"
+    known = client or store.get_client(args.key)
+    info(f"imported the tokens of {args.key!r} into {store.describe()}: expires "
+         f"{human_expiry(tokens.expires_at)}, refresh token: {refresh}"
+         + (f", client {known.client_id}" if known else ""))
+    if tokens.refresh_token and known is None:
+        info("note: no client registration is stored for this key, so the refresh token "
+             "cannot be used; import again with --client-id and --issuer or --token-url")
+    if tokens.is_expired(0.0) and not tokens.refresh_token:
+        info("note: this access token has already expired")
     return EXIT_OK
