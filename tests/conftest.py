@@ -22,7 +22,7 @@ from oauth_callback import FileStore, MemoryStore, TokenStore
 from oauth_callback.storage import SQLiteStore
 
 from .browser import _chromium_session, browser  # noqa: F401  (the headless Chromium fixtures)
-from .redis_server import session_url, stop_session_server
+from .redis_server import cluster_url, session_url, stop_session_cluster, stop_session_server
 
 ROOT = Path(__file__).resolve().parent.parent
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -47,6 +47,14 @@ def _redis_store(tmp_path: Path) -> TokenStore:
     # A private redis-server for the session (tests/redis_server.py); the test
     # is skipped, with the reason, when redis-server or redis-py is missing.
     url = session_url(tmp_path)
+    from oauth_callback.storage.redis import RedisStore
+
+    return RedisStore(url)
+
+
+def _redis_cluster_store(tmp_path: Path) -> TokenStore:
+    # A private 3-master Redis Cluster for the session (tests/redis_server.py).
+    url = cluster_url(tmp_path)
     from oauth_callback.storage.redis import RedisStore
 
     return RedisStore(url)
@@ -96,6 +104,7 @@ BACKENDS: dict[str, StoreFactory] = {
     "file-nondurable": _file_store_fast,
     "sqlite": _sqlite_store,
     "redis": _redis_store,
+    "redis-cluster": _redis_cluster_store,
     "keyring": _keyring_store,
     "encrypted-memory": _encrypted(_shared_memory),
     "encrypted-file": _encrypted(_file_store),
@@ -107,6 +116,7 @@ PERSISTENT: dict[str, Callable[[Path], str]] = {
     "file": lambda tmp_path: f"file:{tmp_path / 'store' / 'tokens.json'}",
     "sqlite": lambda tmp_path: f"sqlite:{tmp_path / 'store' / 'tokens.db'}",
     "redis": session_url,
+    "redis-cluster": cluster_url,
     "keyring": _keyring_url,
     "encrypted-file": lambda tmp_path: (
         f"file:{tmp_path / 'store' / 'tokens.json'}?encryption={ENCRYPTION_KEY_SOURCE}"
@@ -125,6 +135,7 @@ def _redis_session_server() -> Iterator[None]:
     """Stop the session's redis-server (started on first use) when the session ends."""
     yield
     stop_session_server()
+    stop_session_cluster()
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -184,3 +184,162 @@ def prefix_for(tmp_path: Path) -> str:
 def session_url(tmp_path: Path) -> str:
     """URL of a store on the session server, private to ``tmp_path``."""
     return session_server().url_for(prefix_for(tmp_path))
+
+
+# --------------------------------------------------------------------------- Redis Cluster
+
+
+def _free_cluster_port() -> int:
+    """A port P below 55535 with P and P + 10000 (the cluster bus) free on 127.0.0.1."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(20000, 55535)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+class RedisCluster:
+    """A real Redis Cluster of ``masters`` nodes (no replicas) on 127.0.0.1.
+
+    Each node is a ``redis-server --cluster-enabled yes`` with its own directory;
+    ``redis-cli --cluster create`` assigns the 16384 slots. :meth:`move_slot`
+    migrates one slot (and its keys) to another node, as a resharding does.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], masters: int = 3) -> None:
+        self.directory = Path(directory)
+        self.nodes = [
+            RedisServer(self.directory / f"node{i}", port=_free_cluster_port(), extra_args=(
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "5000",
+            ))
+            for i in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    def url_for(self, prefix: str) -> str:
+        return f"{self.url}?prefix={prefix}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            ["redis-cli", "--cluster", "create",
+             *(f"127.0.0.1:{n.port}" for n in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=timeout,
+        )
+        self.wait_ok(timeout)
+
+    def wait_ok(self, timeout: float = 60.0) -> None:
+        """Wait until every node reports ``cluster_state:ok`` with all slots assigned."""
+        deadline = time.monotonic() + timeout
+        while not all(self._state_ok(n) for n in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _state_ok(node: RedisServer) -> bool:
+        try:
+            info = node.client().execute_command("CLUSTER", "INFO")
+        except Exception:
+            return False
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        return "cluster_state:ok" in text and "cluster_slots_assigned:16384" in text
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def node_id(self, node: RedisServer) -> str:
+        raw = node.client().execute_command("CLUSTER", "MYID")
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def owner_of(self, slot: int) -> RedisServer:
+        for start, end, master, *_replicas in self.nodes[0].client().execute_command(
+            "CLUSTER", "SLOTS"
+        ):
+            if start <= slot <= end:
+                return next(n for n in self.nodes if n.port == int(master[1]))
+        raise LookupError(slot)
+
+    def begin_move(self, slot: int, target: RedisServer) -> RedisServer:
+        """Mark ``slot`` importing on ``target``, migrating on its owner (clients get ASK)."""
+        source = self.owner_of(slot)
+        assert source is not target
+        target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.node_id(source))
+        source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.node_id(target))
+        return source
+
+    def migrate_keys(self, slot: int, source: RedisServer, target: RedisServer, count: int = 100,
+                     keys: list[str] | None = None) -> int:
+        """Move ``keys`` (default: up to ``count`` keys of ``slot``) from ``source`` to
+        ``target`` (MIGRATE)."""
+        if keys is None:
+            keys = source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, count)
+        if keys:
+            source.client().execute_command(
+                "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
+            )
+        return len(keys)
+
+    def end_move(self, slot: int, target: RedisServer) -> None:
+        """Give ``slot`` to ``target`` on every node (clients now get MOVED)."""
+        target_id = self.node_id(target)
+        for node in [target, *(n for n in self.nodes if n is not target)]:
+            node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+    def move_slot(self, slot: int, target: RedisServer) -> None:
+        source = self.begin_move(slot, target)
+        while self.migrate_keys(slot, source, target):
+            pass
+        self.end_move(slot, target)
+
+
+_cluster: RedisCluster | None = None
+_cluster_dir: str | None = None
+
+
+def session_cluster() -> RedisCluster:
+    """The test session's shared 3-master cluster, started on first use."""
+    global _cluster, _cluster_dir
+    require_redis()
+    if _cluster is None:
+        _cluster_dir = tempfile.mkdtemp(prefix="oauth-callback-redis-cluster-")
+        cluster = RedisCluster(_cluster_dir)
+        try:
+            cluster.start()
+        except BaseException:
+            cluster.stop()
+            raise
+        _cluster = cluster
+        atexit.register(stop_session_cluster)
+    return _cluster
+
+
+def stop_session_cluster() -> None:
+    global _cluster, _cluster_dir
+    if _cluster is not None:
+        _cluster.stop()
+        _cluster = None
+    if _cluster_dir is not None:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(_cluster_dir)
+        _cluster_dir = None
+
+
+def cluster_url(tmp_path: Path) -> str:
+    """URL of a store on the session cluster, private to ``tmp_path``."""
+    return session_cluster().url_for(prefix_for(tmp_path))

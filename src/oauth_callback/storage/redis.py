@@ -1,42 +1,56 @@
 """RedisStore: tokens in Redis, shared by every process and machine that reaches it.
 
+One server (``redis://``), a Redis Cluster (``redis+cluster://``) or a primary
+found through Sentinel (``redis+sentinel://``); see :mod:`oauth_callback.storage.url`
+for the URLs and ``docs/redis.md`` for deployment settings and the failover
+guarantee.
+
 Layout (``prefix`` defaults to ``oauth-callback``)::
 
-    <prefix>:{<b64>}:tokens        the Tokens record of one store key
-    <prefix>:{<b64>}:client        its ClientInfo record
-    <prefix>:{<b64>}:session       its OAuthSession record
-    <prefix>:{<b64>}:refresh-lock  the refresh lock (SET NX PX, owner token)
-    <prefix>:seq                   a counter that orders keys() by creation
+    <prefix>:{<b64>}:tokens          the Tokens record of one store key
+    <prefix>:{<b64>}:client          its ClientInfo record
+    <prefix>:{<b64>}:session         its OAuthSession record
+    <prefix>:{<b64>}:refresh-lock    the refresh lock (SET NX PX, owner token)
+    <prefix>:{<b64>}:refresh-events  pub/sub channel: "released", "changed"
+    <prefix>:seq                     a counter that orders keys() by creation
 
 ``<b64>`` is the unpadded urlsafe base64 of the store key (UTF-8), so every key
 maps to a Redis key reversibly and without glob or hash-tag characters. The
-``{...}`` hash tag puts all keys of one store key in one Redis Cluster slot.
-Each value is ASCII JSON: ``{"key": ..., "seq": n, "record": {...}}`` where
-``record`` is the npm-shaped record of :mod:`oauth_callback.models`.
+``{...}`` hash tag puts all keys of one store key in one Redis Cluster slot, so
+every write and the refresh lock of a key run on one node, atomically.
+Each value is ASCII JSON: ``{"key": ..., "seq": n, "w": <nonce>, "record": {...}}``
+where ``record`` is the npm-shaped record of :mod:`oauth_callback.models` and
+``w`` identifies the write (a write retried after a lost reply is recognised).
 
-* :meth:`keys` walks ``SCAN MATCH`` (never ``KEYS``) and orders the keys by
-  creation (``seq``), as the file store keeps them.
-* Every write is one ``MULTI``/``EXEC`` guarded by ``WATCH`` (compare and set):
-  ``update`` retries on a conflicting write and gives up with
-  :class:`StoreLockTimeout` after ``retry_timeout`` seconds.
+* :meth:`keys` walks ``SCAN MATCH`` (never ``KEYS``; on a cluster, every
+  primary) and orders the keys by creation (``seq``), as the file store keeps them.
+* Every write is an optimistic transaction on the key's slot: read, run the
+  update function, then one Lua compare-and-set that writes only if the value
+  is still the one read. ``update`` retries on a conflicting write and gives up
+  with :class:`StoreLockTimeout` after ``retry_timeout`` seconds.
+* With ``replicas=N`` every write and every refresh-lock acquisition waits
+  (``WAIT``) until ``N`` replicas acknowledged it; fewer acknowledgements make
+  the write raise :class:`StoreUnavailableError` (it reached the primary and
+  may or may not survive a failover).
 * :meth:`clear` deletes with ``SCAN`` + ``DEL`` in batches; it is **not**
   atomic against writers running at the same time.
-* Connection failures raise :class:`StoreUnavailableError` naming
-  ``host:port`` (never the password); the store works again once Redis is back.
+* Connection failures raise :class:`StoreUnavailableError` naming the
+  location (never a password; every error is scrubbed of the passwords in any
+  form); the store works again once Redis (or a new primary) is back.
 
 Durability is the server's: an acknowledged write survives a Redis crash only
 with ``appendonly yes`` and ``appendfsync always`` (``everysec`` may lose the
 last second; RDB snapshots alone lose more). Use ``maxmemory-policy
 noeviction`` (the default) so Redis never evicts tokens under memory pressure.
-With replication, a failover may lose writes the old primary acknowledged.
-The store needs the commands GET, SET, DEL, INCR, WATCH, MULTI, EXEC, SCAN,
-EVAL and EVALSHA (for an ACL user restricted to ``~<prefix>:*``).
+The store needs the commands GET, SET, DEL, INCR, SCAN, EVAL, EVALSHA, PUBLISH,
+SUBSCRIBE and WAIT (an ACL user restricted to ``~<prefix>:*`` and ``&<prefix>:*``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import math
@@ -46,10 +60,10 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 try:
     import redis
@@ -77,6 +91,7 @@ _SUFFIX: dict[str, str] = {"tokens": "tokens", "clients": "client", "sessions": 
 _SECTION_OF_SUFFIX = {v: k for k, v in _SUFFIX.items()}
 _KIND: dict[Section, Any] = {"tokens": Tokens, "clients": ClientInfo, "sessions": OAuthSession}
 _LOCK_SUFFIX = "refresh-lock"
+_EVENTS_SUFFIX = "refresh-events"
 _B64 = re.compile(r"[A-Za-z0-9_-]*")
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 #: Fields of a token response that give the refresh token's life, in seconds.
@@ -84,25 +99,73 @@ _REFRESH_LIFE_FIELDS = ("refresh_token_expires_in", "refresh_expires_in")
 
 _BATCH = 500
 
-# KEYS[1] lock key; ARGV[1] owner token; ARGV[2] lease in ms.
-# Taking a lock we already own (a retried SET whose reply was lost) counts as success.
+# KEYS[1] lock key; ARGV[1] owner token; ARGV[2] lease in ms. Returns 0 when taken,
+# else the milliseconds until the current holder's lease ends (when to try again).
+# Taking a lock we already own (a retried call whose reply was lost) counts as success.
 _ACQUIRE = """
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
 if redis.call('get', KEYS[1]) == ARGV[1] then
-  redis.call('pexpire', KEYS[1], ARGV[2]) return 1
+  redis.call('pexpire', KEYS[1], ARGV[2]) return 0
 end
-return 0
+local left = redis.call('pttl', KEYS[1])
+if left < 1 then return 1000 end
+return left
 """
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
+# KEYS[1] lock key; ARGV[1] owner token, ARGV[2] the events channel. (A channel is
+# not a key: declaring it would make the script fail while its slot migrates.)
 _RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('del', KEYS[1])
+  redis.call('publish', ARGV[2], 'released')
+  return 1
+end
 return 0
 """
+# Compare-and-set of one record. KEYS[1] the record; KEYS[2], only when the writer
+# holds the refresh lock of its store key, that lock (same slot). ARGV[1] '1' if a
+# value was read, ARGV[2] the value read, ARGV[3] the new value ('' deletes),
+# ARGV[4] TTL in ms ('0': none), ARGV[5] the writer's lock owner token (or ''),
+# ARGV[6] the events channel to announce the change on (or '').
+# Returns 0: the value changed since it was read (nothing written); 1: written;
+# 2: written, but the writer's refresh lock is no longer its own (lease expired or
+# lost in a failover): the caller reports it.
+_CAS = """
+local cur = redis.call('get', KEYS[1])
+local new = ARGV[3]
+if new ~= '' and cur == new then
+  redis.call('set', KEYS[1], cur, 'KEEPTTL')
+  return 1
+end
+if ARGV[1] == '1' then
+  if cur ~= ARGV[2] then return 0 end
+elseif cur then
+  return 0
+end
+if new == '' then
+  redis.call('del', KEYS[1])
+elseif ARGV[4] ~= '0' then
+  redis.call('set', KEYS[1], new, 'PX', ARGV[4])
+else
+  redis.call('set', KEYS[1], new)
+end
+if ARGV[6] ~= '' then redis.call('publish', ARGV[6], 'changed') end
+if ARGV[5] ~= '' and redis.call('get', KEYS[2]) ~= ARGV[5] then return 2 end
+return 1
+"""
 
-_CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Transient: the server (or a cluster slot, during a failover or resharding) is unreachable.
+_CONNECTION_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+)
 
 
 def _encode_key(key: str) -> str:
@@ -143,6 +206,16 @@ def _seconds(name: str, value: str) -> float:
     return seconds
 
 
+def _count(name: str, value: str) -> int:
+    if not value.isdigit():
+        raise ValueError(f"store URL parameter {name}={value!r} must be a whole number")
+    return int(value)
+
+
+#: Parameters that are the store's, not the connection's.
+_STORE_PARAMETERS = frozenset({"prefix", "replicas", "replicas_timeout"})
+
+
 def _client_options(url: StoreURL) -> dict[str, Any]:
     """redis-py keyword arguments for the connection parameters of ``url``."""
     options: dict[str, Any] = {}
@@ -152,7 +225,7 @@ def _client_options(url: StoreURL) -> dict[str, Any]:
                 f"parameter {name!r} of store URL {url.display!r} is not RedisStore's: "
                 "open the URL with open_store(), which applies it"
             )
-        if name in ("prefix",):
+        if name in _STORE_PARAMETERS:
             continue
         if name == "socket_timeout":
             seconds = _seconds(name, value)
@@ -160,9 +233,7 @@ def _client_options(url: StoreURL) -> dict[str, Any]:
         elif name == "ssl_check_hostname":
             options[name] = _flag(name, value)
         elif name == "db":
-            if not value.isdigit():
-                raise ValueError(f"store URL parameter db={value!r} must be a database number")
-            options["db"] = int(value)
+            options["db"] = _count(name, value)
         elif name == "ssl_cert_reqs":
             if value not in ("none", "optional", "required"):
                 raise ValueError(
@@ -178,7 +249,159 @@ def _client_options(url: StoreURL) -> dict[str, Any]:
             raise ValueError(
                 f"store URL {url.display!r}: {', '.join(tls)} need TLS (rediss://)"
             )
+    if "db" in options and not url.scheme.endswith(("redis", "rediss")):
+        raise ValueError(f"store URL {url.display!r}: db= is for redis:// and rediss:// only")
     return options
+
+
+def _nodes(url: StoreURL, default_port: int) -> tuple[list[tuple[str, int]], str, dict[str, str]]:
+    """``([(host, port), ...], path, auth)`` of a ``SCHEME://[user:pass@]H:P[,H:P...]/path`` URL."""
+    if not url.body.startswith("//"):
+        raise ValueError(f"store URL {url.display!r}: expected {url.scheme}://HOST:PORT[,...]")
+    netloc, _, path = url.body[2:].partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    auth: dict[str, str] = {}
+    if at:
+        user, colon, password = userinfo.partition(":")
+        if user:
+            auth["username"] = unquote(user)
+        if colon:
+            auth["password"] = unquote(password)
+    nodes: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else rest
+        else:
+            host, _, port_text = item.partition(":")
+        if not host or (port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536)):
+            raise ValueError(
+                f"store URL {url.display!r}: {item!r} is not HOST[:PORT] "
+                f"(nodes are separated by commas)"
+            )
+        nodes.append((host, int(port_text) if port_text else default_port))
+    return nodes, path, auth
+
+
+def _retry(attempts: int) -> Retry:
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), attempts)
+
+
+class _Connection:
+    """What :func:`_connect` opens: the client, where it is (for messages) and its secrets."""
+
+    def __init__(
+        self, client: Any, location: str, secrets: tuple[str, ...], kind: str
+    ) -> None:
+        self.client = client
+        self.location = location
+        self.secrets = secrets
+        self.kind = kind  # "single", "cluster" or "sentinel"
+
+
+def _connect(url: StoreURL, socket_timeout: float) -> _Connection:
+    """Open the redis-py client ``url`` names (no network traffic yet)."""
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        **_client_options(url),
+    }
+    tls = url.scheme.startswith("rediss")
+    kind = url.scheme.partition("+")[2] or "single"
+    client: Any
+    if kind == "single":
+        try:
+            client = redis.Redis.from_url(
+                f"{url.scheme}:{url.body}", retry=_retry(3), **options
+            )
+        except ValueError as exc:
+            raise ValueError(f"invalid Redis URL {url.display!r}: {exc}") from None
+        return _given_client(client)
+    if tls:
+        options["ssl"] = True
+    if kind == "cluster":
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes, path, auth = _nodes(url, 6379)
+        if path not in ("", "0"):
+            raise ValueError(
+                f"store URL {url.display!r}: a Redis Cluster has one database; "
+                "drop the /DB part"
+            )
+        cluster_options: dict[str, Any] = {**auth, **options}
+        where = ",".join(f"{host}:{port}" for host, port in nodes)
+        secrets = tuple(v for k, v in auth.items() if k == "password" and v)
+        try:  # redis-py asks the nodes for the slot layout now
+            client = RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in nodes],  # type: ignore[no-untyped-call]
+                retry=_retry(3), **cluster_options,
+            )
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+            detail = str(exc)
+            for secret in secrets:
+                detail = detail.replace(secret, "***").replace(quote(secret, safe=""), "***")
+            raise StoreUnavailableError(
+                f"Redis at cluster {where} is unavailable ({type(exc).__name__}: {detail})",
+                path=f"cluster {where}",
+            ) from None
+        return _Connection(client, f"cluster {where}", secrets, kind)
+    # Sentinel
+    from redis.sentinel import Sentinel
+
+    nodes, path, auth = _nodes(url, 26379)
+    service, _, db_text = path.partition("/")
+    if not service:
+        raise ValueError(
+            f"store URL {url.display!r} names no service: "
+            f"{url.scheme}://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]"
+        )
+    service = unquote(service)
+    db = _count("/DB", db_text) if db_text else 0
+    sentinel_options: dict[str, Any] = {
+        "socket_timeout": options["socket_timeout"],
+        "socket_connect_timeout": options["socket_connect_timeout"],
+    }
+    for name in ("username", "password"):
+        value = url.params.get(f"sentinel_{name}")
+        if value:
+            sentinel_options[name] = value
+    for name, value in options.items():
+        if name.startswith("ssl"):
+            sentinel_options[name] = value
+    sentinel = Sentinel(nodes, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    # A failover takes seconds: retry a connection error for a few of them.
+    client = sentinel.master_for(  # type: ignore[no-untyped-call]
+        service, db=db, retry=_retry(8), **auth, **options
+    )
+    where = ",".join(f"{host}:{port}" for host, port in nodes)
+    secrets = tuple(
+        value for value in (auth.get("password"), sentinel_options.get("password")) if value
+    )
+    return _Connection(client, f"sentinel {where}/{service}/{db}", secrets, kind)
+
+
+def _given_client(client: Any) -> _Connection:
+    """Describe a client the caller made (``redis.Redis`` or ``RedisCluster``)."""
+    from redis.cluster import RedisCluster
+
+    if isinstance(client, RedisCluster):
+        kwargs = client.nodes_manager.connection_kwargs
+        nodes = ",".join(
+            f"{node.host}:{node.port}" for node in client.get_primaries()  # type: ignore[no-untyped-call]
+        ) if client.nodes_manager.nodes_cache else "?"
+        password = kwargs.get("password")
+        return _Connection(client, f"cluster {nodes}", (password,) if password else (), "cluster")
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+    except AttributeError:
+        return _Connection(client, "redis", (), "single")
+    db = kwargs.get("db", 0)
+    if kwargs.get("path"):
+        location = f"{kwargs['path']}/{db}"
+    else:
+        location = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
+    password = kwargs.get("password")
+    return _Connection(client, location, (str(password),) if password else (), "single")
 
 
 class RedisStore(TokenStore):
@@ -211,7 +434,7 @@ class RedisStore(TokenStore):
 
     def __init__(
         self,
-        url_or_client: str | StoreURL | redis.Redis,
+        url_or_client: str | StoreURL | redis.Redis | redis.RedisCluster,
         *,
         prefix: str | None = None,
         ttl: float | None = None,
@@ -219,12 +442,14 @@ class RedisStore(TokenStore):
         socket_timeout: float = 5.0,
         lock_lease: float = 30.0,
         retry_timeout: float = 10.0,
+        replicas: int | None = None,
+        replicas_timeout: float | None = None,
     ) -> None:
         if ttl is not None and not (math.isfinite(ttl) and ttl > 0):
             raise ValueError("ttl must be a positive number of seconds or None")
         if not (math.isfinite(lock_lease) and lock_lease > 0):
             raise ValueError("lock_lease must be a positive number of seconds")
-        url_prefix: str | None = None
+        params: Mapping[str, str] = {}
         if isinstance(url_or_client, (str, StoreURL)):
             url = (
                 url_or_client if isinstance(url_or_client, StoreURL)
@@ -232,58 +457,44 @@ class RedisStore(TokenStore):
             )
             if url.scheme not in REDIS_SCHEMES:
                 raise ValueError(f"store URL {url.display!r} is not a Redis URL")
-            url_prefix = url.params.get("prefix")
-            options = {
-                "socket_timeout": socket_timeout,
-                "socket_connect_timeout": socket_timeout,
-                **_client_options(url),
-            }
+            params = url.params
+            connection = _connect(url, socket_timeout)
             self._owns_client = True
-            try:
-                self._client: redis.Redis = redis.Redis.from_url(
-                    f"{url.scheme}:{url.body}",
-                    retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
-                    **options,
-                )
-            except ValueError as exc:
-                raise ValueError(f"invalid Redis URL {url.display!r}: {exc}") from None
         else:
-            self._client = url_or_client
+            connection = _given_client(url_or_client)
             self._owns_client = False
-        self.prefix = prefix if prefix is not None else (url_prefix or DEFAULT_PREFIX)
+        self._client: Any = connection.client
+        self.kind = connection.kind
+        self.location = connection.location
+        self._secrets = connection.secrets
+        self.prefix = prefix if prefix is not None else (params.get("prefix") or DEFAULT_PREFIX)
         if not self.prefix:
             raise ValueError("prefix must not be empty")
+        if replicas is None:
+            replicas = (
+                _count("replicas", params["replicas"]) if "replicas" in params
+                else (1 if self.kind == "sentinel" else 0)
+            )
+        if replicas_timeout is None:
+            replicas_timeout = (
+                _seconds("replicas_timeout", params["replicas_timeout"])
+                if "replicas_timeout" in params else 1.0
+            )
+        if replicas < 0 or not (math.isfinite(replicas_timeout) and replicas_timeout > 0):
+            raise ValueError("replicas must be >= 0 and replicas_timeout a positive number")
+        #: Replica acknowledgements (``WAIT``) every write and lock acquisition needs.
+        self.replicas = replicas
+        self.replicas_timeout = replicas_timeout
         self.ttl = ttl
         self.ttl_from_refresh = ttl_from_refresh
         self.lock_lease = lock_lease
         self.retry_timeout = retry_timeout
-        self.location = self._describe_location()
-        self._secrets = self._connection_secrets()
         self._pattern_prefix = _GLOB_SPECIAL.sub(r"\\\1", self.prefix)
         self._seq_key = f"{self.prefix}:seq"
         self._acquire_script = self._client.register_script(_ACQUIRE)
         self._renew_script = self._client.register_script(_RENEW)
         self._release_script = self._client.register_script(_RELEASE)
-
-    def _describe_location(self) -> str:
-        """``host:port/db`` (or the socket path) of the server; never credentials."""
-        try:
-            kwargs = self._client.connection_pool.connection_kwargs
-        except AttributeError:
-            return "redis"
-        db = kwargs.get("db", 0)
-        if kwargs.get("path"):
-            return f"{kwargs['path']}/{db}"
-        return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
-
-    def _connection_secrets(self) -> tuple[str, ...]:
-        """The passwords the client authenticates with (never shown in a message)."""
-        try:
-            kwargs = self._client.connection_pool.connection_kwargs
-        except AttributeError:
-            return ()
-        password = kwargs.get("password")
-        return (str(password),) if password else ()
+        self._cas_script = self._client.register_script(_CAS)
 
     def describe(self) -> str:
         """The Redis location (``host:port/db``, never the password) and key prefix."""
@@ -364,7 +575,8 @@ class RedisStore(TokenStore):
             ) from None
 
     def _encode(self, key: str, seq: int, value: Any) -> str:
-        payload = {"key": key, "seq": seq, "record": value.to_record()}
+        # "w" tells this write from any other (a retry after a lost reply finds it).
+        payload = {"key": key, "seq": seq, "w": secrets.token_hex(6), "record": value.to_record()}
         # ASCII JSON: any str key (even a lone surrogate) round-trips, whatever the
         # client's encoding settings.
         return json.dumps(payload, separators=(",", ":"), allow_nan=False)
@@ -426,35 +638,72 @@ class RedisStore(TokenStore):
         order.sort()
         return [key for _, key in order]
 
+    def _run(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, int | None]:
+        """Run ``script``; with ``replicas`` > 0 also ``WAIT`` on the same connection.
+
+        Returns the script's result and how many replicas acknowledged it
+        (``None`` when no acknowledgement is asked for).
+        """
+        if not self.replicas:
+            return script(keys=keys, args=args), None
+        if self.kind == "cluster":  # WAIT counts the replicas of the node that ran it
+            target = self._client.get_redis_connection(self._client.get_node_from_key(keys[0]))
+        else:
+            target = self._client
+        ms = max(1, math.ceil(self.replicas_timeout * 1000))
+        pipe = target.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", self.replicas, ms)
+        result, acks = pipe.execute()
+        return result, int(acks)
+
+    def _run_cas(
+        self, keys: Sequence[str], args: Sequence[Any], deadline: float
+    ) -> tuple[Any, int | None]:
+        """The compare-and-set, sent again (same arguments, so a write that did happen
+        is recognised) while a cluster slot is mid-migration (``TRYAGAIN``: the lock
+        and the record of a fenced save are moved in different batches)."""
+        delay = 0.01
+        while True:
+            try:
+                return self._run(self._cas_script, keys, args)
+            except (redis.exceptions.TryAgainError, redis.exceptions.ClusterError):
+                if len(keys) < 2 or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
     def _modify(self, section: Section, key: str, fn: Callable[[Any], Any]) -> Any:
         rkey = self.redis_key(section, key)
+        announce = self.redis_key(_EVENTS_SUFFIX, key) if section == "tokens" else ""
         deadline = time.monotonic() + self.retry_timeout
         conflicts = 0
         delay = 0.001
         while True:
             try:
-                with self._client.pipeline(transaction=True) as pipe:
-                    pipe.watch(rkey)  # type: ignore[no-untyped-call]
-                    current, seq = self._decode(rkey, section, pipe.get(rkey))
-                    new = fn(current)
-                    if new is current:
-                        return current
-                    if new is not None and current is None:
-                        seq = int(self._client.incr(self._seq_key))
-                    pipe.multi()
-                    if new is None:
-                        pipe.delete(rkey)
-                    else:
-                        pipe.set(rkey, self._encode(key, seq, new), px=self._ttl_ms(section, new))
-                    pipe.execute()
-                    return new
-            except redis.exceptions.WatchError as exc:
-                cause = exc.__context__
-                if isinstance(cause, _CONNECTION_ERRORS) or "occurred" in str(exc):
-                    # The connection died while the key was watched: the write may
-                    # or may not have happened, so do not run ``fn`` again.
-                    failure = cause if isinstance(cause, Exception) else exc
-                    raise self._unavailable(failure) from None
+                raw = self._client.get(rkey)
+                current, seq = self._decode(rkey, section, raw)
+                new = fn(current)
+                if new is current:
+                    return current
+                if new is not None and current is None:
+                    seq = int(self._client.incr(self._seq_key))
+                payload = "" if new is None else self._encode(key, seq, new)
+                ttl = None if new is None else self._ttl_ms(section, new)
+                owner = _held_token(self, key) if section == "tokens" else ""
+                keys = [rkey, self.redis_key(_LOCK_SUFFIX, key)] if owner else [rkey]
+                result, acks = self._run_cas(keys, [
+                    "0" if raw is None else "1", b"" if raw is None else raw, payload,
+                    str(ttl or 0), owner, announce,
+                ], deadline)
+            except (redis.exceptions.MovedError, redis.exceptions.AskError):
+                # Only from a node client (replicas > 0 on a cluster): the slot
+                # moved and nothing ran there. Learn the new layout and go again.
+                self._client.nodes_manager.initialize()
+                result, acks = 0, None
+            except redis.exceptions.RedisError as exc:
+                raise self._failed(exc) from None
+            if result == 0:
                 conflicts += 1
                 if time.monotonic() >= deadline:
                     raise StoreLockTimeout(
@@ -464,8 +713,23 @@ class RedisStore(TokenStore):
                     ) from None
                 time.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
                 delay = min(delay * 2, 0.05)
-            except redis.exceptions.RedisError as exc:
-                raise self._failed(exc) from None
+                continue
+            if result == 2:
+                log.error(
+                    "the refresh lock of %r in Redis at %s was lost (its lease expired or a "
+                    "failover dropped it) before these tokens were saved; another process may "
+                    "have refreshed meanwhile. Saved all the same: they are what the provider "
+                    "issued last to this process", key, self.location,
+                )
+            if acks is not None and acks < self.replicas:
+                raise StoreUnavailableError(
+                    f"the write of {key!r} to Redis at {self.location} was acknowledged by "
+                    f"{acks} of the {self.replicas} replicas required within "
+                    f"{self.replicas_timeout:g}s: it is on the primary and may be lost by a "
+                    "failover",
+                    path=self.location,
+                )
+            return new
 
     def clear(self) -> None:
         """Delete every token, client and session under the prefix (``SCAN`` + ``DEL``).
@@ -517,27 +781,47 @@ class RedisStore(TokenStore):
 # queue locally (and a thread may re-enter) instead of polling Redis.
 _registry_lock = threading.Lock()
 _local_locks: weakref.WeakValueDictionary[str, _LocalHold] = weakref.WeakValueDictionary()
+#: Longest sleep between two tries when no pub/sub notification can arrive.
+_POLL_CAP = 0.1
+
+
+def _held_token(store: RedisStore, key: str) -> str:
+    """The owner token of ``key``'s refresh lock if the calling thread holds it, else ``""``."""
+    hold = _local_locks.get(f"{store.location}|{store.redis_key(_LOCK_SUFFIX, key)}")
+    if hold is not None and hold.depth > 0 and hold.owner == threading.get_ident():
+        return hold.token
+    return ""
 
 
 class _LocalHold:
-    __slots__ = ("__weakref__", "depth", "lock", "renewer", "stop", "token")
+    __slots__ = ("__weakref__", "depth", "lock", "owner", "renewer", "stop", "token")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.depth = 0
         self.token = ""
+        self.owner = 0
         self.stop = threading.Event()
         self.renewer: threading.Thread | None = None
 
 
 class RedisRefreshLock:
-    """The context manager :meth:`RedisStore.refresh_lock` returns."""
+    """The context manager :meth:`RedisStore.refresh_lock` returns.
+
+    Waiting: threads of one process queue on a thread lock; the first of them
+    tries ``SET NX PX`` and, when the lock is taken, subscribes to the key's
+    ``refresh-events`` channel and sleeps until the holder's release (or a
+    change of the tokens record, see :meth:`acquire_unless`) is announced
+    there, or the holder's lease ends (a crashed holder announces nothing).
+    Polling is only the fallback when the subscription fails.
+    """
 
     def __init__(self, store: RedisStore, key: str, timeout: float) -> None:
         self.store = store
         self.key = key
         self.timeout = timeout
         self.redis_key = store.redis_key(_LOCK_SUFFIX, key)
+        self.channel = store.redis_key(_EVENTS_SUFFIX, key)
         ident = f"{store.location}|{self.redis_key}"
         with _registry_lock:
             hold = _local_locks.get(ident)
@@ -545,6 +829,7 @@ class RedisRefreshLock:
                 hold = _LocalHold()
                 _local_locks[ident] = hold
         self._hold = hold
+        self._unreplicated = 0
 
     def __enter__(self) -> RedisRefreshLock:
         self.acquire()
@@ -567,57 +852,163 @@ class RedisRefreshLock:
 
     def acquire(self) -> None:
         """Take the lock, waiting at most ``timeout`` seconds."""
+        self._acquire(None)
+
+    def acquire_unless(self, changed: Callable[[], bool]) -> bool:
+        """Take the lock (``True``), or give up waiting as soon as ``changed()`` is true
+        (``False``, the lock is not held).
+
+        ``changed`` is called before waiting and each time the key's tokens
+        record is announced as changed (or a fallback poll comes round): a
+        waiter that sees the token it found expired replaced returns at once,
+        without queueing for the lock only to find the work done.
+        """
+        return self._acquire(changed)
+
+    def _acquire(self, changed: Callable[[], bool] | None) -> bool:
         hold = self._hold
         deadline = time.monotonic() + max(self.timeout, 0.0)
         if not hold.lock.acquire(timeout=max(self.timeout, 0.0)):
             raise self._timed_out("held by another thread")
+        taken = False
         try:
             if hold.depth == 0:
-                hold.token = secrets.token_hex(16)
-                self._acquire_remote(hold.token, deadline)
+                if changed is not None and changed():
+                    return False
+                token = secrets.token_hex(16)
+                if not self._acquire_remote(token, deadline, changed):
+                    return False
+                hold.token = token
+                hold.owner = threading.get_ident()
                 hold.stop = threading.Event()
                 hold.renewer = threading.Thread(
-                    target=self._renew, args=(hold.token, hold.stop),
+                    target=self._renew, args=(token, hold.stop),
                     name=f"oauth-callback-redis-lock-renewer-{self.key}", daemon=True,
                 )
                 hold.renewer.start()
             hold.depth += 1
-        except BaseException:
-            hold.lock.release()
-            raise
+            taken = True
+            return True
+        finally:
+            if not taken:
+                hold.lock.release()
 
-    def _acquire_remote(self, token: str, deadline: float) -> None:
+    def _try(self, token: str, lease_ms: int) -> int:
+        """One attempt: 0 when the lock is ours (and acknowledged), else ms until the next."""
         store = self.store
-        lease_ms = max(1, math.ceil(store.lock_lease * 1000))
-        delay = 0.005
-        while True:
+        try:
+            result, acks = store._run(store._acquire_script, [self.redis_key], [token, lease_ms])
+        except (redis.exceptions.MovedError, redis.exceptions.AskError):
+            store._client.nodes_manager.initialize()
+            return 10
+        except redis.exceptions.RedisError as exc:
+            raise store._failed(exc) from None
+        if result:
+            return int(result)
+        if acks is not None and acks < store.replicas:
+            # Only on the primary: a failover now could promote a replica without
+            # it. Give it back and try again (a replica may be catching up).
+            self._unreplicated += 1
             try:
-                if store._acquire_script(keys=[self.redis_key], args=[token, lease_ms]):
-                    return
+                store._release_script(keys=[self.redis_key], args=[token, self.channel])
             except redis.exceptions.RedisError as exc:
                 raise store._failed(exc) from None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._timed_out("held by another process")
-            time.sleep(min(remaining, random.uniform(delay / 2, delay)))  # noqa: S311
-            delay = min(delay * 1.5, 0.1)
+            return 100
+        return 0
+
+    def _acquire_remote(
+        self, token: str, deadline: float, changed: Callable[[], bool] | None
+    ) -> bool:
+        store = self.store
+        lease_ms = max(1, math.ceil(store.lock_lease * 1000))
+        events: Any = None  # the pub/sub subscription, once the lock was found taken
+        poll = 0.005
+        try:
+            while True:
+                wait_ms = self._try(token, lease_ms)
+                if wait_ms == 0:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    why = "held by another process"
+                    if self._unreplicated:
+                        why += (
+                            f"; taken {self._unreplicated} times but not acknowledged by "
+                            f"{store.replicas} replicas"
+                        )
+                    raise self._timed_out(why)
+                if events is None:
+                    events = self._subscribe()
+                    if events is not False:
+                        continue  # a release just before the subscription is not missed
+                if events is False:  # no subscription: poll
+                    time.sleep(min(remaining, wait_ms / 1000, random.uniform(poll / 2, poll)))  # noqa: S311
+                    poll = min(poll * 1.5, _POLL_CAP)
+                    event = "poll"
+                else:
+                    got = self._next_event(events, min(remaining, wait_ms / 1000))
+                    if got is None:
+                        events.close()
+                        events = False
+                    event = got or "poll"
+                if changed is not None and event != "released" and changed():
+                    return False
+        finally:
+            if events:
+                with contextlib.suppress(Exception):
+                    events.close()
+
+    def _subscribe(self) -> Any:
+        """A pub/sub subscription to the key's events, or ``False`` (then: poll)."""
+        try:
+            events = self.store._client.pubsub(ignore_subscribe_messages=True)
+            events.subscribe(self.channel)
+            return events
+        except redis.exceptions.RedisError as exc:
+            log.debug("refresh lock of %r: no pub/sub (%s); polling", self.key, type(exc).__name__)
+            return False
+
+    def _next_event(self, events: Any, timeout: float) -> str | None:
+        """The next event (``released``, ``changed``), ``timeout`` when none came in
+        time, ``None`` when the subscription broke."""
+        end = time.monotonic() + timeout
+        try:
+            while True:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return "timeout"
+                message = events.get_message(timeout=left)
+                if message is not None and message.get("type") == "message":
+                    return _text(message["data"])
+        except redis.exceptions.RedisError as exc:
+            log.debug("refresh lock of %r: pub/sub failed (%s); polling", self.key,
+                      type(exc).__name__)
+            return None
 
     def _renew(self, token: str, stop: threading.Event) -> None:
         store = self.store
         lease_ms = max(1, math.ceil(store.lock_lease * 1000))
         while not stop.wait(store.lock_lease / 3):
             try:
-                if not store._renew_script(keys=[self.redis_key], args=[token, lease_ms]):
-                    log.warning(
-                        "the refresh lock of %r in Redis at %s expired while held "
-                        "(another holder may have taken it)", self.key, store.location,
-                    )
-                    return
+                renewed, acks = store._run(store._renew_script, [self.redis_key], [token, lease_ms])
             except redis.exceptions.RedisError as exc:
                 log.debug("could not renew the refresh lock of %r: %s", self.key, exc)
+                continue
+            if not renewed:
+                log.warning(
+                    "the refresh lock of %r in Redis at %s expired while held "
+                    "(another holder may have taken it)", self.key, store.location,
+                )
+                return
+            if acks is not None and acks < store.replicas:
+                log.warning(
+                    "the renewal of the refresh lock of %r in Redis at %s was acknowledged "
+                    "by %d of %d replicas", self.key, store.location, acks, store.replicas,
+                )
 
     def release(self) -> None:
-        """Release one level; the last one deletes the Redis key if this holder still owns it."""
+        """Release one level; the last one deletes the Redis key if this holder still owns it
+        and announces the release to the waiters."""
         hold = self._hold
         try:
             if hold.depth == 1:
@@ -625,8 +1016,11 @@ class RedisRefreshLock:
                 if hold.renewer is not None and hold.renewer is not threading.current_thread():
                     hold.renewer.join()
                 hold.renewer = None
+                hold.owner = 0
                 try:
-                    owned = self.store._release_script(keys=[self.redis_key], args=[hold.token])
+                    owned = self.store._release_script(
+                        keys=[self.redis_key], args=[hold.token, self.channel]
+                    )
                 except redis.exceptions.RedisError as exc:
                     log.warning(
                         "could not release the refresh lock of %r in Redis at %s (%s); "

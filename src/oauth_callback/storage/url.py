@@ -7,8 +7,16 @@
 * ``keyring:SERVICE`` (or ``keyring://SERVICE``; ``keyring:`` alone: service
   ``oauth-callback``): :class:`~oauth_callback.storage.keyring.KeyringStore`, the OS
   keychain (needs ``oauth-callback[keyring]``)
-* ``redis://[user:password@]host[:port][/db]``, ``rediss://...`` (TLS): one Redis
-  server, :class:`~oauth_callback.storage.redis.RedisStore` (needs ``oauth-callback[redis]``)
+* ``redis://[user:password@]host[:port][/db]``, ``rediss://...`` (TLS): one Redis server
+* ``redis+cluster://[user:password@]HOST:PORT[,HOST:PORT...]``, ``rediss+cluster://...``:
+  a Redis Cluster (any reachable nodes; the others are discovered)
+* ``redis+sentinel://[user:password@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]``,
+  ``rediss+sentinel://...``: the primary that the Sentinels at ``HOST:PORT...`` call
+  ``SERVICE``, found again after a failover (the password is the primary's; the
+  Sentinels' own is ``sentinel_password=``)
+
+  (every Redis form: :class:`~oauth_callback.storage.redis.RedisStore`, needs
+  ``oauth-callback[redis]``; parameters: :data:`REDIS_PARAMETERS`)
 
 Every scheme takes ``encryption=keyring|env:NAME|file:PATH``: the store is
 wrapped in an :class:`~oauth_callback.storage.encrypted.EncryptedStore` with the
@@ -129,9 +137,16 @@ REDIS_PARAMETERS: dict[str, str] = {
     "ssl_keyfile": "client certificate's key (rediss)",
     "ssl_cert_reqs": "none, optional or required (default required; rediss)",
     "ssl_check_hostname": "true or false (default true; rediss)",
+    "replicas": "replicas that must acknowledge (WAIT) every write and refresh-lock "
+                "acquisition (default 1 with Sentinel, else 0)",
+    "replicas_timeout": "seconds to wait for those acknowledgements (default 1)",
+    "sentinel_username": "user for the Sentinels (sentinel; default none)",
+    "sentinel_password": "password for the Sentinels (sentinel; default none)",
 }
 #: The schemes :class:`~oauth_callback.storage.redis.RedisStore` opens.
-REDIS_SCHEMES = frozenset({"redis", "rediss"})
+REDIS_SCHEMES = frozenset(
+    {"redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"}
+)
 
 _PARAMETERS: dict[str, Parameter] = {
     name: Parameter(name, description, REDIS_SCHEMES)
@@ -183,6 +198,7 @@ def _open_redis(url: StoreURL, durable: bool) -> TokenStore:
     return RedisStore(url)
 
 
+_NODES = "[user:password@]HOST:PORT[,HOST:PORT...]"
 #: Every scheme :func:`open_store` knows, by name.
 SCHEMES: dict[str, Scheme] = {
     s.name: s
@@ -193,6 +209,10 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("memory", "memory:", _open_memory),
         Scheme("redis", "redis://[user:password@]HOST[:PORT][/DB]", _open_redis),
         Scheme("rediss", "rediss://... (redis:// over TLS)", _open_redis),
+        Scheme("redis+cluster", f"redis+cluster://{_NODES}", _open_redis),
+        Scheme("rediss+cluster", "rediss+cluster://... (over TLS)", _open_redis),
+        Scheme("redis+sentinel", f"redis+sentinel://{_NODES}/SERVICE[/DB]", _open_redis),
+        Scheme("rediss+sentinel", "rediss+sentinel://... (over TLS)", _open_redis),
     )
 }
 _HINTS = {
