@@ -357,8 +357,11 @@ def test_parse_key_source() -> None:
 # --------------------------------------------------------------------------- keyring key source
 
 
-def test_keyring_key_is_created_once_by_the_first_write(tmp_path: Path) -> None:
+def test_keyring_key_is_created_once_by_the_first_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("keyring")
+    monkeypatch.setenv("OAUTH_CALLBACK_LOCK_DIR", str(tmp_path / "locks"))
     from .test_keyring_store import DirKeyring
 
     backend = DirKeyring(tmp_path / "keychain")
@@ -404,8 +407,9 @@ def test_keyring_without_a_key_cannot_read(tmp_path: Path, key: bytes) -> None:
         store.get("a")
 
 
-def test_keyring_unusable_is_a_key_error(tmp_path: Path) -> None:
+def test_keyring_unusable_is_a_key_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("keyring")
+    monkeypatch.setenv("OAUTH_CALLBACK_LOCK_DIR", str(tmp_path / "locks"))
     from keyring.backends import fail
 
     store = EncryptedStore(FileStore(tmp_path / "t.json"),
@@ -691,3 +695,18 @@ def test_doctor_without_the_key(path: Path, key: bytes, monkeypatch: pytest.Monk
     (finding,) = check_encryption(EncryptedStore(FileStore(path), "env:OC_GONE"))
     assert finding.check == "encryption-key" and finding.severity is Severity.ERROR
     assert "env:OC_GONE" in finding.message
+
+
+def test_redis_record_expiry_still_works_under_encryption(tmp_path: Path, key: bytes) -> None:
+    from .redis_server import require_redis, session_url
+
+    require_redis()
+    from oauth_callback.storage.redis import RedisStore
+
+    inner = RedisStore(session_url(tmp_path), ttl_from_refresh=True)
+    store = EncryptedStore(inner, StaticKey(key))
+    store.set("k", Tokens(SECRET_AT, extra={"refresh_token_expires_in": 3600}))
+    pttl = inner._client.pttl(inner.redis_key("tokens", "k"))
+    assert 3_500_000 < pttl <= 3_600_000
+    assert store.get("k") == Tokens(SECRET_AT, extra={"refresh_token_expires_in": 3600})
+    store.close()
