@@ -126,6 +126,22 @@ def test_other_records_and_unknown_fields_of_the_file_survive(path: Path, key: b
     assert b'"npm-app": {"accessToken": "plain", "someNpmField": 1}' in path.read_bytes()
 
 
+def test_fields_added_beside_the_envelope_survive_rewrites(path: Path, key: bytes) -> None:
+    store = enc_file(path, key)
+    store.set("a", tokens())
+    doc = raw(path)
+    doc["a"]["addedByAnotherTool"] = {"x": 1}
+    path.write_text(json.dumps(doc))
+    store.update("a", lambda cur: cur.replace(access_token="new"))  # type: ignore[union-attr]
+    record = raw(path)["a"]
+    assert record["addedByAnotherTool"] == {"x": 1}
+    assert enc_file(path, key).get("a") == tokens().replace(access_token="new")
+    # A plaintext record's fields are never left in clear beside the ciphertext.
+    FileStore(path).set("p", tokens())
+    store.update("p", lambda cur: cur)
+    assert set(raw(path)["p"]) == {"accessToken", "expiresAt", ENVELOPE_FIELD}
+
+
 def test_sqlite_record_is_the_envelope(tmp_path: Path, key: bytes) -> None:
     import sqlite3
 

@@ -34,7 +34,8 @@ record of the same kind that carries the ciphertext in the field
 So it sits wherever the backend keeps a record: a top-level member of the
 ``FileStore`` JSON (clients and sessions under ``$oauth_callback``), the
 ``record`` column of SQLite, the ``record`` of a Redis value, a keychain entry.
-Every other record and field of those stores is left as the backend keeps it.
+Every other record and field of those stores is left as the backend keeps it,
+and fields another program adds beside ``"$encrypted"`` survive rewrites.
 
 * ``ct`` is AES-256-GCM (``cryptography``'s ``AESGCM``) of the UTF-8 JSON of
   the value's whole ``to_record()`` (the npm shape, ``extra`` included, so
@@ -328,8 +329,12 @@ class EncryptedStore(TokenStore):
                 path=self.store.describe(), key_source=source,
             ) from None
 
-    def _seal(self, section: Section, key: str, value: Any) -> Any:
-        """The inner record that stores ``value`` encrypted."""
+    def _seal(self, section: Section, key: str, value: Any, previous: Any = None) -> Any:
+        """The inner record that stores ``value`` encrypted.
+
+        Fields another program added beside the envelope of ``previous`` (an
+        encrypted record) are kept; a plaintext ``previous`` keeps nothing.
+        """
         aead = self._key(create=True)
         assert aead is not None
         assert self._kid is not None
@@ -343,13 +348,18 @@ class EncryptedStore(TokenStore):
             "nonce": _b64(nonce),
             "ct": _b64(ciphertext),
         }
+        outer: dict[str, Any] = {}
+        if previous is not None and _envelope_of(previous) is not None:
+            outer = {k: v for k, v in previous.extra.items()
+                     if k != ENVELOPE_FIELD and k not in _CLEAR_TOKEN_EXTRA}
         if section == "tokens":
-            clear = {n: value.extra[n] for n in _CLEAR_TOKEN_EXTRA if n in value.extra}
-            clear[ENVELOPE_FIELD] = envelope
-            return Tokens(MARKER, expires_at=value.expires_at, extra=clear)
+            outer.update((n, value.extra[n]) for n in _CLEAR_TOKEN_EXTRA if n in value.extra)
+            outer[ENVELOPE_FIELD] = envelope
+            return Tokens(MARKER, expires_at=value.expires_at, extra=outer)
+        outer[ENVELOPE_FIELD] = envelope
         if section == "clients":
-            return ClientInfo(MARKER, extra={ENVELOPE_FIELD: envelope})
-        return OAuthSession(extra={ENVELOPE_FIELD: envelope})
+            return ClientInfo(MARKER, extra=outer)
+        return OAuthSession(extra=outer)
 
     def _check_store_key(self) -> None:
         """Before the first write: refuse if the store's records are under another key."""
@@ -403,7 +413,7 @@ class EncryptedStore(TokenStore):
             if new is current and (inner is None or _envelope_of(inner) is not None):
                 committed[:] = [(inner, current)]
                 return inner  # unchanged: nothing is written
-            sealed = None if new is None else self._seal(section, key, new)
+            sealed = None if new is None else self._seal(section, key, new, inner)
             committed[:] = [(sealed, new)]
             return sealed
 
