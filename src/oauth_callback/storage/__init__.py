@@ -2,8 +2,9 @@
 
 :class:`FileStore` and :class:`MemoryStore` are imported with the package;
 :class:`SQLiteStore`, :class:`RedisStore` (``oauth-callback[redis]``) and
-:class:`KeyringStore` (``oauth-callback[keyring]``) on first access, so
-importing the package never imports ``sqlite3``, ``redis`` or ``keyring``.
+:class:`KeyringStore` (``oauth-callback[keyring]``) and :class:`EncryptedStore`
+(``oauth-callback[encryption]``, wraps any of them) on first access, so importing
+the package never imports ``sqlite3``, ``redis``, ``keyring`` or ``cryptography``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .migrate import (
 )
 
 if TYPE_CHECKING:
+    from .encrypted import EncryptedStore as EncryptedStore
     from .redis import RedisStore as RedisStore
     from .sqlite import SQLiteStore as SQLiteStore
 
@@ -43,6 +45,7 @@ _LAZY = {
     "SQLiteStore": ".sqlite",
     "RedisStore": ".redis",
     "KeyringStore": ".keyring",
+    "EncryptedStore": ".encrypted",
 }
 
 
