@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # what the lazy names are, for mypy and IDEs
     from .loopback import get_auth_code_async as get_auth_code_async
     from .manager import TokenManager as TokenManager
     from .models import ClientInfo as ClientInfo
+    from .models import Identity as Identity
     from .models import OAuthSession as OAuthSession
     from .models import Tokens as Tokens
     from .pkce import generate_pkce as generate_pkce
@@ -49,6 +50,7 @@ _LAZY: dict[str, str] = {
     "CallbackServer": ".loopback",
     "ClientInfo": ".models",
     "FileStore": ".storage.file",
+    "Identity": ".models",
     "KeyringStore": ".storage.keyring",
     "MemoryStore": ".storage.memory",
     "OAuthClient": ".flow",
@@ -78,6 +80,7 @@ __all__ = [
     "CallbackServer",
     "ClientInfo",
     "FileStore",
+    "Identity",
     "MemoryStore",
     "OAuthClient",
     "OAuthSession",

@@ -26,6 +26,8 @@ Hierarchy::
     │   ├── ReauthRequired              grant is gone; run the login again
     │   └── InvalidClientError          provider rejected the client (invalid_client)
     ├── DiscoveryError                  metadata missing or invalid
+    ├── IdTokenError                    the OIDC ID Token failed validation (.claim)
+    ├── AccountMismatchError            a login found another account under the key
     ├── TokenEndpointError              token endpoint unreachable / malformed reply
     └── ResourceAccessError             a resource server refused the token (.status, .challenge)
         ├── TokenRejectedError          401 again after one refresh and one retry
@@ -36,12 +38,18 @@ Hierarchy::
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import Identity
 
 __all__ = [
+    "AccountMismatchError",
     "CallbackCancelled",
     "CallbackError",
     "CallbackTimeout",
     "DiscoveryError",
+    "IdTokenError",
     "InsecureHostError",
     "InsufficientScopeError",
     "InvalidClientError",
@@ -266,6 +274,39 @@ class ReauthRequired(OAuthError):
 
 class DiscoveryError(OAuthCallbackError):
     """Authorization server metadata could not be fetched or is invalid."""
+
+
+class IdTokenError(OAuthCallbackError):
+    """The ID Token of an OpenID Connect login failed validation (OIDC Core 3.1.3.7).
+
+    Its signature does not verify against the provider's JWKS, or ``iss``,
+    ``aud``, ``azp``, ``exp``, ``iat`` or ``nonce`` is wrong. The login is
+    refused and nothing is stored. ``claim`` names the claim (or ``"signature"``,
+    ``"header"``) that failed; the message never quotes the token.
+    """
+
+    def __init__(self, message: str, *, claim: str) -> None:
+        super().__init__(message)
+        self.claim = claim
+
+
+class AccountMismatchError(OAuthCallbackError):
+    """A login authenticated another account than the one stored under the key.
+
+    Both are accounts of the same issuer with different ``sub``; nothing was
+    stored. ``key`` is the store key, ``stored`` and ``new`` the
+    :class:`~oauth_callback.models.Identity` of each. Log in under another
+    key, or pass ``replace_account=True`` to replace the stored one.
+    """
+
+    def __init__(self, key: str, stored: Identity, new: Identity) -> None:
+        super().__init__(
+            f"{key!r} holds the login of {stored.label!r}, but this login authenticated "
+            f"{new.label!r}; nothing was stored"
+        )
+        self.key = key
+        self.stored = stored
+        self.new = new
 
 
 class TokenEndpointError(OAuthCallbackError):

@@ -19,7 +19,15 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import IO, Any, TypeVar, cast
 
 import anyio.to_thread
@@ -34,9 +42,16 @@ from .device import (
     device_login_flow,
     device_token_request,
 )
-from .errors import CallbackCancelled, DiscoveryError, OAuthError, TokenEndpointError
+from .errors import (
+    AccountMismatchError,
+    CallbackCancelled,
+    DiscoveryError,
+    OAuthError,
+    TokenEndpointError,
+)
+from .identity import Fetch, identify_flow, oidc_nonce
 from .loopback import CallbackServer, LoopbackOptions, RequestInfo
-from .models import ClientInfo, OAuthSession, Tokens
+from .models import ClientInfo, Identity, OAuthSession, Tokens
 from .paste import PasteListener, judge_pasted
 from .pkce import generate_pkce, generate_state
 from .protocol import (
@@ -113,6 +128,30 @@ async def _post_async(
     return _raw(response)
 
 
+def _fetch_sync(http: httpx2.Client, fetch: Fetch) -> RawResponse | DiscoveryError:
+    try:
+        return _raw(http.get(fetch.url, headers=dict(fetch.headers)))
+    except httpx2.RequestError as exc:
+        return DiscoveryError(_network_error("provider URL", fetch.url, exc))
+
+
+async def _fetch_async(http: httpx2.AsyncClient, fetch: Fetch) -> RawResponse | DiscoveryError:
+    try:
+        return _raw(await http.get(fetch.url, headers=dict(fetch.headers)))
+    except httpx2.RequestError as exc:
+        return DiscoveryError(_network_error("provider URL", fetch.url, exc))
+
+
+async def _drive_async(gen: Generator[S, Any, R], step: Callable[[S], Awaitable[Any]]) -> R:
+    """Run a protocol generator, answering each yielded value with ``await step(value)``."""
+    try:
+        value = next(gen)
+        while True:
+            value = gen.send(await step(value))
+    except StopIteration as stop:
+        return cast(R, stop.value)
+
+
 def _get_sync(http: httpx2.Client, url: str) -> RawResponse | DiscoveryError:
     try:
         return _raw(http.get(url, headers={"Accept": "application/json"}))
@@ -133,12 +172,12 @@ def _finish(stop: StopIteration) -> Any:
 
 def _drive_sync(gen: Generator[S, Any, R], step: Callable[[S], Any]) -> R:
     """Run a protocol generator, answering each yielded value with ``step(value)``."""
-    value = next(gen)
-    while True:
-        try:
+    try:
+        value = next(gen)
+        while True:
             value = gen.send(step(value))
-        except StopIteration as stop:
-            return cast(R, _finish(stop))
+    except StopIteration as stop:
+        return cast(R, _finish(stop))
 
 
 def _token_step_sync(http: httpx2.Client) -> Callable[[TokenRequest | Backoff], Any]:
@@ -314,6 +353,7 @@ class OAuthClient:
         Without a stored ``token_endpoint`` the ``issuer``'s metadata is
         discovered on first use. Raises :class:`ValueError` as the constructor.
         """
+        metadata = _stored_metadata(info)
         resource = info.extra.get("resource")
         if not (
             resource is None
@@ -330,6 +370,7 @@ class OAuthClient:
             issuer=info.issuer,
             token_endpoint_auth_method=info.token_endpoint_auth_method,
             resource=resource,
+            metadata=metadata,
             http_client=http_client,
             async_http_client=async_http_client,
             timeout=timeout,
@@ -342,6 +383,7 @@ class OAuthClient:
             extra["resource"] = self.resource[0] if len(self.resource) == 1 else list(
                 self.resource
             )
+        extra.update(_metadata_extra(self.metadata))
         return ClientInfo(
             client_id=self.client_id,
             client_secret=self._client_secret,
@@ -677,6 +719,7 @@ class OAuthClient:
         error_html: str | None = None,
         extra_params: Mapping[str, str] | None = None,
         paste: IO[str] | None = None,
+        replace_account: bool = False,
     ) -> Tokens:
         """Run the authorization code flow with PKCE on a loopback redirect URI.
 
@@ -685,8 +728,11 @@ class OAuthClient:
         PKCE verifier and ``state`` in ``store`` as the session of ``key``
         while waiting (removed on every exit path), shows the URL with
         :func:`open_url`, checks ``state`` and ``iss`` (RFC 9207), exchanges
-        the code, then saves the client registration (``store.set_client``) and
-        the tokens (``store.set``) under ``key`` and returns the tokens.
+        the code, finds out who logged in (:func:`~oauth_callback.identity.identify_flow`:
+        with ``openid`` in the scope a nonce is sent and the ID Token validated,
+        else userinfo), then saves the client registration with that identity
+        (``store.set_client``) and the tokens (``store.set``) under ``key`` and
+        returns the tokens.
 
         With ``paste`` (e.g. ``sys.stdin``) the person may instead paste the
         redirect URL their browser ends on (over SSH, where the browser cannot
@@ -698,7 +744,10 @@ class OAuthClient:
         Raises :class:`CallbackTimeout`, :class:`CallbackCancelled` (``cancel``
         set), :class:`OAuthStateError` (state or issuer mismatch),
         :class:`OAuthError` (the provider refused, or the code exchange
-        failed), :class:`TokenEndpointError`, :class:`PortInUseError`.
+        failed), :class:`TokenEndpointError`, :class:`PortInUseError`,
+        :class:`IdTokenError` (a bad ID Token), :class:`AccountMismatchError`
+        (``key`` holds another account of the same issuer and not
+        ``replace_account``).
         On failure the tokens and client stored under ``key`` are left as they were.
         """
         self._ensure_endpoints(authorize=True)
@@ -707,7 +756,8 @@ class OAuthClient:
         options = LoopbackOptions(host, port, callback_path, success_html, error_html, on_request)
         with options.server(state) as server:
             redirect_uri = server.redirect_uri
-            url = self._authorization_url(redirect_uri, state, challenge, extra_params)
+            nonce, params = _login_nonce(self.scope, self.metadata, extra_params)
+            url = self._authorization_url(redirect_uri, state, challenge, params)
             store.set_session(key, _session(verifier, state, redirect_uri))
             try:
                 logger.debug("waiting for the authorization callback on %s", redirect_uri)
@@ -722,7 +772,8 @@ class OAuthClient:
                     result, state, self.issuer, iss_required=self._iss_required
                 )
                 tokens = self.exchange_code(code, redirect_uri, verifier)
-                self._save(store, key, tokens, redirect_uri)
+                identity = self.identify(tokens, nonce=nonce)
+                self._save(store, key, tokens, redirect_uri, identity, replace_account)
             finally:
                 store.delete_session(key)
         logger.info("login for %r succeeded", key)
@@ -743,6 +794,7 @@ class OAuthClient:
         error_html: str | None = None,
         extra_params: Mapping[str, str] | None = None,
         paste: IO[str] | None = None,
+        replace_account: bool = False,
     ) -> Tokens:
         """Async :meth:`login` (asyncio or trio, via AnyIO). Cancel it by cancelling the task.
 
@@ -756,7 +808,8 @@ class OAuthClient:
         options = LoopbackOptions(host, port, callback_path, success_html, error_html, on_request)
         async with options.server(state) as server:
             redirect_uri = server.redirect_uri
-            url = self._authorization_url(redirect_uri, state, challenge, extra_params)
+            nonce, params = _login_nonce(self.scope, self.metadata, extra_params)
+            url = self._authorization_url(redirect_uri, state, challenge, params)
             await store.set_session_async(key, _session(verifier, state, redirect_uri))
             try:
                 await open_url_async(url, open_browser)
@@ -770,7 +823,10 @@ class OAuthClient:
                     result, state, self.issuer, iss_required=self._iss_required
                 )
                 tokens = await self.exchange_code_async(code, redirect_uri, verifier)
-                await anyio.to_thread.run_sync(self._save, store, key, tokens, redirect_uri)
+                identity = await self.identify_async(tokens, nonce=nonce)
+                await anyio.to_thread.run_sync(
+                    self._save, store, key, tokens, redirect_uri, identity, replace_account
+                )
             finally:
                 with anyio.CancelScope(shield=True):
                     await store.delete_session_async(key)
@@ -794,11 +850,22 @@ class OAuthClient:
         return PasteListener(paste, judge).start()
 
     def _save(
-        self, store: TokenStore, key: str, tokens: Tokens, redirect_uri: str | None
+        self,
+        store: TokenStore,
+        key: str,
+        tokens: Tokens,
+        redirect_uri: str | None,
+        identity: Identity | None = None,
+        replace_account: bool = False,
     ) -> None:
+        if identity is not None and not replace_account:
+            stored = store.get_client(key)
+            if stored is not None and _other_account(stored.identity, identity):
+                assert stored.identity is not None
+                raise AccountMismatchError(key, stored.identity, identity)
         # Client first: tokens without the client that can refresh them would
         # force a new login; a client without new tokens is harmless.
-        store.set_client(key, self.client_info(redirect_uri))
+        store.set_client(key, self.client_info(redirect_uri).replace(identity=identity))
         store.set(key, tokens)
 
     # -- the device authorization grant (RFC 8628) ------------------------------------
@@ -934,6 +1001,28 @@ class OAuthClient:
         async with _async_client(self._async_http, self.timeout) as http:
             self._adopt(await _discover_async(http, self.issuer))
 
+    # -- who logged in ----------------------------------------------------------------
+
+    def identify(self, tokens: Tokens, *, nonce: str | None = None) -> Identity | None:
+        """Who ``tokens`` belong to (:func:`~oauth_callback.identity.identify_flow`).
+
+        ``nonce`` is the one sent in the authorization request of an OpenID
+        Connect login (its ID Token is then required and validated). Raises
+        :class:`IdTokenError`, or :class:`DiscoveryError` when the provider's
+        keys cannot be fetched.
+        """
+        flow = identify_flow(tokens, client_id=self.client_id, metadata=self.metadata,
+                             nonce=nonce)
+        with _sync_client(self._http, self.timeout) as http:
+            return _drive_sync(flow, lambda fetch: _fetch_sync(http, fetch))
+
+    async def identify_async(self, tokens: Tokens, *, nonce: str | None = None) -> Identity | None:
+        """Async :meth:`identify`."""
+        flow = identify_flow(tokens, client_id=self.client_id, metadata=self.metadata,
+                             nonce=nonce)
+        async with _async_client(self._async_http, self.timeout) as http:
+            return await _drive_async(flow, lambda fetch: _fetch_async(http, fetch))
+
 
 def _stop_listening(listener: PasteListener | None) -> None:
     if listener is not None:
@@ -949,6 +1038,75 @@ def _print_device_code(authorization: DeviceAuthorization) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+# What a login keeps of the metadata, so a later process can revoke, validate an
+# ID Token and check ``iss`` without discovering again (ClientInfo.extra names).
+_METADATA_EXTRA = (
+    ("revocationEndpoint", "revocation_endpoint"),
+    ("userinfoEndpoint", "userinfo_endpoint"),
+    ("jwksUri", "jwks_uri"),
+)
+
+
+def _metadata_extra(metadata: ServerMetadata | None) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    extra: dict[str, Any] = {
+        name: getattr(metadata, attr)
+        for name, attr in _METADATA_EXTRA
+        if getattr(metadata, attr) is not None
+    }
+    if metadata.authorization_response_iss_parameter_supported:
+        extra["issParameterSupported"] = True
+    return extra
+
+
+def _stored_metadata(info: ClientInfo) -> ServerMetadata | None:
+    """The metadata a login kept with ``info`` (validated then), or ``None``."""
+    if not (info.issuer and info.authorization_endpoint and info.token_endpoint):
+        return None
+    if not any(name in info.extra for name, _attr in _METADATA_EXTRA):
+        return None
+    urls: dict[str, str | None] = {}
+    for name, attr in _METADATA_EXTRA:
+        url = info.extra.get(name)
+        if url is not None and not isinstance(url, str):
+            return None
+        urls[attr] = url
+    return ServerMetadata(
+        issuer=info.issuer,
+        authorization_endpoint=info.authorization_endpoint,
+        token_endpoint=info.token_endpoint,
+        revocation_endpoint=urls["revocation_endpoint"],
+        userinfo_endpoint=urls["userinfo_endpoint"],
+        jwks_uri=urls["jwks_uri"],
+        authorization_response_iss_parameter_supported=info.extra.get("issParameterSupported")
+        is True,
+    )
+
+
+def _other_account(stored: Identity | None, new: Identity) -> bool:
+    """Whether ``new`` is another account of the issuer ``stored`` belongs to."""
+    if stored is None or stored.same_account(new):
+        return False
+    if stored.issuer is None or new.issuer is None:
+        return True
+    return stored.issuer.removesuffix("/") == new.issuer.removesuffix("/")
+
+
+def _login_nonce(
+    scope: str | None, metadata: ServerMetadata | None, extra_params: Mapping[str, str] | None
+) -> tuple[str | None, Mapping[str, str] | None]:
+    """The nonce of the authorization request (the caller's own, or a fresh one for an
+    OpenID Connect login) and the extra parameters that carry it."""
+    given = (extra_params or {}).get("nonce")
+    if given:
+        return given, extra_params
+    nonce = oidc_nonce(scope, metadata)
+    if nonce is None:
+        return None, extra_params
+    return nonce, {**(extra_params or {}), "nonce": nonce}
 
 
 def _session(verifier: str, state: str, redirect_uri: str) -> OAuthSession:

@@ -1,4 +1,4 @@
-"""Immutable values: :class:`Tokens`, :class:`ClientInfo`, :class:`OAuthSession`.
+"""Immutable values: :class:`Tokens`, :class:`ClientInfo`, :class:`OAuthSession`, :class:`Identity`.
 
 Each value converts to and from a JSON *record* in the npm ``oauth-callback``
 package's camelCase shape (``accessToken``, ``expiresAt`` in Unix
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["ClientInfo", "OAuthSession", "Tokens", "fingerprint"]
+__all__ = ["ClientInfo", "Identity", "OAuthSession", "Tokens", "fingerprint"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -217,6 +217,7 @@ _CLIENT_FIELDS = (
     "redirectUri",
     "scope",
     "tokenEndpointAuthMethod",
+    "identity",
 )
 
 
@@ -227,6 +228,9 @@ class ClientInfo:
     ``client_id_issued_at`` and ``client_secret_expires_at`` are Unix seconds
     as in RFC 7591 (``0`` expiry means never). ``token_endpoint`` and
     ``issuer`` let a later process refresh without being told the server again.
+    ``identity`` is the account the last login authenticated (``None``: unknown,
+    or logged out); it is kept with the registration, so it outlives tokens
+    the provider revoked.
     """
 
     client_id: str
@@ -240,10 +244,13 @@ class ClientInfo:
     scope: str | None = None
     token_endpoint_auth_method: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    identity: Identity | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.client_id, str) or not self.client_id:
             raise ValueError("client_id must be a non-empty string")
+        if self.identity is not None and not isinstance(self.identity, Identity):
+            raise ValueError("identity must be an Identity")
         object.__setattr__(self, "extra", _freeze(self.extra))
 
     @classmethod
@@ -266,6 +273,8 @@ class ClientInfo:
             scope=_opt_str(record, "scope"),
             token_endpoint_auth_method=_opt_str(record, "tokenEndpointAuthMethod"),
             extra={k: v for k, v in record.items() if k not in _CLIENT_FIELDS},
+            identity=None if record.get("identity") is None
+            else Identity.from_record(record["identity"]),
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -285,6 +294,8 @@ class ClientInfo:
         for name, value in pairs:
             if value is not None:
                 record[name] = value
+        if self.identity is not None:
+            record["identity"] = self.identity.to_record()
         record.update((k, v) for k, v in self.extra.items() if k not in record)
         return record
 
@@ -305,8 +316,108 @@ class ClientInfo:
         return (
             f"ClientInfo(client_id={self.client_id!r}, "
             f"client_secret={fingerprint(self.client_secret)}, issuer={self.issuer!r}, "
-            f"token_endpoint={self.token_endpoint!r})"
+            f"token_endpoint={self.token_endpoint!r}, identity={self.identity!r})"
         )
+
+    __str__ = __repr__
+
+
+# --------------------------------------------------------------------------- Identity
+
+_IDENTITY_FIELDS = ("sub", "iss", "email", "preferredUsername", "name", "source")
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class Identity:
+    """Who a login authenticated: the OpenID Connect ``sub`` and what names it.
+
+    ``sub`` is unique per ``issuer`` (OIDC Core 2); ``email``,
+    ``preferred_username`` and ``name`` are shown to people and are only
+    kept when the provider sent them. ``source`` says where it came from:
+    ``"id_token"`` (a validated ID Token) or ``"userinfo"``.
+    """
+
+    sub: str
+    issuer: str | None = None
+    email: str | None = None
+    preferred_username: str | None = None
+    name: str | None = None
+    source: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sub, str) or not self.sub:
+            raise ValueError("sub must be a non-empty string")
+        object.__setattr__(self, "extra", _freeze(self.extra))
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any], *, source: str,
+                    issuer: str | None = None) -> Identity:
+        """From ID Token or userinfo claims; a claim that is not a string is left out.
+
+        Raises ``ValueError`` when ``sub`` is missing or not a string.
+        """
+        def text(name: str) -> str | None:
+            value = claims.get(name)
+            return value if isinstance(value, str) and value else None
+
+        sub = text("sub")
+        if sub is None:
+            raise ValueError(f"the {source} has no 'sub' string")
+        return cls(sub=sub, issuer=text("iss") or issuer, email=text("email"),
+                   preferred_username=text("preferred_username"), name=text("name"),
+                   source=source)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Identity:
+        """Parse a stored record. Raises ``ValueError`` naming the field."""
+        if not isinstance(record, Mapping):
+            raise ValueError("field 'identity' must be a JSON object")
+        sub = record.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise ValueError("identity record has no 'sub' string")
+        return cls(
+            sub=sub,
+            issuer=_opt_str(record, "iss"),
+            email=_opt_str(record, "email"),
+            preferred_username=_opt_str(record, "preferredUsername"),
+            name=_opt_str(record, "name"),
+            source=_opt_str(record, "source"),
+            extra={k: v for k, v in record.items() if k not in _IDENTITY_FIELDS},
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """The stored record (camelCase)."""
+        record: dict[str, Any] = {"sub": self.sub}
+        pairs = (("iss", self.issuer), ("email", self.email),
+                 ("preferredUsername", self.preferred_username), ("name", self.name),
+                 ("source", self.source))
+        record.update((k, v) for k, v in pairs if v is not None)
+        record.update((k, v) for k, v in self.extra.items() if k not in record)
+        return record
+
+    @property
+    def label(self) -> str:
+        """What to show a person: the email, else the username, else the name, else ``sub``."""
+        return self.email or self.preferred_username or self.name or self.sub
+
+    def same_account(self, other: Identity) -> bool:
+        """Whether both name one account: the same ``sub`` from the same issuer
+        (an unknown issuer on either side compares by ``sub`` alone)."""
+        if self.sub != other.sub:
+            return False
+        return self.issuer is None or other.issuer is None or (
+            self.issuer.removesuffix("/") == other.issuer.removesuffix("/"))
+
+    def replace(self, **changes: Any) -> Identity:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)
+
+    def __hash__(self) -> int:  # ``extra`` is left out; equal values hash alike
+        return hash((self.sub, self.issuer))
+
+    def __repr__(self) -> str:
+        return f"Identity(sub={self.sub!r}, issuer={self.issuer!r}, label={self.label!r})"
 
     __str__ = __repr__
 

@@ -63,8 +63,10 @@ __all__ = [
     "discovery_urls",
     "is_retryable",
     "merge_refreshed",
+    "parse_revocation_response",
     "parse_token_response",
     "refresh_request",
+    "revocation_request",
     "token_flow",
 ]
 
@@ -157,6 +159,7 @@ class ServerMetadata:
     revocation_endpoint: str | None = None
     userinfo_endpoint: str | None = None
     device_authorization_endpoint: str | None = None
+    jwks_uri: str | None = None
     scopes_supported: tuple[str, ...] | None = None
     code_challenge_methods_supported: tuple[str, ...] | None = None
     token_endpoint_auth_methods_supported: tuple[str, ...] | None = None
@@ -195,6 +198,7 @@ class ServerMetadata:
             "revocation_endpoint",
             "userinfo_endpoint",
             "device_authorization_endpoint",
+            "jwks_uri",
         ):
             optional[name] = _check_url(name, data[name]) if data.get(name) else None
         iss_supported = data.get("authorization_response_iss_parameter_supported", False)
@@ -208,6 +212,7 @@ class ServerMetadata:
             revocation_endpoint=optional["revocation_endpoint"],
             userinfo_endpoint=optional["userinfo_endpoint"],
             device_authorization_endpoint=optional["device_authorization_endpoint"],
+            jwks_uri=optional["jwks_uri"],
             scopes_supported=_str_tuple(data, "scopes_supported"),
             code_challenge_methods_supported=challenge_methods,
             token_endpoint_auth_methods_supported=_str_tuple(
@@ -430,7 +435,7 @@ def check_callback(
 
 
 _SECRET_FIELDS = ("code", "code_verifier", "refresh_token", "client_secret",
-                  "client_assertion", "assertion", "password", "device_code")
+                  "client_assertion", "assertion", "password", "device_code", "token")
 
 
 @dataclass(frozen=True, repr=False)
@@ -682,6 +687,82 @@ def client_credentials_request(
         auth_method=method,
         resource=resource,
         client_assertion=client_assertion,
+    )
+
+
+# --------------------------------------------------------------------------- revocation (RFC 7009)
+
+#: The ``token_type_hint`` values of RFC 7009 2.1.
+TOKEN_TYPE_HINTS: tuple[str, ...] = ("refresh_token", "access_token")
+
+
+def revocation_request(
+    revocation_endpoint: str,
+    *,
+    token: str,
+    token_type_hint: str | None = None,
+    client_id: str,
+    client_secret: str | None = None,
+    auth_method: str | None = None,
+) -> TokenRequest:
+    """A token revocation request (RFC 7009 2.1).
+
+    The client authenticates as it does at the token endpoint (``auth_method``
+    ``None`` means :func:`default_auth_method`; a public client sends its
+    ``client_id``). Revoking a refresh token also revokes the access tokens of
+    its grant at servers that support it (RFC 7009 2.1). Raises
+    :class:`ValueError` for an unknown hint or auth method, or a secret-based
+    method without a secret.
+    """
+    if token_type_hint is not None and token_type_hint not in TOKEN_TYPE_HINTS:
+        raise ValueError(f"token_type_hint must be one of {TOKEN_TYPE_HINTS}")
+    if not token:
+        raise ValueError("token must be a non-empty string")
+    form = {"token": token}
+    if token_type_hint is not None:
+        form["token_type_hint"] = token_type_hint
+    return _token_request(
+        revocation_endpoint,
+        form,
+        client_id=client_id,
+        client_secret=client_secret,
+        auth_method=auth_method,
+        resource=None,
+    )
+
+
+def parse_revocation_response(
+    status: int, headers: Mapping[str, str], body: bytes, *, secrets: Iterable[str] = ()
+) -> None:
+    """Judge a revocation response (RFC 7009 2.2).
+
+    Returns for ``200``: the token is revoked, or was already invalid (which
+    the server does not tell apart, on purpose). Raises :class:`OAuthError`
+    for an error object (``unsupported_token_type``, ``invalid_client``, ...);
+    :class:`TokenEndpointError` (``status_code`` and ``retry_after`` set) for
+    a 5xx, 429 or any other status, so :func:`is_retryable` applies as at the
+    token endpoint. Messages never quote the body.
+    """
+    if status == 200:
+        return
+    data: Any
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    error = data.get("error") if isinstance(data, Mapping) else None
+    if isinstance(error, str) and error and 400 <= status < 500 and status != 429:
+        assert isinstance(data, Mapping)
+        raise OAuthError(
+            clip(error, secrets) or "unknown_error",
+            clip(data.get("error_description"), secrets),
+            clip(data.get("error_uri"), secrets),
+        )
+    detail = f" ({clip(error, secrets)})" if isinstance(error, str) and error else ""
+    raise TokenEndpointError(
+        f"revocation endpoint answered HTTP {status}{detail}",
+        status_code=status,
+        retry_after=_retry_after(headers) if status >= 500 or status == 429 else None,
     )
 
 

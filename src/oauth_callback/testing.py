@@ -23,7 +23,15 @@ and implements just enough of the specifications to exercise a real client:
   ``/device`` page where a person (or a test's browser) enters the user code
   and approves or denies; :meth:`MockProvider.approve_device` does it without
   a browser;
-* ``/userinfo`` and ``/me``: a Bearer-protected resource answering ``{"sub": ...}``.
+* ``/userinfo`` and ``/me``: a Bearer-protected resource answering the claims
+  of the user who approved (``{"sub": ..., "email": ...}``);
+* OpenID Connect: with ``openid`` in the scope the code exchange returns an
+  ``id_token`` (RS256, carrying the request's ``nonce``) signed with a key
+  published at ``/jwks``; :meth:`MockProvider.rotate_signing_key` rotates it,
+  and one-shot knobs forge or alter the next ID Token;
+* ``/revoke``: token revocation (RFC 7009); a revoked refresh token ends its grant;
+* several users (:meth:`MockProvider.add_user`); :attr:`MockProvider.approving_user`
+  chooses who approves the next authorizations.
 
 Every knob and counter is thread-safe. This is a *test tool*: it keeps the
 form fields of every token request, secrets included, in
@@ -89,6 +97,10 @@ _COUNTERS = (
     "device_approvals",
     "device_denials",
     "client_credentials_count",
+    "jwks_requests",
+    "revocation_requests",
+    "revocations",
+    "userinfo_requests",
 )
 
 
@@ -113,6 +125,7 @@ class _Grant:
     client_id: str
     scope: str
     revoked: bool = False
+    subject: str | None = None
 
 
 @dataclass
@@ -124,6 +137,8 @@ class _Code:
     expires_at: float
     used: bool = False
     grant_id: str | None = None
+    subject: str | None = None
+    nonce: str | None = None
 
 
 @dataclass
@@ -132,6 +147,7 @@ class _AccessToken:
     client_id: str
     scope: str
     expires_at: float | None
+    revoked: bool = False
 
 
 @dataclass
@@ -148,6 +164,7 @@ class _Pending:
     state: str | None
     scope: str
     code_challenge: str | None
+    nonce: str | None = None
 
 
 @dataclass
@@ -438,7 +455,8 @@ class MockProvider:
       (``None`` for a public client). Preregistered clients accept any loopback
       redirect URI, any port.
     * *client_id*: the id of the default preregistered public client.
-    * *subject*: the ``sub`` that ``/userinfo`` reports.
+    * *subject*: the ``sub`` of the first user, who approves unless
+      :attr:`approving_user` names another (see :meth:`add_user`).
     * *auth_methods*: the client authentication methods ``/token`` accepts and
       the metadata advertises (default: ``none``, ``client_secret_basic``,
       ``client_secret_post``, ``private_key_jwt``); e.g. ``["client_secret_basic"]``
@@ -499,6 +517,8 @@ class MockProvider:
         self._seen_jti: dict[str, float] = {}
         self._assertion_failures: list[str] = []
         self._last_access_token: str | None = None
+
+        self._init_accounts()
 
         self._port = port
         self._server: _Server | None = None
@@ -608,6 +628,7 @@ class MockProvider:
             "authorization_response_iss_parameter_supported": True,
             "scopes_supported": list(_SCOPES_SUPPORTED),
             **self._device_metadata(),
+            **self._account_metadata(),
         }
 
     # ------------------------------------------------------------------ clients
@@ -696,7 +717,7 @@ class MockProvider:
         """Whether *token* is a known, unrevoked, unexpired access token."""
         with self._lock:
             rec = self._access.get(token)
-            if rec is None or self._grants[rec.grant_id].revoked:
+            if rec is None or rec.revoked or self._grants[rec.grant_id].revoked:
                 return False
             return rec.expires_at is None or rec.expires_at > time.time()
 
@@ -795,6 +816,8 @@ class MockProvider:
             "/me": ("GET",),
             "/device_authorization": ("POST",),
             "/device": ("GET", "POST"),
+            "/jwks": ("GET",),
+            "/revoke": ("POST",),
         }
         if path not in routes or (path.startswith("/device") and not self.device_flow):
             return _json_response(404, {"error": "not_found"})
@@ -816,6 +839,10 @@ class MockProvider:
             return self._device_authorization(headers, body)
         if path == "/device":
             return self._device_page(parts.query) if method == "GET" else self._device_post(body)
+        if path == "/jwks":
+            return self._jwks()
+        if path == "/revoke":
+            return self._revoke(headers, body)
         return self._userinfo(headers)
 
     # /authorize ---------------------------------------------------------------
@@ -843,6 +870,8 @@ class MockProvider:
                 code_challenge=pending.code_challenge,
                 scope=pending.scope,
                 expires_at=time.time() + _CODE_LIFETIME,
+                subject=self._approver,
+                nonce=pending.nonce,
             )
         return self._authorize_redirect(pending.redirect_uri, pending.state, [("code", code)])
 
@@ -898,6 +927,7 @@ class MockProvider:
             state=params.get("state"),
             scope=params.get("scope") or _DEFAULT_SCOPE,
             code_challenge=challenge,
+            nonce=params.get("nonce"),
         )
 
     def _consent_page(self, pending: _Pending) -> _Response:
@@ -1097,11 +1127,14 @@ class MockProvider:
         ):
             raise _TokenError("invalid_grant", "PKCE verification failed")
         grant_id = secrets.token_hex(8)
-        self._grants[grant_id] = _Grant(client.client_id, rec.scope)
+        self._grants[grant_id] = _Grant(client.client_id, rec.scope, subject=rec.subject)
         rec.grant_id = grant_id
         self._counters["code_exchanges"] += 1
         refresh = self._new_refresh(grant_id, client) if self.issue_refresh_token else None
-        return self._token_payload(grant_id, client, rec.scope, refresh)
+        payload = self._token_payload(grant_id, client, rec.scope, refresh)
+        if "openid" in rec.scope.split():
+            payload["id_token"] = self._id_token(client.client_id, rec.subject, rec.nonce)
+        return payload
 
     def _grant_refresh(self, client: _Client, form: Mapping[str, str]) -> dict[str, Any]:
         token = form.get("refresh_token")
@@ -1234,8 +1267,12 @@ class MockProvider:
                 {"error": "invalid_token", "error_description": "unknown, expired or revoked"},
                 ("WWW-Authenticate", f'Bearer realm="{_REALM}", error="invalid_token"'),
             )
+        with self._lock:
+            self._counters["userinfo_requests"] += 1
+            subject = self._grants[rec.grant_id].subject or self.subject
+            claims = dict(self._users.get(subject, {}))
         return _json_response(
-            200, {"sub": self.subject, "client_id": rec.client_id, "scope": rec.scope}
+            200, {**claims, "sub": subject, "client_id": rec.client_id, "scope": rec.scope}
         )
 
     # ------------------------------------------------------------------ machine to machine
@@ -1639,6 +1676,225 @@ class MockProvider:
         return _html_response(
             200, "Access denied", "<h1>Access denied</h1><p>The device was not connected.</p>"
         )
+
+    # ------------------------------------------------------------------ accounts (OIDC, revocation)
+    # Users, ID Tokens signed with a rotating key set (/jwks), and RFC 7009
+    # revocation (/revoke). Kept apart from the rest so other extensions merge cleanly.
+
+    def _init_accounts(self) -> None:
+        self._users: dict[str, dict[str, str]] = {self.subject: {}}
+        self._approver = self.subject
+        self._signing_keys: list[Any] = []  # joserfc RSAKey, newest last; all published
+        self._next_id_token_claims: dict[str, Any] | None = None
+        self._next_id_token_forged = False
+        self._revocation_fail_remaining = 0
+        self._revocation_fail_status = 503
+        self.id_token_lifetime = 600
+
+    def _account_metadata(self) -> dict[str, Any]:
+        return {
+            "jwks_uri": self.jwks_uri,
+            "revocation_endpoint": self.revocation_endpoint,
+            "revocation_endpoint_auth_methods_supported": list(_AUTH_METHODS),
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "subject_types_supported": ["public"],
+        }
+
+    @property
+    def jwks_uri(self) -> str:
+        """``{issuer}/jwks``: the JWK Set that signs ID Tokens."""
+        return self.issuer + "/jwks"
+
+    @property
+    def revocation_endpoint(self) -> str:
+        """``{issuer}/revoke`` (RFC 7009)."""
+        return self.issuer + "/revoke"
+
+    def add_user(
+        self,
+        sub: str,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        preferred_username: str | None = None,
+    ) -> None:
+        """Add (or update) a user; its claims go into ID Tokens and ``/userinfo``.
+
+        Also sets the claims of the first user (``subject``) when ``sub`` names it.
+        """
+        claims = {"email": email, "name": name, "preferred_username": preferred_username}
+        with self._lock:
+            self._users[sub] = {k: v for k, v in claims.items() if v is not None}
+
+    @property
+    def approving_user(self) -> str:
+        """The ``sub`` of the user who approves the next authorizations (default ``subject``)."""
+        with self._lock:
+            return self._approver
+
+    @approving_user.setter
+    def approving_user(self, sub: str) -> None:
+        with self._lock:
+            if sub not in self._users:
+                raise KeyError(f"no user {sub!r}; add it with add_user()")
+            self._approver = sub
+
+    def rotate_signing_key(self, *, keep_old: bool = True) -> str:
+        """Sign ID Tokens from now on with a new key; returns its ``kid``.
+
+        With ``keep_old`` the previous keys stay published at ``/jwks`` (a
+        graceful rotation); without, only the new key is published, so tokens
+        signed before no longer verify.
+        """
+        from joserfc.jwk import RSAKey
+
+        key = RSAKey.generate_key(2048, parameters={"use": "sig", "alg": "RS256"}, auto_kid=True)
+        with self._lock:
+            self._signing_keys = [*self._signing_keys, key] if keep_old else [key]
+        return str(key.kid)
+
+    @property
+    def signing_kid(self) -> str:
+        """The ``kid`` ID Tokens are signed with now (generates the first key)."""
+        return str(self._current_key().kid)
+
+    def _current_key(self) -> Any:
+        with self._lock:
+            if not self._signing_keys:
+                self.rotate_signing_key()
+            return self._signing_keys[-1]
+
+    def alter_next_id_token(self, **claims: Any) -> None:
+        """One-shot: merge ``claims`` into the next ID Token (``None`` removes a claim).
+
+        E.g. ``nonce="other"``, ``exp=0``, ``aud="someone-else"``, ``iss=None``.
+        """
+        with self._lock:
+            self._next_id_token_claims = dict(claims)
+
+    def forge_next_id_token(self) -> None:
+        """One-shot: sign the next ID Token with a key that is not published, under the
+        ``kid`` of the published one (what a forger without the private key can do)."""
+        with self._lock:
+            self._next_id_token_forged = True
+
+    def make_id_token(
+        self, client_id: str, subject: str | None = None, nonce: str | None = None,
+        **claims: Any,
+    ) -> str:
+        """An ID Token as ``/token`` would issue it (for tests that need one directly)."""
+        with self._lock:
+            return self._id_token(client_id, subject, nonce, claims)
+
+    def _id_token(
+        self, client_id: str, subject: str | None, nonce: str | None,
+        more: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Build and sign an ID Token; the caller holds the lock."""
+        from joserfc import jwt
+        from joserfc.jwk import RSAKey
+
+        sub = subject or self.subject
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": client_id,
+            "iat": now,
+            "auth_time": now,
+            "exp": now + self.id_token_lifetime,
+            **self._users.get(sub, {}),
+        }
+        if nonce is not None:
+            claims["nonce"] = nonce
+        overrides, self._next_id_token_claims = self._next_id_token_claims, None
+        for name, value in {**(overrides or {}), **(more or {})}.items():
+            if value is None:
+                claims.pop(name, None)
+            else:
+                claims[name] = value
+        key = self._current_key()
+        forged, self._next_id_token_forged = self._next_id_token_forged, False
+        if forged:
+            key = RSAKey.generate_key(2048, parameters={"kid": str(key.kid)})
+        return jwt.encode({"alg": "RS256", "kid": str(key.kid)}, claims, key,
+                          algorithms=["RS256"])
+
+    def _jwks(self) -> _Response:
+        self._current_key()
+        with self._lock:
+            self._counters["jwks_requests"] += 1
+            keys = [k.as_dict(private=False) for k in self._signing_keys]
+        return _json_response(200, {"keys": keys})
+
+    @property
+    def jwks_requests(self) -> int:
+        """``GET /jwks`` requests."""
+        return self._count("jwks_requests")
+
+    @property
+    def revocations(self) -> int:
+        """Tokens revoked by ``POST /revoke`` (known tokens of the requesting client)."""
+        return self._count("revocations")
+
+    @property
+    def revocation_requests(self) -> int:
+        """``POST /revoke`` requests, including failed and injected-failure ones."""
+        return self._count("revocation_requests")
+
+    @property
+    def userinfo_requests(self) -> int:
+        """``GET /userinfo`` (or ``/me``) requests answered with claims."""
+        return self._count("userinfo_requests")
+
+    def fail_next_revocations(self, n: int, status: int = 503) -> None:
+        """Answer the next ``n`` ``POST /revoke`` with ``status`` (an RFC 6749 error JSON)."""
+        with self._lock:
+            self._revocation_fail_remaining = n
+            self._revocation_fail_status = status
+
+    def _revoke(self, headers: Mapping[str, str], body: bytes) -> _Response:
+        with self._lock:
+            self._counters["revocation_requests"] += 1
+            failing = self._revocation_fail_remaining > 0
+            if failing:
+                self._revocation_fail_remaining -= 1
+            status = self._revocation_fail_status
+        if failing:
+            error = "temporarily_unavailable" if status == 503 else "server_error"
+            return _json_response(status, {"error": error, "error_description": "injected"})
+        try:
+            form = _parse_params(body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return _json_response(400, {"error": "invalid_request",
+                                        "error_description": "malformed form"})
+        try:
+            with self._lock:
+                client = self._authenticate(form, headers.get("authorization"))
+                token = form.get("token")
+                if not token:
+                    raise _TokenError("invalid_request", "token is required")
+                self._revoke_token(client, token)
+        except _TokenError as exc:
+            extra = [("WWW-Authenticate", f'Basic realm="{_REALM}"')] if exc.status == 401 else []
+            return _json_response(
+                exc.status, {"error": exc.error, "error_description": exc.description}, *extra
+            )
+        # RFC 7009 2.2: 200 whether or not the token was valid.
+        return _Response(200, b"", [("Cache-Control", "no-store")])
+
+    def _revoke_token(self, client: _Client, token: str) -> None:
+        """Revoke a refresh token (its whole grant) or one access token; the caller
+        holds the lock. Unknown tokens and other clients' tokens are left alone."""
+        refresh = self._refresh.get(token)
+        if refresh is not None and refresh.client_id == client.client_id:
+            self._grants[refresh.grant_id].revoked = True
+            self._counters["revocations"] += 1
+            return
+        access = self._access.get(token)
+        if access is not None and access.client_id == client.client_id and not access.revoked:
+            access.revoked = True
+            self._counters["revocations"] += 1
 
 
 # --------------------------------------------------------------------------- headless browser
