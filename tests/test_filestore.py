@@ -208,10 +208,10 @@ def test_repair_restores_backup(path: Path) -> None:
 
 def test_repair_without_backup_keeps_bad_file_and_starts_empty(path: Path) -> None:
     path.parent.mkdir(parents=True)
-    path.write_bytes(b"garbage")
+    path.write_bytes(b'{"a": {"accessTo')  # torn: recognisably a store (item 9 refuses others)
     report = FileStore(path).repair()
     assert report.corrupt_copy is not None
-    assert Path(report.corrupt_copy).read_bytes() == b"garbage"
+    assert Path(report.corrupt_copy).read_bytes() == b'{"a": {"accessTo'
     store = FileStore(path)
     assert store.keys() == []
     store.set("a", Tokens("x"))

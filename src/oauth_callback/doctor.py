@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import OAuthCallbackError, StoreError
-from .fs import pid_alive, remove_stale_temp_files, temp_file_pattern
+from .fs import pid_alive, remove_stale
 from .storage.document import Document, DocumentError
 from .storage.file import FileStore
+from .storage.layout import FileLayout
 
 if TYPE_CHECKING:
     from .storage.encrypted import EncryptedStore
@@ -148,11 +149,7 @@ def _dir_repairable(directory: str, st: os.stat_result) -> bool:
 
 
 def _store_dir(path: str) -> str:
-    return os.path.dirname(os.path.realpath(path))
-
-
-def _lock_path(path: str) -> str:
-    return os.path.realpath(path) + ".lock"
+    return FileLayout.of(path).real_directory
 
 
 # --------------------------------------------------------------------------- checks
@@ -238,10 +235,25 @@ def check_store_file(path: str) -> list[Finding]:
         return findings
     mode = stat.S_IMODE(st.st_mode)
     euid = _euid()
-    if euid is not None and st.st_uid not in (euid, 0) and euid != 0:
-        findings.append(Finding("store-owner", Severity.WARNING,
-                                f"{target} is owned by uid {st.st_uid}, not by you (uid {euid})",
+    if euid is not None and st.st_uid not in (euid, 0):
+        findings.append(Finding("store-owner", Severity.ERROR,
+                                f"{target} is owned by uid {st.st_uid}, not by you (uid {euid}): "
+                                "the store refuses to use it (strict modes)",
                                 fix=f"chown {euid} {target}", path=target))
+    if stat.S_ISLNK(lst.st_mode) and euid is not None and lst.st_uid not in (euid, 0):
+        findings.append(Finding("store-symlink-owner", Severity.ERROR,
+                                f"symlink {path} is owned by uid {lst.st_uid}, not by you: the "
+                                "store refuses to follow it (someone may have planted it)",
+                                fix=f"rm {path}  (removes the link only)", path=path))
+    own = FileLayout.of(path).own_links(st) if st.st_nlink > 1 else 1
+    if st.st_nlink > own:
+        findings.append(Finding(
+            "store-hardlink", Severity.ERROR,
+            f"store file {target} has {st.st_nlink} hard links: another path names the same "
+            "file, so two paths would take two locks (a token refreshed twice) and the next "
+            "write would split them; the store refuses to use it",
+            fix="keep one path: remove the other hard link (find / -samefile "
+            f"{target}), or make it a symlink", path=target))
     if mode & 0o077:
         findings.append(Finding(
             "store-mode", Severity.ERROR,
@@ -281,7 +293,7 @@ def check_parse(path: str) -> list[Finding]:
         return [Finding("parse", Severity.ERROR, f"cannot read {path}: {exc.strerror}",
                         fix="check the file's owner and mode", path=path)]
     except DocumentError as exc:
-        backup = path + ".bak"
+        backup = FileLayout.of(path).backup
         try:
             backup_doc = _parse_file(backup)
         except (OSError, DocumentError) as bexc:
@@ -310,7 +322,7 @@ def check_parse(path: str) -> list[Finding]:
 
 def check_backup(path: str) -> list[Finding]:
     """The backup ``<path>.bak``: present once the store was rewritten, private, parseable."""
-    backup = path + ".bak"
+    backup = FileLayout.of(path).backup
     try:
         st = os.lstat(backup)
     except FileNotFoundError:
@@ -350,25 +362,12 @@ def check_backup(path: str) -> list[Finding]:
 
 
 def _temp_files(path: str) -> list[tuple[str, int]]:
-    directory = _store_dir(path)
-    name = os.path.basename(os.path.realpath(path))
-    patterns = [temp_file_pattern(name), temp_file_pattern(name + ".bak")]
-    try:
-        entries = sorted(os.listdir(directory))
-    except OSError:
-        return []
-    out: list[tuple[str, int]] = []
-    for entry in entries:
-        for pattern in patterns:
-            match = pattern.match(entry)
-            if match is not None:
-                out.append((os.path.join(directory, entry), int(match["pid"])))
-                break
-    return out
+    return FileLayout.of(path).temp_files()
 
 
 def check_temp_files(path: str) -> list[Finding]:
-    """Temporary files of writers (``.<name>.<pid>.<hex>.tmp``): stale when their pid is dead."""
+    """Temporary files of writers (``.<name>.<pid>.<hex>.tmp``, the backup's, and the npm
+    package's ``<name>.tmp.<pid>.<uuid>``): stale when their pid is dead."""
     findings: list[Finding] = []
     for temp, pid in _temp_files(path):
         if pid_alive(pid):
@@ -492,13 +491,14 @@ def _check_one_lock(lock_path: str, what: str, check: str) -> list[Finding]:
 
 def check_lock(path: str) -> list[Finding]:
     """The write lock ``<realpath>.lock`` and refresh locks: not symlinks, held or free."""
-    lock_path = _lock_path(path)
+    layout = FileLayout.of(path)
+    lock_path = layout.lock
     findings = _check_one_lock(lock_path, "lock file", "lock")
     if not findings and os.path.exists(os.path.realpath(path)):
         findings.append(Finding("lock", Severity.INFO,
                                 f"no lock file {lock_path} yet; the next write creates it",
                                 path=lock_path))
-    for refresh in sorted(glob.glob(glob.escape(os.path.realpath(path)) + ".refresh-*.lock")):
+    for refresh in sorted(glob.glob(layout.refresh_lock_glob)):
         for finding in _check_one_lock(refresh, "refresh lock", "refresh-lock"):
             if finding.severity is not Severity.OK:  # free refresh locks are not worth a line
                 findings.append(finding)
@@ -506,7 +506,7 @@ def check_lock(path: str) -> list[Finding]:
 
 
 def _corrupt_copies(path: str) -> list[str]:
-    return sorted(glob.glob(glob.escape(path) + ".corrupt-*"))
+    return FileLayout.of(path).corrupt_copies()
 
 
 def check_corrupt_copies(path: str) -> list[Finding]:
@@ -622,7 +622,9 @@ def check_encryption(store: EncryptedStore) -> list[Finding]:
 def repair(store: FileStore) -> list[str]:
     """Apply every safe fix to ``store`` and return a description of each action taken.
 
-    In order: remove symlinks at the lock paths (the links, never their
+    Refuses (:class:`StoreError`, nothing changed) a file that is not
+    recognisably a token store (:meth:`FileStore.check_repairable`). In
+    order: remove symlinks at the lock paths (the links, never their
     targets); ``chmod 0700`` the directory when it is the user's own and not a
     shared one (sticky, ``~`` or ``/``); :meth:`FileStore.repair` (stale temp
     files, corrupt file moved aside and backup restored, file and backup
@@ -632,12 +634,14 @@ def repair(store: FileStore) -> list[str]:
     """
     actions: list[str] = []
     path = store.path
-    locks = [_lock_path(path), *glob.glob(glob.escape(os.path.realpath(path)) + ".refresh-*.lock")]
+    layout = store.layout
+    store.check_repairable()  # before anything changes: never "repair" an unrelated file
+    locks = [layout.lock, *glob.glob(layout.refresh_lock_glob)]
     for lock in locks:
         if os.path.islink(lock):
             os.unlink(lock)
             actions.append(f"removed the symlink at {lock}")
-    directory = _store_dir(path)
+    directory = layout.real_directory
     with contextlib.suppress(FileNotFoundError):
         st = os.stat(directory)
         if stat.S_IMODE(st.st_mode) & 0o077 and _dir_repairable(directory, st):
@@ -645,8 +649,7 @@ def repair(store: FileStore) -> list[str]:
             actions.append(f"set mode 0700 on directory {directory} (was {_modes(st.st_mode)})")
     try:
         report = store.repair()
-        real = os.path.realpath(path)
-        stale = remove_stale_temp_files(real, real + ".bak") if real != path else []
+        stale = remove_stale(layout.temp_files())
     except OAuthCallbackError:
         raise
     except OSError as exc:

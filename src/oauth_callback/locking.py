@@ -34,9 +34,9 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from .errors import StoreLockTimeout, StorePermissionError
+from .errors import StoreLockTimeout, StorePermissionError, StoreWriteError
 
-__all__ = ["InterProcessLock", "key_lock"]
+__all__ = ["InterProcessLock"]
 
 _registry_lock = threading.Lock()
 _shared_locks: weakref.WeakValueDictionary[str, _Shared] = weakref.WeakValueDictionary()
@@ -243,7 +243,11 @@ class InterProcessLock:
                 raise StorePermissionError(
                     f"permission denied on lock file {self.path}: {exc.strerror}", path=self.path
                 ) from exc
-            raise
+            # e.g. EROFS (read-only file system), ENOSPC, EIO: typed, naming the file.
+            raise StoreWriteError(
+                f"could not open lock file {self.path}: [Errno {exc.errno}] {exc.strerror}",
+                path=self.path, errno=exc.errno,
+            ) from exc
         except BaseException:
             self._shared.lock.release()
             raise
@@ -272,17 +276,3 @@ class InterProcessLock:
 
     def __repr__(self) -> str:
         return f"InterProcessLock({self.path!r}, locked={self.is_locked})"
-
-
-def key_lock(path: str | os.PathLike[str], key: str, *, kind: str = "refresh",
-             timeout: float | None = 60.0) -> InterProcessLock:
-    """The per-key lock ``<real path>.<kind>-<sha256(key)[:16]>.lock`` of a store file.
-
-    Used by the file-based stores for their refresh locks, so a store opened
-    through a symlink and through its target share one lock.
-    """
-    import hashlib  # on first use: loading OpenSSL costs start-up time
-
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-    return InterProcessLock(f"{os.path.realpath(os.fspath(path))}.{kind}-{digest}.lock",
-                            timeout=timeout)

@@ -207,20 +207,23 @@ class TokenManager:
             client = self._client_for_refresh()
             used = current.refresh_token
             logger.debug("refreshing the access token of %r", key)
-            try:
-                new = client.refresh(
-                    used,
-                    previous=current,
-                    max_retries=self.max_retries,
-                    backoff=self.backoff,
-                )
-            except OAuthError as exc:
-                if exc.error != "invalid_grant":
-                    raise
-                self.store.update(key, _if_unchanged(current, None))
-                logger.info("the grant of %r is no longer valid; login required", key)
-                raise ReauthRequired(key, exc.error, exc.description, exc.uri) from None
-            stored = self._save_refreshed(current, new)
+            # Space for the successor first: a refresh token is never spent unless the
+            # new one can be stored (StoreWriteError here, and the provider is not contacted).
+            with self.store.reserve_write(key):
+                try:
+                    new = client.refresh(
+                        used,
+                        previous=current,
+                        max_retries=self.max_retries,
+                        backoff=self.backoff,
+                    )
+                except OAuthError as exc:
+                    if exc.error != "invalid_grant":
+                        raise
+                    self.store.update(key, _if_unchanged(current, None))
+                    logger.info("the grant of %r is no longer valid; login required", key)
+                    raise ReauthRequired(key, exc.error, exc.description, exc.uri) from None
+                stored = self._save_refreshed(current, new)
             if stored is new:
                 return new
             # A login or logout landed while the request was in flight: it wins.

@@ -227,6 +227,19 @@ class TokenStore(abc.ABC):
             lock = locks.setdefault(key, threading.RLock())
         return _ThreadLockContext(lock, key, timeout)
 
+    def reserve_write(self, key: str) -> contextlib.AbstractContextManager[Any]:
+        """Set aside what the next write of ``key`` in this thread needs, before an
+        irreversible step: :class:`TokenManager` enters it before each refresh
+        request, so a refresh token is never spent unless its successor can be
+        stored. Raises :class:`~oauth_callback.errors.StoreWriteError` when it
+        cannot (e.g. the disk is full); nothing was changed then.
+
+        :class:`FileStore` allocates the write's temp file; this default (and
+        backends without a way to reserve, see their docs) reserves nothing.
+        """
+        self._check(key)
+        return contextlib.nullcontext()
+
     # -- helpers ------------------------------------------------------------------
 
     def describe(self) -> str:

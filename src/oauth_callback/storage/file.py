@@ -19,22 +19,30 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import StoreCorruptError, StoreError, StorePermissionError
+from ..errors import StoreCorruptError, StoreError, StorePermissionError, StoreWriteError
 from ..fs import (
+    Reservation,
     atomic_write,
+    check_owner,
+    check_private_directory,
     ensure_private_directory,
     fsync_directory,
-    remove_stale_temp_files,
+    refresh_backup,
+    remove_stale,
+    reserve,
 )
-from ..locking import InterProcessLock, key_lock
+from ..locking import InterProcessLock
 from .base import Section, TokenStore
 from .document import FORMAT_VERSION, RESERVED_KEY, Document, DocumentError
+from .layout import FileLayout
 
-__all__ = ["DEFAULT_PATH", "ENV_VAR", "FileStore", "RepairReport", "default_path"]
+__all__ = ["DEFAULT_PATH", "ENV_VAR", "RESERVE_HEADROOM", "FileStore", "RepairReport",
+           "default_path"]
 
 log = logging.getLogger("oauth_callback.storage")
 
@@ -71,8 +79,13 @@ def default_path() -> str:
     return os.path.abspath(os.path.expanduser(value))
 
 
+#: Bytes :meth:`FileStore.reserve_write` sets aside beyond the current file size: room
+#: for a refreshed record that much larger than the one it replaces.
+RESERVE_HEADROOM = 16 * 1024
+
 _O_BINARY = getattr(os, "O_BINARY", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # Keep the snapshot's file open (see _Pin). Not on Windows, where an open
 # handle would make other processes' replace of the file fail.
 _PIN_FILES = sys.platform != "win32"
@@ -157,18 +170,20 @@ class FileStore(TokenStore):
         self.durable = durable
         self.lock_timeout = lock_timeout
         self.file_mode = file_mode
-        # The lock belongs to the file the path resolves to, so a symlink and
-        # its target share one lock.
-        self._real_directory = os.path.dirname(os.path.realpath(self.path))
-        self.lock_path = os.path.realpath(self.path) + ".lock"
+        #: Every file name of the store (the locks belong to the file the path
+        #: resolves to, so a symlink and its target share them).
+        self.layout = FileLayout.of(self.path)
+        self._real_directory = self.layout.real_directory
+        self.lock_path = self.layout.lock
         self._lock = InterProcessLock(self.lock_path, timeout=lock_timeout)
+        self._local = threading.local()  # .reservation: the thread's reserve_write()
         self._snapshot: _Snapshot = _EMPTY
         self._warned: set[tuple[int, int, int, int, int] | None] = set()
 
     @property
     def backup_path(self) -> str:
         """Where the previous good version is kept."""
-        return self.path + ".bak"
+        return self.layout.backup
 
     def describe(self) -> str:
         """The store file's path."""
@@ -189,6 +204,8 @@ class FileStore(TokenStore):
             st = os.stat(self.path)
         except FileNotFoundError:
             return _EMPTY.doc
+        except StoreError:
+            raise
         except OSError as exc:
             raise self._read_error(exc) from exc
         snapshot = self._snapshot
@@ -196,22 +213,77 @@ class FileStore(TokenStore):
             return snapshot.doc
         return self._load().doc
 
+    def _check_path(self) -> None:
+        """Strict modes for the path (see the README's Guarantees): its directory is
+        ours (or root's) and writable by no one else; a symlink at the path is ours
+        (or root's), and so is the directory of the file it names."""
+        layout = self.layout
+        what = f"token store {self.path}"
+        check_private_directory(layout.directory, what)
+        try:
+            lst = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        except StoreError:
+            raise
+        except OSError as exc:
+            raise self._read_error(exc) from exc
+        if stat.S_ISLNK(lst.st_mode):
+            check_owner(lst, self.path, "token store symlink")
+            real_directory = os.path.dirname(os.path.realpath(self.path))
+            if real_directory != layout.directory:
+                check_private_directory(real_directory, what)
+
+    def _check_file(self, fd: int, path: str, what: str = "token store") -> os.stat_result:
+        """Strict modes for an opened store or backup file: a regular file, ours (or
+        root's), and no hard link other than the store's own names. Returns its stat."""
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(f"{what} {path} is not a regular file", path=path)
+        check_owner(st, path, what)
+        if st.st_nlink > 1 and st.st_nlink > self.layout.own_links(st):
+            # A writer links the file to the backup while it holds the write lock;
+            # seen from outside the lock that is a moment with two names. Look again
+            # under the lock, where only a real foreign link remains.
+            try:
+                with self._lock:
+                    st = os.fstat(fd)
+                    extra = st.st_nlink > 1 and st.st_nlink > self.layout.own_links(st)
+            except StoreError:  # no lock here (e.g. read-only): look once more
+                st = os.fstat(fd)
+                extra = st.st_nlink > 1 and st.st_nlink > self.layout.own_links(st)
+            if extra:
+                raise StoreError(
+                    f"{what} {path} has {st.st_nlink} hard links: another path names the "
+                    "same file. Two paths would take two different locks (and so refresh "
+                    "one token twice), and the next write, a rename, would split them apart "
+                    "silently. Refusing to use it: keep one path (remove the other link, or "
+                    f"make it a symlink: ln -sf {path} OTHER)",
+                    path=path,
+                )
+        return st
+
     def _load(self) -> _Snapshot:
         """Read and parse the file now (reusing the parse when the bytes match)."""
+        self._check_path()
         try:
             fd = os.open(self.path, os.O_RDONLY | _O_BINARY | _O_CLOEXEC)
         except FileNotFoundError:
             self._snapshot = _EMPTY
             return _EMPTY
+        except StoreError:
+            raise
         except OSError as exc:
             raise self._read_error(exc) from exc
         pin = _Pin(fd)  # closes fd on every path, unless a snapshot keeps it
         try:
-            st = os.fstat(fd)
+            st = self._check_file(fd, self.path)
             chunks = [os.read(fd, st.st_size + 1)]  # usually the whole file in one call
             while chunks[-1]:
                 chunks.append(os.read(fd, 1 << 16))
             data = b"".join(chunks)
+        except StoreError:
+            raise
         except OSError as exc:
             raise self._read_error(exc) from exc
         key = _stat_key(st)
@@ -253,8 +325,7 @@ class FileStore(TokenStore):
         self, reason: str, data: bytes, key: tuple[int, int, int, int, int], mode: int
     ) -> _Snapshot:
         try:
-            with open(self.backup_path, "rb") as f:
-                backup = Document.parse(f.read())
+            backup = Document.parse(self._read_backup())
         except (OSError, DocumentError) as exc:
             why = "no backup" if isinstance(exc, FileNotFoundError) else f"backup unusable: {exc}"
             raise StoreCorruptError(
@@ -270,6 +341,13 @@ class FileStore(TokenStore):
                 self.path, reason, self.backup_path,
             )
         return _Snapshot(backup, data, key, mode, corrupt_reason=reason)
+
+    def _read_backup(self) -> bytes:
+        """The backup's bytes (``O_NOFOLLOW``; strict modes as for the store)."""
+        fd = os.open(self.backup_path, os.O_RDONLY | _O_BINARY | _O_CLOEXEC | _O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            self._check_file(f.fileno(), self.backup_path, "token store backup")
+            return f.read()
 
     def _read_error(self, exc: OSError) -> StoreError:
         if isinstance(exc, PermissionError):
@@ -291,6 +369,7 @@ class FileStore(TokenStore):
 
     def _modify(self, section: Section, key: str, fn: Callable[[Any], Any]) -> Any:
         result: list[Any] = []
+        removed_secret: list[bool] = []
 
         def change(doc: Document) -> Document | None:
             current = doc.get(section, key)
@@ -298,26 +377,38 @@ class FileStore(TokenStore):
             result.append(new)
             if new is current:
                 return None
+            # A finished (or abandoned) login's PKCE verifier and state must not
+            # stay behind in the backup.
+            removed_secret.append(section == "sessions" and new is None and current is not None)
             return doc.with_value(section, key, new)
 
-        self._transact(change)
+        self._transact(change, backup_current=removed_secret)
         return result[0]
 
     def clear(self) -> None:
         """Remove every token, client and session (unknown metadata is kept).
 
-        The backup goes too, so no cleared secret stays on disk. (After
-        ``delete``, the previous version stays in the backup until the next
-        write replaces it.)
+        The backup and every corrupt copy go too, so no cleared secret stays
+        on disk. (After ``delete``, the previous version stays in the backup
+        until the next write replaces it.)
         """
         self._transact(lambda doc: Document({}, {}, doc.meta, {}, {}), keep_backup=False)
 
     def _transact(
-        self, change: Callable[[Document], Document | None], *, keep_backup: bool = True
+        self,
+        change: Callable[[Document], Document | None],
+        *,
+        keep_backup: bool = True,
+        backup_current: list[bool] | None = None,
     ) -> None:
-        """Run ``change`` on the latest document under the write lock and save its result."""
+        """Run ``change`` on the latest document under the write lock and save its result.
+
+        ``backup_current``: filled by ``change``; ``[True]`` makes the backup a
+        copy of the new file instead of the old one.
+        """
         self._ensure_directory()
-        with self._lock:
+        self._check_path()  # before the lock file is created
+        with self._lock, self._os_errors():
             snapshot = self._load_for_write()
             if snapshot.doc.newer_version:
                 raise StoreError(
@@ -328,9 +419,30 @@ class FileStore(TokenStore):
             new_doc = change(snapshot.doc)
             if new_doc is None:
                 return
-            self._save(new_doc, snapshot, keep_backup=keep_backup)
+            self._save(new_doc, snapshot, keep_backup=keep_backup,
+                       backup_current=bool(backup_current and backup_current[-1]))
 
-    def _save(self, doc: Document, snapshot: _Snapshot, *, keep_backup: bool = True) -> None:
+    @contextlib.contextmanager
+    def _os_errors(self) -> Iterator[None]:
+        """Any OS error of a store operation becomes a :class:`StoreError` naming the file."""
+        try:
+            yield
+        except OSError as exc:
+            if isinstance(exc, StoreError):
+                raise
+            path = getattr(exc, "filename", None) or self.path
+            cls = StorePermissionError if isinstance(exc, PermissionError) else StoreWriteError
+            error = cls(
+                f"token store {self.path}: operation on {path} failed: "
+                f"[Errno {exc.errno}] {exc.strerror or exc}",
+                path=self.path,
+            )
+            if isinstance(error, StoreWriteError):
+                error.errno = exc.errno
+            raise error from exc
+
+    def _save(self, doc: Document, snapshot: _Snapshot, *, keep_backup: bool = True,
+              backup_current: bool = False) -> None:
         data = doc.serialize()
         backup: str | None = self.backup_path if keep_backup else None
         if snapshot.corrupt_reason is not None:
@@ -343,12 +455,22 @@ class FileStore(TokenStore):
                 "token store %s had mode %04o; tightening to %04o",
                 self.path, snapshot.mode, self.file_mode,
             )
-        atomic_write(self.path, data, mode=self.file_mode, durable=self.durable, backup=backup)
+        remove_stale(self.layout.temp_files())
+        reservation: Reservation | None = getattr(self._local, "reservation", None)
+        atomic_write(self.path, data, mode=self.file_mode, durable=self.durable,
+                     backup=None if backup_current else backup,
+                     reservation=None if reservation is None or reservation.used else reservation,
+                     clean_stale=False)
+        if backup_current and backup is not None:
+            refresh_backup(self.path, backup, mode=self.file_mode, durable=self.durable)
         if not keep_backup:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.backup_path)
-                if self.durable:
-                    fsync_directory(os.path.dirname(self.backup_path))
+            removed = False
+            for leftover in (self.backup_path, *self.layout.corrupt_copies()):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+                    removed = True
+            if removed and self.durable:
+                fsync_directory(os.path.dirname(self.backup_path))
         try:
             fd = os.open(self.path, os.O_RDONLY | _O_BINARY | _O_CLOEXEC)
         except OSError:
@@ -366,7 +488,7 @@ class FileStore(TokenStore):
     def _move_aside(self) -> str:
         """Keep a copy of the bad file as ``<path>.corrupt-<timestamp>`` (a hard link)."""
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        aside = f"{self.path}.corrupt-{stamp}"
+        aside = f"{self.layout.corrupt_prefix}{stamp}"
         target = os.path.realpath(self.path)
         try:
             os.link(target, aside)
@@ -396,23 +518,87 @@ class FileStore(TokenStore):
         """
         self._check(key)
         self._ensure_directory()
-        return key_lock(self.path, key, timeout=60.0 if timeout is None else timeout)
+        self._check_path()
+        return InterProcessLock(self.layout.refresh_lock(key),
+                                timeout=60.0 if timeout is None else timeout)
+
+    @contextlib.contextmanager
+    def reserve_write(self, key: str) -> Iterator[None]:
+        """Set aside the disk space the next write of this thread needs, before an
+        irreversible step (a refresh spends the old refresh token).
+
+        Creates the temp file of that write and allocates the current file size
+        plus :data:`RESERVE_HEADROOM` bytes to it (``posix_fallocate``); the
+        first write inside the block writes into it. Raises
+        :class:`StoreWriteError` (e.g. ``errno.ENOSPC``) when the space is not
+        there, and then nothing was changed. A normal ``set()`` does not
+        reserve and costs nothing more.
+        """
+        self._check(key)
+        if getattr(self._local, "reservation", None) is not None:
+            yield  # nested: the outer reservation serves
+            return
+        self._ensure_directory()
+        with self._os_errors():
+            self._check_path()
+            try:
+                size = os.stat(self.path).st_size
+            except FileNotFoundError:
+                size = 0
+        reservation = reserve(self.path, size + RESERVE_HEADROOM, mode=self.file_mode)
+        self._local.reservation = reservation
+        try:
+            yield
+        finally:
+            self._local.reservation = None
+            reservation.release()
 
     # -- maintenance --------------------------------------------------------
+
+    def check_repairable(self) -> None:
+        """Refuse (:class:`StoreError`) to repair a file that is not recognisably a token
+        store: one whose content is not a JSON object (nor empty or zeroed, as a
+        crash can leave it) and that has no usable backup, e.g. a mistyped
+        ``--store`` naming an unrelated file."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | _O_BINARY | _O_CLOEXEC | _O_NOFOLLOW)
+        except OSError:
+            fd = None
+        if fd is None:  # missing, or a symlink: the strict checks decide
+            return
+        with os.fdopen(fd, "rb") as f:
+            head = f.read(4096).lstrip()
+        if not head.strip(b"\0") or head.startswith(b"{"):
+            return  # empty, zeroed (a crash) or a JSON object (perhaps damaged): a store
+        try:
+            Document.parse(self._read_backup())
+            return  # a good backup of ours sits next to it
+        except (OSError, DocumentError, StoreError):
+            pass
+        raise StoreError(
+            f"{self.path} does not look like a token store (it is not JSON and has no "
+            f"backup {self.backup_path}); refusing to repair it, nothing was changed. "
+            "Check the store path (--store, $OAUTH_CALLBACK_STORE); if it really is your "
+            "token store, move it aside yourself",
+            path=self.path,
+        )
 
     def repair(self) -> RepairReport:
         """Bring the store back to a usable state, losing as little as possible.
 
-        Under the write lock: remove temp files of dead writers; if the file
-        does not parse, move it aside and restore the backup when it is good,
-        else start an empty store (the bad file is kept, so nothing is
-        deleted); tighten a loose file mode. Returns what it found and did.
+        Refuses a file that is not recognisably a token store
+        (:meth:`check_repairable`). Under the write lock: remove temp files of
+        dead writers; if the file does not parse, move it aside and restore the
+        backup when it is good, else start an empty store (the bad file is
+        kept, so nothing is deleted); tighten a loose file mode. Returns what
+        it found and did.
         """
         report = RepairReport(self.path)
+        self.check_repairable()
         self._ensure_directory()
-        with self._lock:
-            real = os.path.realpath(self.path)
-            for removed in remove_stale_temp_files(real, self.backup_path):
+        self._check_path()
+        with self._lock, self._os_errors():
+            for removed in remove_stale(self.layout.temp_files()):
                 report.problems.append(f"stale temporary file {removed}")
                 report.actions.append(f"removed {removed}")
             try:
@@ -448,6 +634,5 @@ class FileStore(TokenStore):
         return report
 
     def _last_corrupt_copy(self) -> str | None:
-        directory, name = os.path.split(self.path)
-        copies = sorted(e for e in os.listdir(directory) if e.startswith(name + ".corrupt-"))
-        return os.path.join(directory, copies[-1]) if copies else None
+        copies = self.layout.corrupt_copies()
+        return copies[-1] if copies else None

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import configparser
 import contextlib
-import hashlib
 import importlib
 import json
 import os
@@ -86,8 +85,9 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
 from ..errors import StoreCorruptError, StoreError, StoreUnavailableError
 from ..fs import ensure_private_directory
 from ..locking import InterProcessLock
-from ..models import ClientInfo, OAuthSession, Tokens
 from .base import Section, TokenStore
+from .layout import keyring_lock_file, lock_file
+from .records import decode_record, encode_record, load_json
 
 __all__ = [
     "DEFAULT_SERVICE",
@@ -108,7 +108,6 @@ LOCK_DIR_ENV_VAR = "OAUTH_CALLBACK_LOCK_DIR"
 INDEX_FORMAT = 1
 
 _SECTIONS: tuple[Section, ...] = ("tokens", "clients", "sessions")
-_KINDS: dict[str, Any] = {"tokens": Tokens, "clients": ClientInfo, "sessions": OAuthSession}
 
 _ALTERNATIVES = (
     "Use another store instead: a FileStore (the default; '--store PATH' on the command "
@@ -136,10 +135,6 @@ def default_lock_dir() -> str:
     if configured:
         return os.path.abspath(os.path.expanduser(configured))
     return os.path.join(os.path.expanduser("~"), ".cache", "oauth-callback")
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _class_name(cls: type) -> str:
@@ -268,7 +263,7 @@ class _Index:
     @classmethod
     def parse(cls, text: str) -> _Index:
         """Parse the index entry; raises ``ValueError`` saying what is wrong."""
-        data = json.loads(text)
+        data = load_json(text)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         fmt = data.get("format")
@@ -347,7 +342,7 @@ class KeyringStore(TokenStore):
         self.lock_timeout = lock_timeout
         self.backend = _usable_backend(service, keyring_backend)
         if lock_path is None:
-            self.lock_path = os.path.join(default_lock_dir(), f"keyring-{_digest(service)}.lock")
+            self.lock_path = keyring_lock_file(default_lock_dir(), service)
         else:
             self.lock_path = os.path.abspath(os.path.expanduser(os.fspath(lock_path)))
         self._lock = InterProcessLock(self.lock_path, timeout=lock_timeout)
@@ -440,25 +435,19 @@ class KeyringStore(TokenStore):
         base = self.lock_path.removesuffix(".lock")
         self._ensure_lock_directory()
         return InterProcessLock(
-            f"{base}.refresh-{_digest(key)}.lock",
-            timeout=60.0 if timeout is None else timeout,
+            lock_file(base, key), timeout=60.0 if timeout is None else timeout
         )
 
     # -- records and index --------------------------------------------------
 
     def _decode(self, section: str, key: str, text: str) -> Any:
-        try:
-            return _KINDS[section].from_record(json.loads(text))
-        except (ValueError, RecursionError) as exc:
-            reason = str(exc) if not isinstance(exc, json.JSONDecodeError) else (
-                f"not valid JSON ({exc.msg} at column {exc.colno})"
-            )
-            raise StoreCorruptError(
-                f"{section} record {key!r} (entry {entry_username(section, key)!r} of keyring "
-                f"service {self.service!r}) is corrupt ({reason}); nothing was changed. "
-                "Delete that keychain entry to drop the record",
-                path=self.resource,
-            ) from None
+        return decode_record(
+            section, text,
+            what=f"{section} record {key!r} (entry {entry_username(section, key)!r} of keyring "
+            f"service {self.service!r})",
+            path=self.resource,
+            hint="Delete that keychain entry to drop the record",
+        )
 
     def _load_index(self, *, for_write: bool) -> _Index:
         text = self._get(INDEX_USERNAME)
@@ -466,10 +455,8 @@ class KeyringStore(TokenStore):
             return _Index()
         try:
             index = _Index.parse(text)
-        except (ValueError, RecursionError) as exc:
-            reason = str(exc) if not isinstance(exc, json.JSONDecodeError) else (
-                f"not valid JSON ({exc.msg} at column {exc.colno})"
-            )
+        except ValueError as exc:  # RecordError from load_json included
+            reason = str(exc)
             raise StoreCorruptError(
                 f"the key index (entry {INDEX_USERNAME!r}) of keyring service "
                 f"{self.service!r} is corrupt ({reason}); nothing was changed. The records "
@@ -543,7 +530,7 @@ class KeyringStore(TokenStore):
                     self._save_index(index)
                 return None
             record = new.to_record()
-            data = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+            data = encode_record(record)
             secrets = tuple(_strings(record))
             if listed:
                 if dirty:

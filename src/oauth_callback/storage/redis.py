@@ -76,8 +76,9 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
     ) from _exc
 
 from ..errors import StoreCorruptError, StoreError, StoreLockTimeout, StoreUnavailableError
-from ..models import ClientInfo, OAuthSession, Tokens
+from ..models import Tokens
 from .base import Section, TokenStore
+from .records import corrupt, decode_record, load_json
 from .url import REDIS_PARAMETERS, REDIS_SCHEMES, StoreURL, parse_store_url
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
@@ -89,7 +90,6 @@ DEFAULT_PREFIX = "oauth-callback"
 
 _SUFFIX: dict[str, str] = {"tokens": "tokens", "clients": "client", "sessions": "session"}
 _SECTION_OF_SUFFIX = {v: k for k, v in _SUFFIX.items()}
-_KIND: dict[Section, Any] = {"tokens": Tokens, "clients": ClientInfo, "sessions": OAuthSession}
 _LOCK_SUFFIX = "refresh-lock"
 _EVENTS_SUFFIX = "refresh-events"
 _B64 = re.compile(r"[A-Za-z0-9_-]*")
@@ -559,20 +559,20 @@ class RedisStore(TokenStore):
         """``(value, seq)`` of a stored payload; ``(None, 0)`` when missing."""
         if raw is None:
             return None, 0
+        what = f"Redis key {rkey} at {self.location}"
+        hint = "Delete that Redis key to drop it"
         try:
-            payload = json.loads(raw)
+            payload = load_json(raw)
             if not isinstance(payload, dict) or not isinstance(payload.get("record"), dict):
                 raise ValueError("not a store payload")
             seq = payload.get("seq", 0)
             if not isinstance(seq, int) or isinstance(seq, bool):
                 raise ValueError("'seq' is not an integer")
-            return _KIND[section].from_record(payload["record"]), seq
         except ValueError as exc:
-            raise StoreCorruptError(
-                f"Redis key {rkey} at {self.location} holds an unreadable value ({exc}); "
-                f"nothing was changed. Delete that Redis key to drop it",
-                path=self.location,
-            ) from None
+            raise corrupt(what, f"an unreadable value: {exc}", path=self.location,
+                          hint=hint) from None
+        return decode_record(section, payload["record"], what=what, path=self.location,
+                             hint=hint), seq
 
     def _encode(self, key: str, seq: int, value: Any) -> str:
         # "w" tells this write from any other (a retry after a lost reply finds it).

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_mod
-import json
 import logging
 import os
 import sqlite3
@@ -67,10 +66,11 @@ from ..errors import (
     StoreWriteError,
 )
 from ..fs import ensure_private_directory
-from ..locking import InterProcessLock, key_lock
-from ..models import ClientInfo, OAuthSession, Tokens
+from ..locking import InterProcessLock
 from .base import Section, TokenStore
 from .document import RESERVED_KEY
+from .layout import lock_file
+from .records import MODELS, corrupt, decode_record, encode_record
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -79,7 +79,6 @@ log = logging.getLogger("oauth_callback.storage")
 #: The schema this version writes; a database with a higher one is read but never modified.
 SCHEMA_VERSION = 1
 
-_KINDS: dict[str, Any] = {"tokens": Tokens, "clients": ClientInfo, "sessions": OAuthSession}
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 #: Every non-empty SQLite database file starts with these bytes.
@@ -373,19 +372,14 @@ class SQLiteStore(TokenStore):
         return StoreError(f"could not {action} {where}: {exc}", path=self.path)
 
     def _decode(self, section: Section, key: str, text: Any) -> Any:
-        try:
-            if not isinstance(text, str):
-                raise ValueError(f"stored as {type(text).__name__}, not JSON text")
-            return _KINDS[section].from_record(json.loads(text))
-        except (ValueError, RecursionError) as exc:
-            reason = str(exc) if not isinstance(exc, json.JSONDecodeError) else (
-                f"not valid JSON ({exc.msg} at column {exc.colno})"
-            )
-            raise StoreCorruptError(
-                f"{section} record {key!r} in token store {self.path} is corrupt ({reason}); "
-                "nothing was changed. SQLiteStore.repair() moves it aside",
-                path=self.path,
-            ) from None
+        if not isinstance(text, str):
+            raise corrupt(f"{section} record {key!r} in token store {self.path}",
+                          f"stored as {type(text).__name__}, not JSON text", path=self.path,
+                          hint="SQLiteStore.repair() moves it aside")
+        return decode_record(
+            section, text, what=f"{section} record {key!r} in token store {self.path}",
+            path=self.path, hint="SQLiteStore.repair() moves it aside",
+        )
 
     # -- reading ---------------------------------------------------------------
 
@@ -456,7 +450,7 @@ class SQLiteStore(TokenStore):
             if new is None:
                 conn.execute("DELETE FROM records WHERE section = ? AND key = ?", (section, key))
                 return None
-            text = json.dumps(new.to_record(), ensure_ascii=False)
+            text = encode_record(new.to_record())
             if row is None:
                 conn.execute(
                     "INSERT INTO records (section, key, record) VALUES (?, ?, ?)",
@@ -486,7 +480,8 @@ class SQLiteStore(TokenStore):
         """
         self._check(key)
         self._ensure_directory()
-        return key_lock(self.path, key, timeout=60.0 if timeout is None else timeout)
+        return InterProcessLock(lock_file(os.path.realpath(self.path), key),
+                                timeout=60.0 if timeout is None else timeout)
 
     # -- maintenance --------------------------------------------------------------
 
@@ -501,7 +496,7 @@ class SQLiteStore(TokenStore):
         with self._transaction() as conn:
             rows = conn.execute("SELECT section, key, record FROM records").fetchall()
             for section, key, text in rows:
-                if section not in _KINDS:
+                if section not in MODELS:
                     continue
                 try:
                     self._decode(section, key, text)
