@@ -201,6 +201,17 @@ def test_strict_modes_against_a_second_local_user() -> None:
         assert str(pre) in str(r["message"]) and f"uid {attacker.uid}" in str(r["message"])
         assert os.listdir(pre) == []
 
+        # The victim's own file in a directory the attacker owns (mode 0755: writable
+        # by its owner only, who can still swap the file): refused.
+        theirs = base / "attacker-dir"
+        theirs.mkdir(mode=0o755)
+        os.chown(theirs, attacker.uid, attacker.gid)
+        (theirs / "tokens.json").write_text('{"k": {"accessToken": "x"}}')
+        os.chown(theirs / "tokens.json", victim.uid, victim.gid)
+        r = victim.run(VICTIM, "get", str(theirs / "tokens.json"))
+        assert r["type"] == "StorePermissionError", r
+        assert str(theirs) in str(r["message"]) and f"uid {attacker.uid}" in str(r["message"])
+
         # A world-readable store file owned by the attacker: not read.
         hostile = private / "tokens.json"
         hostile.write_text('{"k": {"accessToken": "attacker"}, "$oauth_callback": {"version": '
@@ -268,3 +279,21 @@ def test_root_owned_files_are_accepted(tmp_path: Path) -> None:
     # system's root-owned directories (e.g. a root-made /srv/app) stay usable.
     FileStore(tmp_path / "s" / "tokens.json").set("k", Tokens("x", expires_at=time.time() + 60))
     assert FileStore(tmp_path / "s" / "tokens.json").get("k") is not None
+
+
+@requires_root
+def test_atomic_write_never_follows_another_users_symlink(tmp_path: Path) -> None:
+    """The shared mechanism itself (every writer): a link owned by someone else is refused."""
+    with unprivileged_users(1) as (attacker,):
+        aim = tmp_path / "aim.json"
+        aim.write_bytes(b"theirs")
+        link = tmp_path / "tokens.json"
+        os.symlink(aim, link)
+        os.lchown(link, attacker.uid, attacker.gid)
+        with pytest.raises(StorePermissionError) as info:
+            atomic_write(link, b"secret")
+        assert str(link) in str(info.value) and f"uid {attacker.uid}" in str(info.value)
+        assert aim.read_bytes() == b"theirs"
+        os.lchown(link, 0, 0)  # root's (or our own) link is followed as before
+        atomic_write(link, b"ours")
+        assert aim.read_bytes() == b"ours" and link.is_symlink()

@@ -487,6 +487,8 @@ def atomic_write(
         raise TypeError(f"data must be bytes, not {type(data).__name__}")
     try:
         target = _resolve_target(os.fspath(path))
+    except StorePermissionError:
+        raise
     except OSError as exc:
         raise _write_error(os.fspath(path), "resolve path", exc) from exc
     directory, name = os.path.split(target)
