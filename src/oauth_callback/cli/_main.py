@@ -92,10 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("login", parents=[common], help="log in with a browser and store the tokens",
-                       description="Run the authorization code flow with PKCE on a loopback "
-                       "redirect URI and store the tokens. Prints a one-line summary, never the "
-                       "token.")
+    p = sub.add_parser("login", parents=[common], help="log in (browser, paste-back or device "
+                       "code) and store the tokens",
+                       description="Log in and store the tokens: with a browser (authorization "
+                       "code + PKCE on a loopback redirect URI), by pasting the redirect back "
+                       "(--no-browser), or with a code entered on any device (--device, RFC "
+                       "8628). Inside SSH or without a display the device flow is chosen when "
+                       "the provider offers it, paste-back otherwise. Prints a one-line "
+                       "summary, never the token.")
     where = p.add_argument_group("authorization server (--issuer, or both endpoint URLs)")
     where.add_argument("--issuer", help="issuer URL; endpoints are discovered (RFC 8414)")
     where.add_argument("--authorize-url", metavar="URL", help="authorization endpoint")
@@ -108,10 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=0,
                    help="loopback port for the redirect URI (default 0: any free port)")
     p.add_argument("--key", help="store key (default: the issuer's host)")
-    p.add_argument("--no-browser", action="store_true",
-                   help="print the authorization URL instead of opening a browser")
+    how = p.add_argument_group(
+        "how to log in (default: a browser here; inside SSH or without a display: the device "
+        "flow when the provider offers it, else --no-browser)"
+    ).add_mutually_exclusive_group()
+    how.add_argument("--browser", action="store_true",
+                     help="open a browser on this machine, even inside SSH")
+    how.add_argument("--no-browser", action="store_true",
+                     help="print the authorization URL; finish with the loopback callback or "
+                     "by pasting the address the browser ends on (over SSH)")
+    how.add_argument("--device", action="store_true",
+                     help="device authorization grant (RFC 8628): enter a code on any device")
+    p.add_argument("--device-url", metavar="URL",
+                   help="device authorization endpoint (default: from the issuer's metadata)")
+    p.add_argument("--qr", action="store_true",
+                   help="with the device flow, always draw a QR code of the verification URL "
+                   "(needs the qr extra; default: on a terminal when segno is installed)")
+    p.add_argument("--json", action="store_true",
+                   help="progress events on stdout, one JSON object per line (for wrappers)")
     p.add_argument("--timeout", type=_positive_float, default=300.0, metavar="SECONDS",
-                   help="how long to wait for the authorization (default 300)")
+                   help="how long to wait for the browser's callback (default 300)")
     p.set_defaults(run=("login", "cmd_login"))
 
     p = sub.add_parser("token", parents=[common], help="print a valid access token",
@@ -199,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Start an embedded mock OAuth provider and run login, token "
                        "and an expiry-driven refresh end to end, in a temporary store unless "
                        "--store is given.")
-    p.add_argument("--headless", action="store_true",
+    p.add_argument("--no-browser", "--headless", dest="no_browser", action="store_true",
                    help="never open a browser; follow the redirect headlessly "
                    "(automatic without a display)")
     p.add_argument("--keep", action="store_true", help="keep the temporary store directory")

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,8 +20,10 @@ from ..models import fingerprint
 from ..storage.file import FileStore
 from ..testing import MockProvider
 from ._common import EXIT_FAILURE, EXIT_OK, PROG, human_expiry, info, mode_line, store_from_args
+from ._login_ui import show_device_code
 
 if TYPE_CHECKING:
+    from ..device import DeviceAuthorization
     from ..storage.base import TokenStore
 __all__ = ["cmd_demo", "follow_authorization"]
 
@@ -70,7 +73,7 @@ def _demo_token(store: TokenStore, key: str, label: str) -> str:
 
 def _run_demo(args: argparse.Namespace, provider: MockProvider, store: TokenStore) -> int:
     key = "demo"
-    headless = args.headless or no_graphical_display()
+    headless = args.no_browser or no_graphical_display()
     _step(1, f"Started a mock OAuth provider at {provider.issuer}")
     _step(2, f"Token store: {store.describe()}")
     _step(3, "Discovering the provider's endpoints (RFC 8414)")
@@ -92,7 +95,7 @@ def _run_demo(args: argparse.Namespace, provider: MockProvider, store: TokenStor
                 used.append("browser")
                 _say("opened the authorization page in your browser; the mock provider approves "
                      "at once and redirects to the loopback callback (waiting up to 120 s; "
-                     "--headless skips the browser)")
+                     "--no-browser skips the browser)")
                 return
             _say("could not open a browser")
         used.append("headless")
@@ -126,15 +129,39 @@ def _run_demo(args: argparse.Namespace, provider: MockProvider, store: TokenStor
     resp = httpx2.get(provider.userinfo_endpoint, headers={"Authorization": f"Bearer {after}"},
                       timeout=10.0)
     _say(f"GET {provider.userinfo_endpoint} -> HTTP {resp.status_code} {resp.text.strip()}")
+    device_ok = _demo_device(provider, client, store)
     if isinstance(store, FileStore):
-        _step(9, "The store on disk")
+        _step(10, "The store on disk")
         _say(mode_line(os.path.dirname(store.path)))
         _say(mode_line(store.path))
         if os.path.exists(store.backup_path):
             _say(mode_line(store.backup_path))
-    ok = bool(refreshed) and changed and resp.status_code == 200
+    ok = bool(refreshed) and changed and resp.status_code == 200 and device_ok
     print(f"\nDemo {'complete' if ok else 'FAILED'} ({used[0] if used else '?'} authorization).")
     return EXIT_OK if ok else EXIT_FAILURE
+
+
+def _demo_device(provider: MockProvider, client: OAuthClient, store: TokenStore) -> bool:
+    """Step 9: the device flow (RFC 8628), the way to log in over SSH or in a container."""
+    key = "demo-device"
+    _step(9, "Logging in without a browser here: the device flow (RFC 8628), as over SSH")
+    provider.device_interval = 1
+
+    def on_code(grant: DeviceAuthorization) -> None:
+        show_device_code(grant, sys.stdout, qr=False)
+        _say("(the demo plays the person: it enters the code on the provider's page "
+             f"{grant.verification_uri} and approves)")
+        page = httpx2.post(grant.verification_uri, timeout=10.0,
+                           data={"user_code": grant.user_code, "action": "approve"})
+        _say(f"approval page answered HTTP {page.status_code}; polling the token endpoint "
+             f"every {grant.interval:g} s until the approval shows")
+
+    tokens = client.login_device(store, key, on_code=on_code)
+    saved = store.get_client(key) is not None
+    _say(f"stored tokens for {key!r}: access token {fingerprint(tokens.access_token)}, "
+         f"expires {human_expiry(tokens.expires_at)}, client saved: {'yes' if saved else 'no'} "
+         f"(later refreshed exactly like the browser login's)")
+    return saved and provider.is_access_token_active(tokens.access_token)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

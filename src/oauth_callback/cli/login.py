@@ -1,4 +1,15 @@
-"""``oauth-callback login``: the authorization code flow with PKCE on a loopback redirect."""
+"""``oauth-callback login``: the three ways to log in, and the choice between them.
+
+* the browser (default on a desktop): authorization code + PKCE on a loopback
+  redirect, the system browser opened;
+* ``--no-browser`` (paste-back): the URL printed; the loopback callback or the
+  redirect URL pasted on stdin, whichever comes first;
+* ``--device``: the device authorization grant (RFC 8628), a code to enter
+  on any device.
+
+Without a display or inside SSH the device flow is chosen when the provider
+offers it, paste-back otherwise (:func:`choose_method`), said in one line.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +22,28 @@ from typing import TYPE_CHECKING, TextIO
 from urllib.parse import parse_qs, urlsplit
 
 from ..browser import no_graphical_display, open_url
+from ..errors import OAuthCallbackError
 from ..flow import OAuthClient
 from ._common import (
     EXIT_OK,
     EXIT_USAGE,
+    PROG,
     SECRET_ENV_VAR,
     CliError,
+    human_duration,
     human_expiry,
     info,
     log,
     store_from_args,
 )
+from ._login_ui import Events, show_device_code
 
 if TYPE_CHECKING:
+    from ..device import DeviceAuthorization
     from ..models import Tokens
     from ..storage.base import TokenStore
 
-__all__ = ["Progress", "cmd_login", "default_key"]
+__all__ = ["Progress", "choose_method", "cmd_login", "default_key", "in_ssh_session"]
 
 
 class Progress:
@@ -42,13 +58,20 @@ class Progress:
         self._thread: threading.Thread | None = None
         self._message = ""
         self._timeout: float | None = None
+        self._deadline: float | None = None
 
-    def start(self, message: str, timeout: float | None = None) -> None:
-        """Show ``message``; on a TTY animate it (elapsed / ``timeout`` s) until :meth:`stop`."""
+    def start(
+        self, message: str, timeout: float | None = None, *, deadline: float | None = None
+    ) -> None:
+        """Show ``message``; on a TTY animate it (elapsed / ``timeout`` s, or the time left
+        until ``deadline``, a ``time.time()``) until :meth:`stop`."""
         self._message = message
         self._timeout = timeout
+        self._deadline = deadline
         if not self.tty:
             limit = f" (timeout {timeout:g}s)" if timeout else ""
+            if deadline is not None:
+                limit = f" (the code expires in {human_duration(deadline - time.time())})"
             print(f"{message}{limit} ...", file=self.stream, flush=True)
             return
         if self._thread is not None:
@@ -65,6 +88,9 @@ class Progress:
             elapsed = f"{int(time.monotonic() - started)}s"
             if self._timeout:
                 elapsed += f" of {self._timeout:g}s"
+            if self._deadline is not None:
+                left = max(int(self._deadline - time.time()), 0)
+                elapsed = f"code expires in {left // 60}:{left % 60:02d}"
             frame = self.FRAMES[i % len(self.FRAMES)]
             self.stream.write(f"\r{frame} {self._message} ({elapsed}, Ctrl-C to cancel)\x1b[K")
             self.stream.flush()
@@ -98,7 +124,8 @@ def _build_client(args: argparse.Namespace, secret: str | None) -> OAuthClient:
     try:
         if args.issuer:
             return OAuthClient.discover(
-                args.issuer, args.client_id, scope=args.scope, client_secret=secret
+                args.issuer, args.client_id, scope=args.scope, client_secret=secret,
+                device_authorization_endpoint=args.device_url,
             )
         return OAuthClient(
             args.client_id,
@@ -106,6 +133,7 @@ def _build_client(args: argparse.Namespace, secret: str | None) -> OAuthClient:
             scope=args.scope,
             authorization_endpoint=args.authorize_url,
             token_endpoint=args.token_url,
+            device_authorization_endpoint=args.device_url,
         )
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
@@ -119,8 +147,100 @@ def _login_summary(key: str, tokens: Tokens, store: TokenStore) -> str:
     )
 
 
+def in_ssh_session() -> bool:
+    """Whether this process runs inside an SSH session (``SSH_CONNECTION``, ``SSH_TTY``)."""
+    return any(os.environ.get(name) for name in ("SSH_CONNECTION", "SSH_TTY", "SSH_CLIENT"))
+
+
+def choose_method(args: argparse.Namespace, client: OAuthClient) -> tuple[str, str | None]:
+    """``("browser" | "paste" | "device", why)``: the explicit flag, else the automatic choice.
+
+    ``why`` is the one line that explains an automatic choice (``None`` for the
+    desktop default and for explicit flags).
+    """
+    if args.device:
+        return "device", None
+    if args.no_browser:
+        return "paste", None
+    if args.browser:
+        return "browser", None
+    if in_ssh_session():
+        where = "inside an SSH session"
+    elif no_graphical_display():
+        where = "no graphical display"
+    else:
+        return "browser", None
+    provider = client.issuer or client.token_endpoint
+    if client.device_authorization_endpoint is not None:
+        return "device", (
+            f"{where}: using the device flow, which {provider} offers "
+            "(--no-browser pastes the redirect back instead, --browser opens a browser here)"
+        )
+    return "paste", (
+        f"{where}: printing the URL to open elsewhere and paste the redirect back "
+        f"({provider} offers no device flow; --browser opens a browser here)"
+    )
+
+
+def _redirect_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query).get("redirect_uri", ["the loopback address"])[0]
+
+
+def _login_with_browser(
+    args: argparse.Namespace, client: OAuthClient, store: TokenStore, key: str,
+    events: Events, *, paste: bool,
+) -> Tokens:
+    progress = Progress()
+
+    def show(url: str) -> None:
+        redirect = _redirect_of(url)
+        events.emit("authorization_url", url=url, redirect_uri=redirect)
+        if paste:
+            info(f"Open this URL in a browser, on this machine or any other:\n\n    {url}\n")
+            info(f"After you approve, the browser is sent to {redirect}?... ; if that page "
+                 "cannot load (the browser is on another machine), copy its address from the "
+                 "address bar and paste it here.")
+            info(f"Waiting for the authorization callback on {redirect} "
+                 f"(timeout {args.timeout:g}s, Ctrl-C to cancel) ...")
+            return
+        if not no_graphical_display():
+            info("Opening the authorization page in your browser "
+                 "(if none opens, run again with --no-browser) ...")
+        open_url(url, True)
+        progress.start(f"Waiting for the authorization callback on {redirect}", args.timeout)
+
+    try:
+        return client.login(store, key, port=args.port, open_browser=show,
+                            timeout=args.timeout, paste=sys.stdin if paste else None)
+    finally:
+        progress.stop()
+
+
+def _login_with_device(
+    args: argparse.Namespace, client: OAuthClient, store: TokenStore, key: str, events: Events
+) -> Tokens:
+    progress = Progress()
+
+    def on_code(grant: DeviceAuthorization) -> None:
+        events.emit(
+            "device_code",
+            user_code=grant.user_code,
+            verification_uri=grant.verification_uri,
+            verification_uri_complete=grant.verification_uri_complete,
+            expires_in=grant.expires_in,
+            interval=grant.interval,
+        )
+        show_device_code(grant, sys.stderr, qr=True if args.qr else None)
+        progress.start("Waiting for you to approve", deadline=grant.expires_at)
+
+    try:
+        return client.login_device(store, key, on_code=on_code)
+    finally:
+        progress.stop()
+
+
 def cmd_login(args: argparse.Namespace) -> int:
-    """Run the authorization code flow with PKCE on a loopback redirect and store the tokens."""
+    """Log in (browser, paste-back or device flow) and store the tokens; one line of result."""
     if args.issuer and (args.authorize_url or args.token_url):
         raise CliError("pass either --issuer or --authorize-url and --token-url", EXIT_USAGE)
     if not args.issuer and not (args.authorize_url and args.token_url):
@@ -131,24 +251,26 @@ def cmd_login(args: argparse.Namespace) -> int:
     secret = args.client_secret or os.environ.get(SECRET_ENV_VAR) or None
     key = args.key or default_key(args.issuer or args.authorize_url)
     store = store_from_args(args)
-    client = _build_client(args, secret)
-    progress = Progress()
-
-    def show(url: str) -> None:
-        if args.no_browser:
-            open_url(url, False)
-        else:
-            if not no_graphical_display():
-                info("Opening the authorization page in your browser "
-                      "(if none opens, run again with --no-browser) ...")
-            open_url(url, True)
-        redirect = parse_qs(urlsplit(url).query).get("redirect_uri", ["the loopback address"])[0]
-        progress.start(f"Waiting for the authorization callback on {redirect}", args.timeout)
-
+    events = Events(args.json)
     try:
-        tokens = client.login(store, key, port=args.port, open_browser=show,
-                              timeout=args.timeout)
-    finally:
-        progress.stop()
-    print(_login_summary(key, tokens, store))
+        client = _build_client(args, secret)
+        method, why = choose_method(args, client)
+        if why is not None:
+            info(f"{PROG}: {why}")
+        events.emit("method", method=method, reason=why)
+        if method == "device":
+            tokens = _login_with_device(args, client, store, key, events)
+        else:
+            tokens = _login_with_browser(args, client, store, key, events,
+                                         paste=method == "paste")
+    except OAuthCallbackError as exc:
+        events.emit("error", type=type(exc).__name__, error=getattr(exc, "error", None),
+                    message=str(exc))
+        raise
+    if args.json:
+        events.emit("logged_in", key=key, method=method, expires_at=tokens.expires_at,
+                    scope=tokens.scope, refresh_token=tokens.refresh_token is not None,
+                    store=store.describe())
+    else:
+        print(_login_summary(key, tokens, store))
     return EXIT_OK
