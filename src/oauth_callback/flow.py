@@ -922,7 +922,7 @@ class OAuthClient:
         """Log in with the device authorization grant (RFC 8628) and store the tokens.
 
         Asks the device authorization endpoint (discovered, or given to the
-        constructor) for a code, shows it with ``on_code`` (default: two lines
+        constructor) for a code, shows it with ``on_code`` (default: one line
         on stderr), polls the token endpoint as the rules of
         :mod:`oauth_callback.device` say, then saves the client registration
         and the tokens under ``key`` exactly like :meth:`login`, so a later
@@ -1027,8 +1027,6 @@ class OAuthClient:
 def _stop_listening(listener: PasteListener | None) -> None:
     if listener is not None:
         listener.stop()
-        if not listener.done.is_set() or listener.result is None:
-            print(file=sys.stderr, flush=True)  # end the prompt's line
 
 
 def _print_device_code(authorization: DeviceAuthorization) -> None:

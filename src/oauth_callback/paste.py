@@ -179,6 +179,8 @@ class PasteListener:
         self.done = threading.Event()
         self.result: CallbackResult | None = None
         self.closed = False
+        #: Whether the input is a terminal, which echoes the line and its newline.
+        self.echoes = bool(getattr(stream, "isatty", lambda: False)())
         self._buffer = b""
         self._thread: threading.Thread | None = None
 
@@ -189,10 +191,16 @@ class PasteListener:
         return self
 
     def stop(self) -> None:
-        """Stop reading (idempotent); waits briefly for the thread."""
+        """Stop reading (idempotent); waits briefly for the thread. Ends the prompt's
+        line unless the person's Enter on a terminal already did."""
+        first = not self._stop.is_set()
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=1.0)
+        if first and self._thread is not None and not self.closed and not (
+            self.echoes and self.result is not None
+        ):
+            self._say("")
 
     def __enter__(self) -> PasteListener:
         return self.start()
@@ -252,7 +260,8 @@ class PasteListener:
                         self._on_accept()
                     return
                 if verdict is not None:
-                    self._say(f"  {verdict}")
+                    newline = "" if self.echoes else "\n"  # a pipe does not echo the Enter
+                    self._say(f"{newline}  {verdict}")
                     self._say(self.prompt, newline=False)
             if not self._stop.is_set():
                 self.closed = True
