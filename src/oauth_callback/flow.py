@@ -68,6 +68,8 @@ from .protocol import (
     default_auth_method,
     discovery_flow,
     refresh_request,
+    revocation_flow,
+    revocation_request,
     token_flow,
 )
 from .storage.base import TokenStore
@@ -1000,6 +1002,53 @@ class OAuthClient:
         assert self.issuer is not None
         async with _async_client(self._async_http, self.timeout) as http:
             self._adopt(await _discover_async(http, self.issuer))
+
+    # -- revocation (RFC 7009) --------------------------------------------------------
+
+    @property
+    def revocation_endpoint(self) -> str | None:
+        """The provider's revocation endpoint (from its metadata), or ``None``."""
+        return self.metadata.revocation_endpoint if self.metadata is not None else None
+
+    def revoke(self, token: str, *, token_type_hint: str | None = None) -> None:
+        """Revoke ``token`` (a refresh or access token) at the provider (RFC 7009).
+
+        The client authenticates as at the token endpoint. Revoking a refresh
+        token ends its grant at servers that support it. Discovers the
+        metadata first when it is not known. Raises :class:`DiscoveryError`
+        when the provider advertises no ``revocation_endpoint``,
+        :class:`OAuthError` for an error answer (``invalid_client``, ...),
+        :class:`TokenEndpointError` for a network failure or 5xx.
+        """
+        if self.metadata is None and self.issuer is not None:
+            self._discover_now()
+        flow = revocation_flow(self._revocation_request(token, token_type_hint))
+        with _sync_client(self._http, self.timeout) as http:
+            _drive_sync(flow, _token_step_sync(http))
+
+    async def revoke_async(self, token: str, *, token_type_hint: str | None = None) -> None:
+        """Async :meth:`revoke`."""
+        if self.metadata is None and self.issuer is not None:
+            await self._discover_now_async()
+        flow = revocation_flow(self._revocation_request(token, token_type_hint))
+        async with _async_client(self._async_http, self.timeout) as http:
+            await _drive_async(flow, lambda request: _post_async(http, request))
+
+    def _revocation_request(self, token: str, token_type_hint: str | None) -> TokenRequest:
+        endpoint = self.revocation_endpoint
+        if endpoint is None:
+            raise DiscoveryError(
+                f"authorization server {self.issuer or self.token_endpoint!r} advertises no "
+                "revocation_endpoint (RFC 7009): tokens cannot be revoked there"
+            )
+        return revocation_request(
+            endpoint,
+            token=token,
+            token_type_hint=token_type_hint,
+            client_id=self.client_id,
+            client_secret=self._client_secret,
+            auth_method=self.token_endpoint_auth_method,
+        )
 
     # -- who logged in ----------------------------------------------------------------
 

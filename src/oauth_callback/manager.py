@@ -27,10 +27,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import OAuthError, ReauthRequired, StoreCorruptError, StoreError
-from .models import Tokens
+from .errors import (
+    DiscoveryError,
+    OAuthCallbackError,
+    OAuthError,
+    ReauthRequired,
+    StoreCorruptError,
+    StoreError,
+)
+from .models import ClientInfo, Tokens
 
 if TYPE_CHECKING:
     from .flow import OAuthClient
@@ -38,7 +46,7 @@ if TYPE_CHECKING:
     from .requests_auth import RequestsTokenAuth
     from .storage.base import TokenStore
 
-__all__ = ["TokenManager"]
+__all__ = ["LogoutResult", "TokenManager"]
 
 logger = logging.getLogger("oauth_callback.manager")
 
@@ -190,6 +198,81 @@ class TokenManager:
             ) from None
         return RequestsTokenAuth(self)
 
+    # -- logout ----------------------------------------------------------------------
+
+    def logout(self, *, revoke: bool = True, forget_client: bool = False) -> LogoutResult:
+        """Log out of ``key``: revoke at the provider, then remove it locally.
+
+        1. With ``revoke``, the refresh token, then the access token, are
+           revoked at the provider (RFC 7009) when it advertises a
+           ``revocation_endpoint``; the client authenticates as configured.
+        2. Whatever step 1 gave, the tokens and any pending session of ``key``
+           are removed. The client registration (issuer, endpoints, client id,
+           scope, redirect URI: what a new login under ``key`` reuses) is kept,
+           without the account it named; ``forget_client`` removes it too.
+
+        Runs under the key's refresh lock, so no refresh saves new tokens
+        meanwhile. A revocation failure never stops step 2: it is returned in
+        :attr:`LogoutResult.revocation_error`. Raises only for a store error
+        (or :class:`StoreLockTimeout`), after which nothing was removed.
+        """
+        key = self.key
+        with self.store.refresh_lock(key, timeout=self.lock_timeout):
+            tokens = self.store.get(key)
+            info = self.store.get_client(key)
+            revoked: list[str] = []
+            error: OAuthCallbackError | None = None
+            supported: bool | None = None
+            if revoke and tokens is not None:
+                supported, error = self._revoke_all(tokens, info, revoked)
+            self.store.delete(key)
+            self.store.delete_session(key)
+            if forget_client:
+                self.store.delete_client(key)
+            elif info is not None and info.identity is not None:
+                self.store.update_client(key, _without_identity)
+        logger.info("logged out of %r (revoked: %s)", key, ", ".join(revoked) or "nothing")
+        return LogoutResult(key, tokens is not None, info is not None, tuple(revoked),
+                            supported, error)
+
+    async def logout_async(
+        self, *, revoke: bool = True, forget_client: bool = False
+    ) -> LogoutResult:
+        """Async :meth:`logout` (runs in a worker thread, as :meth:`tokens_async`)."""
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(
+            lambda: self.logout(revoke=revoke, forget_client=forget_client)
+        )
+
+    def _revoke_all(
+        self, tokens: Tokens, info: ClientInfo | None, revoked: list[str]
+    ) -> tuple[bool | None, OAuthCallbackError | None]:
+        """Revoke the refresh token, then the access token. Returns whether the provider
+        supports revocation (``None``: unknown) and the error that stopped it."""
+        try:
+            client = self._client_for_refresh() if self.client or info else None
+        except (OAuthCallbackError, ValueError) as exc:
+            return None, OAuthCallbackError(f"cannot revoke: {exc}")
+        if client is None:
+            return None, OAuthCallbackError(
+                "cannot revoke: no client registration is stored for "
+                f"{self.key!r} to authenticate with"
+            )
+        pairs = [(tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")]
+        try:
+            for token, hint in pairs:
+                if token:
+                    client.revoke(token, token_type_hint=hint)
+                    revoked.append(hint)
+        except DiscoveryError as exc:
+            if client.metadata is not None and client.revocation_endpoint is None:
+                return False, None
+            return None, exc
+        except OAuthCallbackError as exc:
+            return True, exc
+        return True, None
+
     # -- the algorithm -------------------------------------------------------------
 
     def _refresh_locked(
@@ -276,3 +359,32 @@ class TokenManager:
         from .flow import OAuthClient  # the HTTP stack: only when a refresh is due
 
         return OAuthClient.from_client_info(info)
+
+
+def _without_identity(client: ClientInfo | None) -> ClientInfo | None:
+    return client.replace(identity=None) if client is not None else None
+
+
+@dataclass(frozen=True)
+class LogoutResult:
+    """What :meth:`TokenManager.logout` did.
+
+    ``had_tokens`` / ``had_client``: what was stored under ``key`` before;
+    ``revoked``: the token types revoked at the provider (``"refresh_token"``,
+    ``"access_token"``), in order; ``revocation_supported``: whether the
+    provider advertises a revocation endpoint (``None``: not known, e.g. not
+    asked); ``revocation_error``: why revoking failed (the local removal
+    happened all the same).
+    """
+
+    key: str
+    had_tokens: bool
+    had_client: bool
+    revoked: tuple[str, ...]
+    revocation_supported: bool | None
+    revocation_error: OAuthCallbackError | None
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing failed (a provider without revocation is not a failure)."""
+        return self.revocation_error is None

@@ -66,6 +66,8 @@ __all__ = [
     "parse_revocation_response",
     "parse_token_response",
     "refresh_request",
+    "RevocationFlow",
+    "revocation_flow",
     "revocation_request",
     "token_flow",
 ]
@@ -763,6 +765,30 @@ def parse_revocation_response(
         f"revocation endpoint answered HTTP {status}{detail}",
         status_code=status,
         retry_after=_retry_after(headers) if status >= 500 or status == 429 else None,
+    )
+
+
+#: The effects of :func:`revocation_flow`: the request to ``POST``; send back the
+#: :class:`RawResponse` or a :class:`TokenEndpointError` for a network failure.
+RevocationFlow: TypeAlias = Generator[TokenRequest, "RawResponse | TokenEndpointError", None]
+
+
+def revocation_flow(request: TokenRequest) -> RevocationFlow:
+    """Send one revocation request (RFC 7009 2.1) and judge the answer.
+
+    Yields ``request`` once; returns when the token is revoked (or was already
+    invalid); raises as :func:`parse_revocation_response`, or the
+    :class:`TokenEndpointError` sent back for a network failure. Not retried:
+    a logout reports the failure and goes on locally.
+    """
+    outcome = yield request
+    if isinstance(outcome, TokenEndpointError):
+        raise TokenEndpointError(
+            str(outcome).replace("the token endpoint", "the revocation endpoint", 1),
+            status_code=outcome.status_code,
+        )
+    parse_revocation_response(
+        outcome.status, outcome.headers, outcome.body, secrets=request.secrets()
     )
 
 
