@@ -297,3 +297,242 @@ def test_atomic_write_never_follows_another_users_symlink(tmp_path: Path) -> Non
         os.lchown(link, 0, 0)  # root's (or our own) link is followed as before
         atomic_write(link, b"ours")
         assert aim.read_bytes() == b"ours" and link.is_symlink()
+
+
+# --------------------------------------------------------------------------- 4. any parse failure
+
+
+HUGE_NUMBER = b'{"a": {"accessToken": "x", "expiresAt": 1' + b"0" * 5000 + b"}}"
+
+
+def test_number_longer_than_int_max_str_digits_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "s" / "tokens.json"
+    store = FileStore(path)
+    store.set("a", Tokens("good"))
+    store.set("b", Tokens("other"))  # the backup now holds a good version with "a"
+    path.write_bytes(HUGE_NUMBER)
+    assert FileStore(path).get("a") == Tokens("good")  # from the backup
+    report = FileStore(path).repair()
+    assert report.restored_from_backup
+    assert FileStore(path).get("a") == Tokens("good")
+    # Without a backup: StoreCorruptError, then repair starts empty and keeps the bad file.
+    for leftover in path.parent.iterdir():
+        leftover.unlink()
+    path.write_bytes(HUGE_NUMBER)
+    from oauth_callback import StoreCorruptError
+
+    with pytest.raises(StoreCorruptError, match="unreadable JSON"):
+        FileStore(path).get("a")
+    report = FileStore(path).repair()
+    assert report.corrupt_copy is not None
+    assert Path(report.corrupt_copy).read_bytes() == HUGE_NUMBER
+
+
+def test_cli_repair_of_a_huge_number_is_not_a_usage_error(tmp_path: Path) -> None:
+    from .test_cli import cli
+
+    path = tmp_path / "s" / "tokens.json"
+    path.parent.mkdir(mode=0o700)
+    path.write_bytes(HUGE_NUMBER)
+    env = dict(os.environ, OAUTH_CALLBACK_STORE=str(path))
+    result = cli(env, "doctor", "--repair")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Repaired" in result.stdout and "No problems found" not in result.stdout
+
+
+def test_record_codec_any_parse_failure_is_corruption(tmp_path: Path) -> None:
+    from oauth_callback import StoreCorruptError
+    from oauth_callback.storage.records import decode_record
+
+    for raw in ('{"accessToken": "x", "expiresAt": 1' + "0" * 5000 + "}", "[" * 100000,
+                '{"accessToken": 5}', b"\xff"):
+        with pytest.raises(StoreCorruptError) as info:
+            decode_record("tokens", raw, what="record 'k'", path="p", hint="fix it")
+        assert "record 'k' is corrupt" in str(info.value) and info.value.path == "p"
+
+
+# --------------------------------------------------------------------------- 5. read-only mount
+
+
+@requires_root
+def test_read_only_mount_gives_typed_errors_naming_the_file(tmp_path: Path) -> None:
+    import subprocess
+
+    from oauth_callback import StoreError
+
+    with tmpfs(tmp_path / "ro", size="1m") as mnt, MockProvider() as provider:
+        path = mnt / "tokens.json"
+        store = FileStore(path)
+        login(provider, store)
+        expire(provider, store)
+        store.set("other", Tokens("x"))
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        try:
+            assert FileStore(path).get("other") == Tokens("x")
+            operations = {
+                "set": lambda: FileStore(path).set("k", Tokens("y")),
+                "delete": lambda: FileStore(path).delete("other"),
+                "clear": lambda: FileStore(path).clear(),
+                "update": lambda: FileStore(path).update("other", lambda t: None),
+                "repair": lambda: FileStore(path).repair(),
+                "refresh_lock": lambda: FileStore(path).refresh_lock(KEY).__enter__(),
+                "reserve_write": lambda: FileStore(path).reserve_write(KEY).__enter__(),
+                "tokens": lambda: TokenManager(FileStore(path), KEY).tokens(),
+            }
+            for name, operation in operations.items():
+                with pytest.raises(StoreError) as info:
+                    operation()
+                assert str(path) in str(info.value), (name, info.value)
+                assert "Read-only file system" in str(info.value), (name, info.value)
+            assert provider.refresh_requests == 0
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=False)
+
+
+# --------------------------------------------------------------------------- 6. lone surrogate
+
+
+def test_lone_surrogate_in_a_stored_record_can_be_updated(tmp_path: Path) -> None:
+    path = tmp_path / "s" / "tokens.json"
+    path.parent.mkdir(mode=0o700)
+    path.write_bytes(b'{"k": {"accessToken": "\\ud800", "scope": "a"}}\n')
+    store = FileStore(path)
+    assert store.get("k") == Tokens("\ud800", scope="a")
+    store.update("k", lambda t: t.replace(scope="b") if t else t)
+    assert FileStore(path).get("k") == Tokens("\ud800", scope="b")
+    store.set("j", Tokens("\udfff-direct"))
+    assert FileStore(path).get("j") == Tokens("\udfff-direct")
+    path.read_bytes().decode("utf-8")  # still valid UTF-8 for every other reader
+
+
+def test_lone_surrogate_in_sqlite_and_keyring_records(tmp_path: Path) -> None:
+    from oauth_callback.storage import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "s" / "tokens.db")
+    store.set("k", Tokens("\ud800"))
+    store.update("k", lambda t: t.replace(scope="b") if t else t)
+    assert SQLiteStore(tmp_path / "s" / "tokens.db").get("k") == Tokens("\ud800", scope="b")
+
+
+# --------------------------------------------------------------------------- 7. temp names
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+
+
+def test_every_temp_name_of_a_dead_writer_is_removed(tmp_path: Path) -> None:
+    from oauth_callback import doctor
+
+    path = tmp_path / "s" / "tokens.json"
+    store = FileStore(path)
+    store.set("a", Tokens("x"))
+    dead = _dead_pid()
+    leftovers = [
+        path.parent / f".tokens.json.{dead}.0123456789abcdef.tmp",
+        path.parent / f".tokens.json.bak.{dead}.0123456789abcdef.tmp",  # killed at the backup
+        path.parent / f"tokens.json.tmp.{dead}.3b241101-e2bb-4255-8caf-4136c566a962",  # npm
+    ]
+    live = path.parent / f".tokens.json.bak.{os.getpid()}.fedcba9876543210.tmp"
+    for leftover in [*leftovers, live]:
+        leftover.write_bytes(b"secret-token-material")
+    found = {f.path for f in doctor.diagnose(path) if f.check == "stale-temp"}
+    assert found == {str(p) for p in leftovers}
+    store.set("b", Tokens("y"))
+    assert [p for p in leftovers if p.exists()] == []
+    assert live.exists()  # a live writer's file is never touched
+    for leftover in leftovers:
+        leftover.write_bytes(b"secret")
+    actions = doctor.repair(FileStore(path))
+    assert all(any(str(p) in a for a in actions) for p in leftovers), actions
+    assert [p for p in leftovers if p.exists()] == []
+
+
+# --------------------------------------------------------------------------- 8. secrets left
+
+
+def test_finished_login_leaves_no_verifier_or_state_in_the_backup(tmp_path: Path) -> None:
+    path = tmp_path / "s" / "tokens.json"
+    with MockProvider() as provider:
+        store = FileStore(path)
+        store.set("earlier", Tokens("x"))
+        seen: list[tuple[str, str]] = []
+        real = store.set_session
+
+        def spy(key: str, session: Any) -> None:
+            seen.append((session.code_verifier, session.state))
+            real(key, session)
+
+        store.set_session = spy  # type: ignore[method-assign]
+        login(provider, store)
+    (verifier, state), = seen
+    for name in ("tokens.json", "tokens.json.bak"):
+        data = (path.parent / name).read_bytes()
+        assert verifier.encode() not in data and state.encode() not in data, name
+        assert b"codeVerifier" not in data, name
+    assert FileStore(path).get(KEY) is not None
+
+
+def test_clear_removes_corrupt_copies_and_backup(tmp_path: Path) -> None:
+    path = tmp_path / "s" / "tokens.json"
+    store = FileStore(path)
+    store.set("a", Tokens("secret-one"))
+    store.set("b", Tokens("secret-two"))
+    path.write_bytes(b'{"a": {"accessToken": "secret-three"')  # torn
+    store.set("c", Tokens("secret-four"))  # moves the bad file aside
+    assert list(path.parent.glob("tokens.json.corrupt-*"))
+    FileStore(path).clear()
+    for leftover in path.parent.iterdir():
+        assert b"secret-" not in leftover.read_bytes(), leftover.name
+    assert not list(path.parent.glob("tokens.json.corrupt-*"))
+    assert FileStore(path).keys() == []
+
+
+@pytest.mark.parametrize("how", ["clear", "delete"])
+def test_sqlite_wal_holds_no_cleared_token_while_open(tmp_path: Path, how: str) -> None:
+    from oauth_callback.storage import SQLiteStore
+
+    db = tmp_path / "s" / "tokens.db"
+    store = SQLiteStore(db)
+    store.set("keep", Tokens("public-value"))
+    store.set("k", Tokens("secret-token-material-" + "s" * 40))
+    assert any(b"secret-token-material" in p.read_bytes() for p in db.parent.iterdir())
+    if how == "clear":
+        store.clear()
+    else:
+        store.delete("k")
+    for name in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        if name.exists():
+            assert b"secret-token-material" not in name.read_bytes(), name.name
+    assert store.get("k") is None
+    store.close()
+
+
+# --------------------------------------------------------------------------- 9. foreign files
+
+
+def test_doctor_repair_refuses_an_unrelated_file(tmp_path: Path) -> None:
+    from .test_cli import cli
+
+    directory = tmp_path / "project"
+    directory.mkdir()
+    directory.chmod(0o755)
+    ini = directory / "settings.ini"
+    ini.write_text("[core]\nname = mine\n")
+    before = ini.read_bytes()
+    env = dict(os.environ, OAUTH_CALLBACK_STORE=str(ini))
+    result = cli(env, "doctor", "--repair")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and result.returncode != 2, out
+    assert "does not look like a token store" in out
+    assert "No problems found" not in out
+    assert ini.read_bytes() == before
+    assert sorted(os.listdir(directory)) == ["settings.ini"]
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o755
+    with pytest.raises(StoreError, match="does not look like a token store"):
+        FileStore(ini).repair()
+    assert ini.read_bytes() == before

@@ -297,6 +297,13 @@ def check_parse(path: str) -> list[Finding]:
         try:
             backup_doc = _parse_file(backup)
         except (OSError, DocumentError) as bexc:
+            try:
+                FileStore(path).check_repairable()
+            except StoreError as refused:
+                return [Finding(
+                    "parse", Severity.ERROR, str(refused),
+                    fix="check the store path (--store, $OAUTH_CALLBACK_STORE)",
+                    path=path, repairable=False)]
             why = "there is no backup" if isinstance(bexc, FileNotFoundError) else (
                 f"the backup {backup} is unusable too ({bexc})")
             return [Finding(

@@ -33,10 +33,12 @@ def _print_findings(findings: Sequence[doctor_mod.Finding]) -> None:
             print(f"  {'':<8} fix: {f.fix}")
 
 
-def _summary(findings: Sequence[doctor_mod.Finding]) -> str:
+def _summary(findings: Sequence[doctor_mod.Finding], repaired: int = 0) -> str:
     problems = [f for f in findings if f.is_problem]
     if not problems:
-        return "No problems found."
+        # Never "no problems" right after changing something.
+        return (f"Repaired ({repaired} change{'' if repaired == 1 else 's'} made); no problems "
+                "remain." if repaired else "No problems found.")
     fixable = sum(1 for f in problems if f.repairable)
     s = "" if len(problems) == 1 else "s"
     hint = f" ({fixable} fixable with 'oauth-callback doctor --repair')" if fixable else ""
@@ -88,7 +90,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 print(f"  - {action}")
             print("\nChecking again:")
             _print_findings(findings)
-            print(_summary(findings))
+            print(_summary(findings, repaired=len(actions)))
     problems = doctor_mod.has_problems(findings)
     if args.json:
         report["healthy"] = not problems

@@ -43,11 +43,20 @@ class DocumentError(ValueError):
 def _fragment(key: str, value: Any, *, indent: bool = False) -> bytes:
     """``"key": value`` as UTF-8: a token record on one line (the C encoder),
     the reserved object indented (it is small and read by people)."""
+    text = _fragment_text(key, value, indent=indent, ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate ("\ud800": valid JSON, not UTF-8) is kept as its escape.
+        return _fragment_text(key, value, indent=indent, ensure_ascii=True).encode("ascii")
+
+
+def _fragment_text(key: str, value: Any, *, indent: bool, ensure_ascii: bool) -> str:
     if indent:
-        body = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        body = json.dumps(value, indent=2, ensure_ascii=ensure_ascii).replace("\n", "\n  ")
     else:
-        body = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-    return (json.dumps(key, ensure_ascii=False) + ": " + body).encode("utf-8")
+        body = json.dumps(value, ensure_ascii=ensure_ascii, separators=(", ", ": "))
+    return json.dumps(key, ensure_ascii=ensure_ascii) + ": " + body
 
 
 def _parse_section(
@@ -171,6 +180,9 @@ class Document:
             ) from None
         except RecursionError:
             raise DocumentError("not valid JSON (nested too deeply)") from None
+        except (ValueError, TypeError, ArithmeticError, MemoryError) as exc:
+            # e.g. an integer longer than sys.get_int_max_str_digits(): still corruption
+            raise DocumentError(f"unreadable JSON ({type(exc).__name__})") from None
         if not isinstance(top, dict):
             raise DocumentError(f"top level is a JSON {type(top).__name__}, not an object")
         try:

@@ -439,6 +439,34 @@ class SQLiteStore(TokenStore):
                 raise
 
     def _modify(self, section: Section, key: str, fn: Callable[[Any], Any]) -> Any:
+        removed: list[bool] = []
+        try:
+            return self._modify_in_transaction(section, key, fn, removed)
+        finally:
+            if removed:
+                self._scrub_wal()
+
+    def _scrub_wal(self) -> None:
+        """After a delete: checkpoint and truncate the WAL, whose frames still hold the
+        removed record (the database pages are zeroed by ``secure_delete``). When another
+        connection is reading, SQLite cannot reset the WAL now; the next checkpoint does."""
+        with self._locked():
+            conn = self._connection(create=False)
+            if conn is None:
+                return
+            try:
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error as exc:
+                log.info("token store %s: WAL checkpoint after a delete failed: %s",
+                         self.path, exc)
+                return
+            if busy:
+                log.info("token store %s: WAL checkpoint after a delete postponed (readers)",
+                         self.path)
+
+    def _modify_in_transaction(
+        self, section: Section, key: str, fn: Callable[[Any], Any], removed: list[bool]
+    ) -> Any:
         with self._transaction() as conn:
             row = conn.execute(
                 "SELECT record FROM records WHERE section = ? AND key = ?", (section, key)
@@ -449,6 +477,7 @@ class SQLiteStore(TokenStore):
                 return current
             if new is None:
                 conn.execute("DELETE FROM records WHERE section = ? AND key = ?", (section, key))
+                removed.append(True)
                 return None
             text = encode_record(new.to_record())
             if row is None:
@@ -468,6 +497,7 @@ class SQLiteStore(TokenStore):
         with self._transaction() as conn:
             conn.execute("DELETE FROM records")
             conn.execute("DELETE FROM corrupt_records")
+        self._scrub_wal()
 
     # -- refresh coordination ------------------------------------------------------
 
