@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from oauth_callback import FileStore, StoreWriteError, Tokens
-from oauth_callback.fs import temp_file_pattern
+from oauth_callback.storage.layout import FileLayout
 
 from .conftest import python_env, requires_root, requires_strace
 
@@ -42,8 +42,8 @@ def seed(path: Path) -> None:
 
 
 def temp_files(path: Path) -> list[str]:
-    pattern = temp_file_pattern(path.name)
-    return [e for e in os.listdir(path.parent) if pattern.match(e)]
+    """Every temp file of the store (its own, its backup's, the npm package's)."""
+    return [os.path.basename(p) for p, _ in FileLayout.of(path).temp_files()]
 
 
 def strace_child(path: Path, out: Path, *inject: str) -> subprocess.CompletedProcess[str]:

@@ -324,3 +324,16 @@ def test_closed_store_refuses_use(path: Path) -> None:
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.get("k")
+
+
+@pytest.mark.parametrize(("durable", "level"), [(True, 2), (False, 1)])
+def test_synchronous_pragma_follows_durable(path: Path, durable: bool, level: int) -> None:
+    """durable=True is synchronous=FULL (2), durable=False NORMAL (1), on the store's own
+    connection (the pragma is per connection)."""
+    store = SQLiteStore(path, durable=durable)
+    store.set("k", Tokens("x"))
+    conn = store._conn
+    assert conn is not None
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == level
+    assert str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+    store.close()

@@ -536,3 +536,17 @@ def test_doctor_repair_refuses_an_unrelated_file(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not look like a token store"):
         FileStore(ini).repair()
     assert ini.read_bytes() == before
+
+
+def test_os_error_after_the_lock_is_a_store_error_naming_the_file(tmp_path: Path) -> None:
+    from oauth_callback import StoreError
+
+    path = tmp_path / "s" / "tokens.json"
+    store = FileStore(path)
+    store.set("a", Tokens("x"))
+    odd = path.parent / "tokens.json.corrupt-20200101T000000000000Z"
+    odd.mkdir()  # unlink() of it fails with EISDIR, after the lock was taken
+    with pytest.raises(StoreError) as info:
+        store.clear()
+    assert str(path) in str(info.value) and str(odd) in str(info.value)
+    assert info.value.path == str(path)
