@@ -16,6 +16,7 @@ import pytest
 
 from oauth_callback import (
     CallbackServer,
+    CallbackTimeout,
     DiscoveryError,
     FileStore,
     OAuthError,
@@ -444,12 +445,41 @@ def test_provider_error_redirect(provider: MockProvider, store: FileStore) -> No
 
 
 def test_state_mismatch(provider: MockProvider, store: FileStore) -> None:
+    """A callback with a wrong state is ignored (error page); no code is exchanged and
+    the login ends at its timeout, saying why."""
     client = OAuthClient.discover(provider.issuer, "test-client")
     browser = Browser(rewrite=lambda url: _with_query(url, state=generate_state()))
-    with pytest.raises(OAuthStateError):
-        client.login(store, KEY, open_browser=browser, timeout=10)
+    with pytest.raises(CallbackTimeout):
+        client.login(store, KEY, open_browser=browser, timeout=3)
+    browser.join()
+    assert browser.final is not None and browser.final.status_code == 400
     assert provider.code_exchanges == 0
     assert store.get(KEY) is None and store.get_session(KEY) is None
+
+
+def test_forged_callback_first_then_the_real_one_logs_in(
+    provider: MockProvider, store: FileStore
+) -> None:
+    """Another local process sends a forged callback before the browser's: it is
+    ignored and the real redirect completes the login."""
+    client = OAuthClient.discover(provider.issuer, "test-client")
+    real_codes: list[str] = []
+
+    def browser(url: str) -> None:
+        redirect = _query(url)["redirect_uri"][0]
+        with httpx2.Client(trust_env=False, timeout=10) as http:
+            forged = http.get(redirect, params={"code": "forged-code", "state": "forged"})
+            assert forged.status_code == 400
+            no_state = http.get(redirect, params={"error": "access_denied"})
+            assert no_state.status_code == 400
+            location = http.get(url).headers["location"]
+            real_codes.append(_query(location)["code"][0])
+            assert http.get(location).status_code == 200
+
+    tokens = client.login(store, KEY, open_browser=browser, timeout=30)
+    assert tokens.access_token
+    assert [r["code"] for r in provider.token_requests] == real_codes
+    assert store.get(KEY) == tokens and store.get_session(KEY) is None
 
 
 def test_iss_mismatch(provider: MockProvider, store: FileStore) -> None:
@@ -565,8 +595,9 @@ async def test_login_async(provider: MockProvider, store: FileStore) -> None:
 async def test_login_async_state_mismatch(provider: MockProvider, store: FileStore) -> None:
     client = await OAuthClient.discover_async(provider.issuer, "test-client")
     browser = Browser(rewrite=lambda url: _with_query(url, state=generate_state()))
-    with pytest.raises(OAuthStateError):
-        await client.login_async(store, KEY, open_browser=browser, timeout=10)
+    with pytest.raises(CallbackTimeout):  # the forged callback was ignored
+        await client.login_async(store, KEY, open_browser=browser, timeout=3)
+    assert provider.code_exchanges == 0
     assert await store.get_session_async(KEY) is None
 
 
@@ -591,8 +622,8 @@ def test_nothing_secret_in_logs_or_errors(
     # Failing paths against the public provider too.
     public = OAuthClient.discover(provider.issuer, "test-client")
     for rewrite in (lambda u: _with_query(u, state="forged-state-value-123"),):
-        with pytest.raises(OAuthStateError) as state_err:
-            public.login(store, "other", open_browser=Browser(rewrite=rewrite), timeout=10)
+        with pytest.raises(CallbackTimeout) as state_err:  # the forged callback is ignored
+            public.login(store, "other", open_browser=Browser(rewrite=rewrite), timeout=3)
         messages.append(str(state_err.value))
     secrets_ = [
         secret,

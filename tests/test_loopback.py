@@ -186,13 +186,17 @@ def test_provider_error_raises_oauth_error(client):
 
 
 def test_state_mismatch_known_at_construction(client):
+    """A wrong state gets the error page and is ignored: the real callback still wins."""
     with CallbackServer(host="127.0.0.1", port=0, expected_state=STATE) as server:
         response = client.get(callback_url(server, code=CODE, state="attacker-state"))
         assert response.status_code == 400
         assert "state_mismatch" in response.text
-        with pytest.raises(OAuthStateError) as excinfo:
-            server.wait_for_callback(timeout=5)
+        with pytest.raises(CallbackTimeout) as excinfo:
+            server.wait_for_callback(timeout=0.2)
+        assert client.get(callback_url(server, code="real", state=STATE)).status_code == 200
+        assert server.wait_for_callback(timeout=5).code == "real"
     message = str(excinfo.value)
+    assert "1 callback(s) with a wrong or missing state were rejected" in message
     assert STATE not in message
     assert "attacker-state" not in message
     assert CODE not in message
@@ -260,11 +264,14 @@ def test_idle_and_half_open_connections_do_not_block(client):
             result = server.wait_for_callback(timeout=5, expected_state=STATE)
             assert result.code == CODE
             server.close()
-            # close() drops the lingering connections instead of leaking them.
+            # close() drops the lingering connections instead of leaking them (an
+            # idle one may never have been handed over: Linux's TCP_DEFER_ACCEPT
+            # keeps it in the kernel; whatever it sends now is refused).
             for sock in (idle, half):
                 try:
+                    sock.sendall(b"\r\n")
                     assert sock.recv(1024) == b""
-                except ConnectionResetError:
+                except (ConnectionResetError, BrokenPipeError):
                     pass
         finally:
             idle.close()
@@ -798,8 +805,11 @@ def test_error_callback_without_the_state_is_a_state_error(client):
         response = client.get(callback_url(server, error="access_denied",
                                             error_description="forged\x1b[31m text"))
         assert response.status_code == 400
-        with pytest.raises(OAuthStateError):
-            server.wait_for_callback(timeout=5)
+        assert "forged" not in response.text and "state_mismatch" in response.text
+        with pytest.raises(CallbackTimeout, match="1 callback"):
+            server.wait_for_callback(timeout=0.2)  # ignored: the login goes on
+        assert client.get(callback_url(server, code=CODE, state=STATE)).status_code == 200
+        assert server.wait_for_callback(timeout=5).code == CODE
 
 
 def test_provider_error_text_loses_control_characters(client):

@@ -15,13 +15,12 @@ message or shown in a ``repr``.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hmac
+import io
 import ipaddress
 import logging
 import os
-import selectors
 import socket
 import threading
 import time
@@ -32,6 +31,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
+from ._connections import ConnectionLoop, Reply, fd_budget
 from ._text import clip
 from .browser import OpenBrowser, no_graphical_display, open_url, open_url_async
 from .errors import (
@@ -63,7 +63,9 @@ logger = logging.getLogger("oauth_callback.loopback")
 
 _REDACTED = "<redacted>"
 _POLL_INTERVAL = 0.05  # seconds between checks of a ``cancel`` event
-_MAX_CONNECTIONS = 64  # concurrent connections served; more are closed at once
+_MAX_CONNECTIONS = 1024  # open connections held; a newcomer closes the oldest (_connections)
+_MAX_HEAD = 65536  # request line and headers; more is answered 431
+_LISTEN_BACKLOG = 128
 _BIND_ATTEMPTS = 10  # port=0 on two families: tries to find a port free on both
 _MAX_QUERY_FIELDS = 200
 
@@ -140,7 +142,7 @@ def _listen(family: socket.AddressFamily, address: str, port: int) -> socket.soc
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((address, port))
-        sock.listen(16)
+        sock.listen(_LISTEN_BACKLOG)
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -236,6 +238,7 @@ def _query_params(query: str) -> dict[str, str]:
 class _Outcome:
     result: CallbackResult | None
     error: OAuthError | OAuthStateError | None
+    ignored: bool = False  # a forged callback: shown an error page, the wait goes on
 
 
 def _evaluate(params: Mapping[str, str], expected_state: str | None) -> _Outcome:
@@ -283,7 +286,11 @@ def _evaluate(params: Mapping[str, str], expected_state: str | None) -> _Outcome
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Serves one connection for a :class:`CallbackServer` (one request, then close)."""
+    """Answers one request head for a :class:`CallbackServer`, without I/O.
+
+    The connection loop (:mod:`oauth_callback._connections`) reads the head and
+    sends :attr:`response`; the stdlib does the parsing.
+    """
 
     server_version = "oauth-callback"
     sys_version = ""
@@ -291,18 +298,34 @@ class _Handler(BaseHTTPRequestHandler):
 
     def __init__(
         self,
-        request: socket.socket,
+        head: bytes,
         client_address: Any,
         owner: CallbackServer,
         claim: list[dict[str, str]],
     ) -> None:
         self.owner = owner
         self.claim = claim
-        super().__init__(request, client_address, cast(Any, owner))
+        self._head = head
+        super().__init__(cast(Any, None), client_address, cast(Any, owner))
 
     def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(self.owner.connection_timeout)  # idle clients cannot linger
+        self.rfile = io.BytesIO(self._head)
+        self.wfile = io.BytesIO()
+
+    def finish(self) -> None:
+        return
+
+    @property
+    def response(self) -> bytes:
+        return cast(io.BytesIO, self.wfile).getvalue()
+
+    @property
+    def _target(self) -> str:
+        """The request target as sent: the stdlib collapses leading slashes in
+        ``self.path`` (``//callback`` becomes ``/callback``); only the exact
+        callback path may complete the flow."""
+        words = getattr(self, "raw_requestline", b"").decode("iso-8859-1").split()
+        return words[1] if len(words) >= 2 else ""
 
     def version_string(self) -> str:
         return self.server_version
@@ -329,7 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug(
             "%s %s -> %d",
             self.command or "-",
-            _redact_url(self.path) if hasattr(self, "path") else "-",
+            _redact_url(self._target) or "-",
             status,
         )
 
@@ -356,10 +379,11 @@ class _Handler(BaseHTTPRequestHandler):
             # DNS rebinding: a page on another origin resolved to 127.0.0.1.
             self.send_error(421, "Misdirected Request")
             return
-        if not self.path.startswith("/"):
+        target = self._target
+        if not target.startswith("/"):
             self.send_error(400, "Bad Request")
             return
-        path, _, query = self.path.partition("?")
+        path, _, query = target.partition("?")
         if path != owner.callback_path:
             self.send_error(404, "Not Found")
             return
@@ -375,7 +399,8 @@ class _Handler(BaseHTTPRequestHandler):
         if outcome is None:
             self._respond(409, status_page(409, "Authorization already completed"))
             return
-        self.claim.append(params)
+        if not outcome.ignored:
+            self.claim.append(params)
         if outcome.error is None:
             self._respond(200, owner._success_html)
         elif isinstance(outcome.error, OAuthError):
@@ -407,7 +432,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         info = RequestInfo(
             method=self.command,
-            path=_redact_url(self.path) if redact else self.path,
+            path=_redact_url(self._target) if redact else self._target,
             headers=MappingProxyType(headers),
         )
         try:
@@ -478,17 +503,12 @@ class CallbackServer:
 
         self._lock = threading.Lock()
         self._port: int | None = None
-        self._listeners: list[socket.socket] = []
         self._allowed_hosts: frozenset[str] = frozenset()
-        self._accept_thread: threading.Thread | None = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
-        self._stop_accepting = threading.Event()
-        self._slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
-        self._connections: set[socket.socket] = set()
+        self._loop: ConnectionLoop | None = None
         self._started = False
         self._closed = False
         self._claimed = False
+        self._rejected = 0  # callbacks with a wrong or missing state, ignored
         self._params: dict[str, str] | None = None
         self._finished = threading.Event()
 
@@ -506,20 +526,22 @@ class CallbackServer:
                 raise RuntimeError("CallbackServer can only be started once")
             self._started = True
         listeners, port = _bind_all(self._targets, self._requested_port, self.host)
-        self._listeners = listeners
         self._port = port
         names = {"localhost", "127.0.0.1", "[::1]", self._uri_host.lower()}
         allowed = {f"{name}:{port}" for name in names}
         if port == 80:
             allowed |= names
         self._allowed_hosts = frozenset(allowed)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._accept_thread = threading.Thread(
-            target=self._accept_loop, name=f"oauth-callback-accept-{port}", daemon=True
+        self._loop = ConnectionLoop(
+            listeners,
+            self._handle,
+            deadline=self.connection_timeout,
+            max_connections=fd_budget(_MAX_CONNECTIONS),
+            max_head=_MAX_HEAD,
+            too_large=self._status_reply(431, "Request Header Fields Too Large"),
+            name=f"oauth-callback-server-{port}",
         )
-        self._accept_thread.start()
+        self._loop.start()
         logger.debug("callback server listening on %s", self.redirect_uri)
 
     def close(self) -> None:
@@ -528,20 +550,8 @@ class CallbackServer:
             if self._closed:
                 return
             self._closed = True
-            connections = list(self._connections)
-        self._stop_accepting.set()
-        self._wake()
-        if self._accept_thread is not None:
-            self._accept_thread.join(timeout=5.0)
-        else:
-            for sock in self._listeners:
-                sock.close()
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        for wake_sock in (self._wake_r, self._wake_w):
-            if wake_sock is not None:
-                wake_sock.close()
+        if self._loop is not None:
+            self._loop.close()
         self._finish()
 
     def __enter__(self) -> CallbackServer:
@@ -646,9 +656,15 @@ class CallbackServer:
                 self._expected_state = expected_state
 
     def _timeout_error(self, timeout: float | None) -> CallbackTimeout:
-        return CallbackTimeout(
-            f"no authorization callback on {self.redirect_uri} within {timeout:g} s"
-        )
+        with self._lock:
+            rejected = self._rejected
+        message = f"no authorization callback on {self.redirect_uri} within {timeout:g} s"
+        if rejected:
+            message += (
+                f"; {rejected} callback(s) with a wrong or missing state were rejected "
+                "(a stale browser tab, or another program trying to interfere with the login)"
+            )
+        return CallbackTimeout(message)
 
     def _result(self, expected_state: str | None) -> CallbackResult:
         with self._lock:
@@ -667,21 +683,55 @@ class CallbackServer:
     def _finish(self) -> None:
         self._finished.set()
 
-    def _wake(self) -> None:
-        if self._wake_w is not None:
-            with contextlib.suppress(OSError):
-                self._wake_w.send(b"\0")
-
     def _claim(self, params: Mapping[str, str]) -> _Outcome | None:
-        """First callback wins: stop accepting and say which page to show; else ``None``."""
+        """First callback with the expected state wins: stop accepting and say which
+        page to show; ``None`` once claimed.
+
+        A callback whose state is wrong or missing while the expected state is
+        known is *ignored* (``_Outcome.ignored``): it gets the error page, is
+        counted and logged without its values, and the wait goes on, so a
+        forged callback from another local process cannot end the login.
+        """
         with self._lock:
             if self._claimed or self._closed:
                 return None
-            self._claimed = True
             expected = self._expected_state
-        self._stop_accepting.set()
-        self._wake()
-        return _evaluate(params, expected)
+            outcome = _evaluate(params, expected)
+            if expected is not None and isinstance(outcome.error, OAuthStateError):
+                self._rejected += 1
+                rejected = self._rejected
+            else:
+                self._claimed = True
+                rejected = 0
+        if rejected:
+            logger.log(
+                logging.WARNING if rejected == 1 else logging.DEBUG,
+                "rejected callback #%d on %s: its state is %s (a stale browser tab, or another "
+                "program trying to interfere); still waiting for the real one",
+                rejected, self.redirect_uri, "missing" if "state" not in params else "wrong",
+            )
+            return _Outcome(outcome.result, outcome.error, ignored=True)
+        if self._loop is not None:
+            self._loop.stop_accepting()
+        return outcome
+
+    def _handle(self, head: bytes, address: Any) -> Reply:
+        """One complete request head (in the connection loop's thread)."""
+        claim: list[dict[str, str]] = []
+        response = _Handler(head, address, self, claim).response
+        if not claim:
+            return Reply(response)
+        params = claim[0]
+        # Published once the page went out (or the connection failed), so the
+        # browser has its page before the waiter returns and closes the server.
+        return Reply(response, on_done=lambda: self._publish(params), protect=True)
+
+    @staticmethod
+    def _status_reply(status: int, message: str) -> bytes:
+        body = status_page(status, message).encode("utf-8")
+        head = [f"HTTP/1.1 {status} {message}", *(f"{k}: {v}" for k, v in _SECURITY_HEADERS),
+                f"Content-Length: {len(body)}"]
+        return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
     def deliver(self, params: Mapping[str, str]) -> bool:
         """Complete the wait with a callback that arrived another way: the query of
@@ -690,18 +740,16 @@ class CallbackServer:
         It is judged exactly like a request to :attr:`redirect_uri` (the waiter
         gets the same :class:`CallbackResult` or error). First callback wins:
         returns ``False``, changing nothing, when one was already received or
-        the server is closed.
+        the server is closed, or when its state is wrong or missing (ignored,
+        like a forged request).
         """
-        if self._claim(params) is None:
+        outcome = self._claim(params)
+        if outcome is None or outcome.ignored:
             return False
         self._publish(dict(params))
         return True
 
     def _publish(self, params: dict[str, str]) -> None:
-        # Called after the response went out and the connection closed, so the
-        # browser has its page before the waiter returns and closes the server.
-        if self._accept_thread is not None:
-            self._accept_thread.join(timeout=5.0)  # listeners closed: no second callback
         with self._lock:
             if self._closed:
                 return
@@ -711,80 +759,6 @@ class CallbackServer:
 
     def _render_error(self, error: str, description: str | None, uri: str | None) -> str:
         return render_error(self._error_html, error, description, uri)
-
-    def _accept_loop(self) -> None:
-        selector = selectors.DefaultSelector()
-        try:
-            for sock in self._listeners:
-                selector.register(sock, selectors.EVENT_READ, sock)
-            assert self._wake_r is not None
-            selector.register(self._wake_r, selectors.EVENT_READ, None)
-            while not self._stop_accepting.is_set():
-                for key, _ in selector.select():
-                    listener = cast("socket.socket | None", key.data)
-                    if listener is None:
-                        self._drain_wake()
-                        continue
-                    if self._stop_accepting.is_set():
-                        break
-                    self._accept_one(listener)
-        except Exception:
-            logger.exception("callback server accept loop failed")
-        finally:
-            selector.close()
-            for sock in self._listeners:
-                sock.close()
-
-    def _drain_wake(self) -> None:
-        assert self._wake_r is not None
-        try:
-            while self._wake_r.recv(64):
-                pass
-        except OSError:
-            pass
-
-    def _accept_one(self, listener: socket.socket) -> None:
-        try:
-            conn, address = listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:  # e.g. EMFILE: back off instead of spinning
-            logger.warning("accept failed: %s", exc.strerror or type(exc).__name__)
-            self._stop_accepting.wait(0.05)
-            return
-        if not self._slots.acquire(blocking=False):
-            logger.warning("too many open connections to the callback server; dropping one")
-            conn.close()
-            return
-        with self._lock:
-            if self._closed:
-                self._slots.release()
-                conn.close()
-                return
-            self._connections.add(conn)
-        threading.Thread(
-            target=self._serve_connection,
-            args=(conn, address),
-            name="oauth-callback-conn",
-            daemon=True,
-        ).start()
-
-    def _serve_connection(self, conn: socket.socket, address: Any) -> None:
-        claim: list[dict[str, str]] = []
-        try:
-            conn.setblocking(True)
-            _Handler(conn, address, self, claim)
-        except Exception as exc:  # client hung up, timed out, or sent garbage
-            logger.debug("connection ended: %s", type(exc).__name__)
-        finally:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_WR)
-            conn.close()
-            with self._lock:
-                self._connections.discard(conn)
-            self._slots.release()
-        if claim:
-            self._publish(claim[0])
 
 
 # --------------------------------------------------------------------------- wrappers
