@@ -103,6 +103,7 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
             "--rename-command", "KEYS", "",
+            "--repl-diskless-sync-delay", "0",
         ]
         if self.password:
             args += ["--requirepass", self.password]
@@ -343,3 +344,152 @@ def stop_session_cluster() -> None:
 def cluster_url(tmp_path: Path) -> str:
     """URL of a store on the session cluster, private to ``tmp_path``."""
     return session_cluster().url_for(prefix_for(tmp_path))
+
+
+# --------------------------------------------------------------------------- Sentinel
+
+
+class RedisSentinelSet:
+    """A primary, one replica and three Sentinels monitoring them as ``service``.
+
+    :meth:`failover` runs ``SENTINEL FAILOVER`` (a planned failover: the replica
+    is promoted, the old primary becomes its replica) and waits until every
+    Sentinel names the new primary and it has a replica again.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], service: str = "oc") -> None:
+        self.directory = Path(directory)
+        self.service = service
+        self.primary = RedisServer(self.directory / "a")
+        self.replica = RedisServer(self.directory / "b", extra_args=(
+            "--replicaof", "127.0.0.1", str(self.primary.port),
+        ))
+        self.servers = [self.primary, self.replica]
+        self.sentinel_ports = [_free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    def url_for(self, prefix: str) -> str:
+        return f"{self.url}?prefix={prefix}"
+
+    def sentinel(self, index: int = 0) -> redis.Redis:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.sentinel_ports[index], decode_responses=True)
+
+    def start(self, timeout: float = 60.0) -> None:
+        assert REDIS_SERVER is not None, skip_reason()
+        self.primary.start()
+        self.replica.start()
+        self._wait(lambda: self._replicas_online(self.primary) >= 1, timeout, "replica in sync")
+        for i, port in enumerate(self.sentinel_ports):
+            directory = self.directory / f"sentinel{i}"
+            directory.mkdir(parents=True, exist_ok=True)
+            conf = directory / "sentinel.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+                f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.service} 2000\n"
+                f"sentinel failover-timeout {self.service} 10000\n"
+                f"sentinel parallel-syncs {self.service} 1\n"
+            )
+            self.sentinels.append(subprocess.Popen(
+                [REDIS_SERVER, str(conf), "--sentinel", "--logfile", str(directory / "log")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        self._wait(self._sentinels_ready, timeout, "sentinels know the replica and each other")
+
+    def _sentinels_ready(self) -> bool:
+        try:
+            for i in range(3):
+                s = self.sentinel(i)
+                replicas = s.execute_command("SENTINEL", "REPLICAS", self.service)
+                if not any("s_down" not in _field(r, "flags") for r in replicas):
+                    return False
+                if len(s.execute_command("SENTINEL", "SENTINELS", self.service)) < 2:
+                    return False
+        except Exception:
+            return False
+        return True
+
+    @staticmethod
+    def _replicas_online(server: RedisServer) -> int:
+        try:
+            info = server.client().info("replication")
+        except Exception:
+            return 0
+        return sum(
+            1 for k, v in info.items()
+            if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+        )
+
+    @staticmethod
+    def _wait(condition: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Sentinel set: timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def current_primary(self) -> RedisServer:
+        _host, port = self.sentinel().execute_command(
+            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service
+        )
+        return next(s for s in self.servers if s.port == int(port))
+
+    def failover(self, timeout: float = 60.0) -> RedisServer:
+        """A planned failover; returns the new primary once the set is whole again."""
+        old = self.current_primary()
+        new = next(s for s in self.servers if s is not old)
+        self.sentinel().execute_command("SENTINEL", "FAILOVER", self.service)
+        self._wait(lambda: self._is_primary(new), timeout, "the replica's promotion")
+        self._wait(
+            lambda: all(self._named_primary(i) == new.port for i in range(3)),
+            timeout, "every Sentinel to name the new primary",
+        )
+        self._wait(lambda: self._replicas_online(new) >= 1, timeout, "the old primary to sync")
+        return new
+
+    def _named_primary(self, index: int) -> int:
+        try:
+            _host, port = self.sentinel(index).execute_command(
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service
+            )
+            return int(port)
+        except Exception:
+            return 0
+
+    @staticmethod
+    def _is_primary(server: RedisServer) -> bool:
+        try:
+            return server.client().info("replication").get("role") == "master"
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            process.terminate()
+        for process in self.sentinels:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.sentinels = []
+        for server in self.servers:
+            server.stop()
+
+
+def _field(entry: Any, name: str) -> str:
+    """A field of a ``SENTINEL REPLICAS`` entry (a flat list or a dict, by redis-py version)."""
+    if isinstance(entry, dict):
+        return str(entry.get(name, ""))
+    items = list(entry)
+    for key, value in zip(items[::2], items[1::2]):
+        if key == name:
+            return str(value)
+    return ""

@@ -523,3 +523,66 @@ def test_password_echoed_by_the_server_is_scrubbed(tmp_path: Path, caplog: pytes
             assert "S3cret" not in repr(store) and "S3cret" not in store.describe()
     finally:
         server.stop()
+
+
+def test_a_save_after_the_lock_was_lost_is_reported(
+    server: RedisServer, store: RedisStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The save under the refresh lock is fenced by the owner token: if the lock is
+    gone (lease expired, or a failover promoted a replica without it) the save is
+    still made (the provider issued these tokens; dropping them would lose the
+    grant) but not silently."""
+    store.set("k", tok(1))
+    with store.refresh_lock("k"):
+        with caplog.at_level(logging.WARNING, logger="oauth_callback"):
+            store.update("k", lambda cur: tok(2))
+        assert not caplog.records  # still ours: nothing to report
+        server.client().delete(store.redis_key("refresh-lock", "k"))  # lost
+        with caplog.at_level(logging.WARNING, logger="oauth_callback"):
+            store.update("k", lambda cur: tok(3))
+        assert any(r.levelno == logging.ERROR and "was lost" in r.getMessage() for r in caplog.records)
+        other = RedisStore(store._client, prefix=store.prefix)
+        assert other.get("k") == tok(3)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="oauth_callback"):
+        store.update("k", lambda cur: tok(4))  # no lock held: no fence
+    assert not [r for r in caplog.records if "was lost" in r.getMessage()]
+
+
+WAITER = """
+import sys, time
+from oauth_callback.storage.redis import RedisStore
+store = RedisStore(sys.argv[1])
+store.get("x")
+with store.refresh_lock("shared", timeout=30):
+    print(time.monotonic(), flush=True)
+"""
+
+
+def test_lock_waiters_are_woken_by_the_release_not_by_polling(
+    server: RedisServer, url: str
+) -> None:
+    """A waiter (another process) subscribes to the key's events: the release wakes it
+    at once, and it sends a handful of commands while waiting, not one every few ms."""
+    holder = RedisStore(url)
+    r = server.client()
+    channel = holder.redis_key("refresh-events", "shared")
+    with holder.refresh_lock("shared"):
+        child = subprocess.Popen([sys.executable, "-c", WAITER, url], env=python_env(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while not r.pubsub_numsub(channel)[0][1]:  # the waiter is subscribed
+                assert time.monotonic() < deadline and child.poll() is None
+                time.sleep(0.01)
+            before = int(r.info("stats")["total_commands_processed"])
+            time.sleep(0.5)  # the waiter sleeps on its subscription meanwhile
+            during = int(r.info("stats")["total_commands_processed"]) - before
+            released = time.monotonic()
+        except BaseException:
+            child.kill()
+            raise
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 0, err
+    assert during <= 2, during  # (the INFO itself) polling every 5-100 ms sends 5 or more
+    assert float(out) - released < 2.0  # woken by the release, not by the 30 s lease

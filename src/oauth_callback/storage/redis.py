@@ -692,10 +692,21 @@ class RedisStore(TokenStore):
                 ttl = None if new is None else self._ttl_ms(section, new)
                 owner = _held_token(self, key) if section == "tokens" else ""
                 keys = [rkey, self.redis_key(_LOCK_SUFFIX, key)] if owner else [rkey]
-                result, acks = self._run_cas(keys, [
+                args = [
                     "0" if raw is None else "1", b"" if raw is None else raw, payload,
                     str(ttl or 0), owner, announce,
-                ], deadline)
+                ]
+                result, acks = self._run_cas(keys, args, deadline)
+                pause = 0.05
+                while result and acks is not None and acks < self.replicas:
+                    # Not on enough replicas (yet): send the same write again. On
+                    # the same primary it is recognised and only waited for again;
+                    # after a failover it lands on the new primary (or conflicts).
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.5)
+                    result, acks = self._run_cas(keys, args, deadline)
             except (redis.exceptions.MovedError, redis.exceptions.AskError):
                 # Only from a node client (replicas > 0 on a cluster): the slot
                 # moved and nothing ran there. Learn the new layout and go again.
@@ -724,8 +735,8 @@ class RedisStore(TokenStore):
             if acks is not None and acks < self.replicas:
                 raise StoreUnavailableError(
                     f"the write of {key!r} to Redis at {self.location} was acknowledged by "
-                    f"{acks} of the {self.replicas} replicas required within "
-                    f"{self.replicas_timeout:g}s: it is on the primary and may be lost by a "
+                    f"{acks} of the {self.replicas} replicas required (tried for "
+                    f"{self.retry_timeout:g}s): it is on the primary and may be lost by a "
                     "failover",
                     path=self.location,
                 )
