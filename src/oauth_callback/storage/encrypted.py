@@ -417,11 +417,13 @@ class EncryptedStore(TokenStore):
             committed[:] = [(sealed, new)]
             return sealed
 
-        self._cache.pop((section, key), None)
+        # The cache stays: an entry only ever answers for the inner record it came from.
         self.store._modify(section, key, change)
         sealed, value = committed[0]
         if sealed is not None and value is not None:
             self._cache[(section, key)] = (sealed, _envelope_of(sealed), value)
+        else:
+            self._cache.pop((section, key), None)
         return value
 
     def clear(self) -> None:
