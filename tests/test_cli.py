@@ -163,7 +163,7 @@ def test_tokens_list_table(env: dict[str, str], seeded: FileStore) -> None:
     r = cli(env, "tokens", "list")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["KEY", "EXPIRES", "SCOPE", "REFRESH"]
+    assert lines[0].split() == ["KEY", "ACCOUNT", "EXPIRES", "SCOPE", "REFRESH"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {"github", "old", "forever"}
     assert "in 59 min" in rows["github"] and rows["github"].rstrip().endswith("yes")

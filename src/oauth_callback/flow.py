@@ -49,7 +49,7 @@ from .errors import (
     OAuthError,
     TokenEndpointError,
 )
-from .identity import Fetch, identify_flow, oidc_nonce
+from .identity import Fetch, identify_flow, oidc_nonce, userinfo_flow
 from .loopback import CallbackServer, LoopbackOptions, RequestInfo
 from .models import ClientInfo, Identity, OAuthSession, Tokens
 from .paste import PasteListener, judge_pasted
@@ -1064,6 +1064,36 @@ class OAuthClient:
                              nonce=nonce)
         with _sync_client(self._http, self.timeout) as http:
             return _drive_sync(flow, lambda fetch: _fetch_sync(http, fetch))
+
+    def userinfo(self, access_token: str) -> dict[str, Any]:
+        """The provider's userinfo claims for ``access_token`` (OIDC Core 5.3).
+
+        Discovers the metadata first when it is not known. Raises
+        :class:`DiscoveryError` when the provider has no userinfo endpoint or
+        cannot be reached, :class:`ResourceAccessError` when it refuses the token.
+        """
+        if self.metadata is None and self.issuer is not None:
+            self._discover_now()
+        flow = userinfo_flow(self._userinfo_endpoint(), access_token)
+        with _sync_client(self._http, self.timeout) as http:
+            return _drive_sync(flow, lambda fetch: _fetch_sync(http, fetch))
+
+    async def userinfo_async(self, access_token: str) -> dict[str, Any]:
+        """Async :meth:`userinfo`."""
+        if self.metadata is None and self.issuer is not None:
+            await self._discover_now_async()
+        flow = userinfo_flow(self._userinfo_endpoint(), access_token)
+        async with _async_client(self._async_http, self.timeout) as http:
+            return await _drive_async(flow, lambda fetch: _fetch_async(http, fetch))
+
+    def _userinfo_endpoint(self) -> str:
+        endpoint = self.metadata.userinfo_endpoint if self.metadata is not None else None
+        if endpoint is None:
+            raise DiscoveryError(
+                f"authorization server {self.issuer or self.token_endpoint!r} advertises no "
+                "userinfo_endpoint"
+            )
+        return endpoint
 
     async def identify_async(self, tokens: Tokens, *, nonce: str | None = None) -> Identity | None:
         """Async :meth:`identify`."""

@@ -22,9 +22,9 @@ import json
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .errors import DiscoveryError, IdTokenError
+from .errors import DiscoveryError, IdTokenError, ResourceAccessError
 from .models import Identity, Tokens
 from .pkce import generate_state
 from .protocol import RawResponse, ServerMetadata
@@ -32,7 +32,15 @@ from .protocol import RawResponse, ServerMetadata
 if TYPE_CHECKING:
     from .oidc import JwksCache
 
-__all__ = ["Fetch", "IdentifyFlow", "identify_flow", "oidc_nonce", "userinfo_fetch"]
+__all__ = [
+    "Fetch",
+    "IdentifyFlow",
+    "UserinfoFlow",
+    "identify_flow",
+    "oidc_nonce",
+    "userinfo_fetch",
+    "userinfo_flow",
+]
 
 
 @dataclass(frozen=True, repr=False)
@@ -71,21 +79,38 @@ def userinfo_fetch(userinfo_endpoint: str, access_token: str) -> Fetch:
     )
 
 
-def _userinfo_identity(
-    outcome: RawResponse | DiscoveryError, issuer: str | None
-) -> Identity | None:
-    if isinstance(outcome, DiscoveryError) or outcome.status != 200:
-        return None
+#: The effects of :func:`userinfo_flow`: ``GET`` the :class:`Fetch`; send back the
+#: response, or a :class:`~oauth_callback.errors.DiscoveryError` for a network failure.
+UserinfoFlow = Generator[Fetch, "RawResponse | DiscoveryError", "dict[str, Any]"]
+
+
+def userinfo_flow(userinfo_endpoint: str, access_token: str) -> UserinfoFlow:
+    """Ask the userinfo endpoint (OIDC Core 5.3) who ``access_token`` belongs to.
+
+    Returns the claims (a JSON object with a ``sub`` string). Raises
+    :class:`~oauth_callback.errors.ResourceAccessError` when the provider
+    refuses the token (401/403: revoked, expired or lacking scope),
+    :class:`DiscoveryError` for a network failure, another status or a
+    malformed answer. Messages never contain the token or the body.
+    """
+    outcome = yield userinfo_fetch(userinfo_endpoint, access_token)
+    if isinstance(outcome, DiscoveryError):
+        raise outcome
+    if outcome.status in (401, 403):
+        raise ResourceAccessError(
+            f"the userinfo endpoint {userinfo_endpoint} refused the access token "
+            f"(HTTP {outcome.status})", status=outcome.status)
+    if outcome.status != 200:
+        raise DiscoveryError(
+            f"the userinfo endpoint {userinfo_endpoint} answered HTTP {outcome.status}")
     try:
         claims = json.loads(outcome.body)
     except ValueError:
-        return None
-    if not isinstance(claims, Mapping):
-        return None
-    try:
-        return Identity.from_claims(claims, source="userinfo", issuer=issuer)
-    except ValueError:
-        return None
+        claims = None
+    if not isinstance(claims, dict) or not isinstance(claims.get("sub"), str):
+        raise DiscoveryError(
+            f"the userinfo endpoint {userinfo_endpoint} answered no JSON object with a 'sub'")
+    return claims
 
 
 def identify_flow(
@@ -130,5 +155,8 @@ def identify_flow(
             return identity
     if metadata.userinfo_endpoint is None:
         return None
-    outcome = yield userinfo_fetch(metadata.userinfo_endpoint, tokens.access_token)
-    return _userinfo_identity(outcome, metadata.issuer)
+    try:
+        claims = yield from userinfo_flow(metadata.userinfo_endpoint, tokens.access_token)
+        return Identity.from_claims(claims, source="userinfo", issuer=metadata.issuer)
+    except (DiscoveryError, ResourceAccessError, ValueError):
+        return None  # the account stays unknown; the login itself succeeded

@@ -20,6 +20,7 @@ from .. import __version__
 from ..errors import (
     CallbackError,
     DiscoveryError,
+    IdTokenError,
     OAuthCallbackError,
     OAuthError,
     ReauthRequired,
@@ -71,8 +72,12 @@ def _shared_options(suppress: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     default: Any = argparse.SUPPRESS if suppress else None
     p.add_argument("--store", metavar="URL_OR_PATH", default=default,
-                   help="token store: a path or a store URL (file:PATH, sqlite:PATH, "
-                   f"redis://HOST, memory:); default ${STORE_ENV_VAR} or ~/.mcp/tokens.json")
+                   help="token store: a path or a store URL: file:PATH, sqlite:PATH, "
+                   "keyring:[SERVICE], redis://[user:pass@]HOST[:PORT][/DB], rediss://... "
+                   "(TLS), redis+cluster://HOST:PORT[,...], redis+sentinel://HOST:PORT[,...]"
+                   "/SERVICE (rediss+cluster://, rediss+sentinel://: TLS), memory: (this "
+                   "process only); any of them ?encryption=keyring|env:NAME|file:PATH; "
+                   f"default ${STORE_ENV_VAR} or ~/.mcp/tokens.json")
     p.add_argument("-v", "--verbose", action="count",
                    default=argparse.SUPPRESS if suppress else 0,
                    help="log to stderr (-vv: debug)")
@@ -104,14 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--issuer", help="issuer URL; endpoints are discovered (RFC 8414)")
     where.add_argument("--authorize-url", metavar="URL", help="authorization endpoint")
     where.add_argument("--token-url", metavar="URL", help="token endpoint")
-    p.add_argument("--client-id", required=True, help="OAuth client id")
+    p.add_argument("--client-id",
+                   help="OAuth client id (default with --key: the one stored under KEY)")
     p.add_argument("--client-secret", metavar="SECRET",
                    help=f"client secret for confidential clients (safer: ${SECRET_ENV_VAR}, "
                    "since arguments are visible to other users in the process list)")
     p.add_argument("--scope", help="space-separated scopes to request")
     p.add_argument("--port", type=_port, default=0,
                    help="loopback port for the redirect URI (default 0: any free port)")
-    p.add_argument("--key", help="store key (default: the issuer's host)")
+    p.add_argument("--key", help="store key (default: the issuer's host); a key logged in "
+                   "before needs no other flag: its issuer, client id, scope and port are reused")
+    p.add_argument("--force", action="store_true",
+                   help="replace the account stored under the key even if this login is "
+                   "another account (another 'sub') of the same provider")
     how = p.add_argument_group(
         "how to log in (default: a browser here; inside SSH or without a display: the device "
         "flow when the provider offers it, else --no-browser)"
@@ -134,11 +144,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long to wait for the browser's callback (default 300)")
     p.set_defaults(run=("login", "cmd_login"))
 
+    p = sub.add_parser("status", parents=[common],
+                       help="show the stored logins and whether they are usable",
+                       description="For each key (or KEY): the account, provider, scopes, "
+                       "access-token expiry, refresh token, store and whether the login is "
+                       "usable. Exit 0 when every login is usable, 3 when one needs a new "
+                       "login, 4 when --check could not reach the provider.")
+    p.add_argument("key", metavar="KEY", nargs="?", help="only this key")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--check", action="store_true",
+                   help="ask the provider: refresh when due, then userinfo when it has one")
+    p.set_defaults(run=("accounts", "cmd_status"))
+
+    p = sub.add_parser("logout", parents=[common],
+                       help="revoke a login at the provider and remove it locally",
+                       description="Revoke KEY's refresh and access tokens at the provider "
+                       "(RFC 7009, when it has a revocation endpoint), then remove the tokens "
+                       "and any pending session from the store, whether or not revoking "
+                       "worked. The client registration is kept, so 'login --key KEY' logs "
+                       "in again without other flags (--all removes it too). Exit 0 when "
+                       "done, 4 when revoking failed (removed locally all the same).")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("--all", action="store_true",
+                   help="also remove the client registration (issuer, client id, scope)")
+    p.add_argument("--no-revoke", action="store_true",
+                   help="remove locally only; the grant stays valid at the provider")
+    p.set_defaults(run=("accounts", "cmd_logout"))
+
     p = sub.add_parser("token", parents=[common], help="print a valid access token",
                        description="Print a valid access token for KEY on stdout, refreshing it "
                        "if needed, and nothing else: curl -H \"Authorization: Bearer "
                        "$(oauth-callback token KEY)\" ...")
     p.add_argument("key", metavar="KEY")
+    p.add_argument("--json", action="store_true",
+                   help='print {"access_token": ..., "expires_at": ...} instead')
     p.set_defaults(run=("token", "cmd_token"))
 
     p = sub.add_parser("tokens", parents=[common],
@@ -215,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=("doctor", "cmd_doctor"))
 
+    p = sub.add_parser("completion", help="print the shell completion script (bash, zsh, fish)",
+                       description="Print the tab-completion script for SHELL (argcomplete). "
+                       "bash: eval \"$(oauth-callback completion bash)\" in ~/.bashrc; "
+                       "zsh: the same in ~/.zshrc; fish: oauth-callback completion fish | "
+                       "source, in ~/.config/fish/config.fish.")
+    p.add_argument("shell", metavar="SHELL", choices=("bash", "zsh", "fish"),
+                   help="bash, zsh or fish")
+    p.set_defaults(run=("completion", "cmd_completion"))
+
     p = sub.add_parser("demo", parents=[common], help="run the whole flow against a mock provider",
                        description="Start an embedded mock OAuth provider and run login, token "
                        "and an expiry-driven refresh end to end, in a temporary store unless "
@@ -253,21 +301,37 @@ def _exit_code(exc: OAuthCallbackError) -> int:
         return EXIT_LOGIN_REQUIRED
     if isinstance(exc, (StoreError, TokenEndpointError, DiscoveryError)):
         return EXIT_UNAVAILABLE
-    if isinstance(exc, (CallbackError, OAuthError)):
+    if isinstance(exc, (CallbackError, OAuthError, IdTokenError)):
         return EXIT_AUTH_FAILED
     return EXIT_FAILURE
 
 
+# Library advice (Python API terms) and what it means on the command line.
+_CLI_TERMS = (
+    ("Run FileStore.repair() or 'oauth-callback doctor --repair'",
+     f"run '{PROG} doctor --repair'"),
+    ("pass port=0 to pick a free port", "use --port 0 to pick a free port"),
+    ("; use port=0)", "; use --port 0)"),
+    (" (OAuthClient.login saves it) or pass client= to TokenManager", ""),
+)
+
+
 def _message(exc: OAuthCallbackError) -> str:
     text = str(exc)
+    for python, cli in _CLI_TERMS:
+        text = text.replace(python, cli)
     if isinstance(exc, ReauthRequired):
-        text += f"; run '{PROG} login --key {exc.key} ...' again"
+        text += f"; log in again: {PROG} login --key {exc.key}"
     return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (cli.completion)
+        from .completion import complete
+
+        complete(parser)
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", 0) or 0)
     module_name, function_name = args.run

@@ -37,6 +37,7 @@ from ._common import (
     store_from_args,
 )
 from ._login_ui import Events, show_device_code
+from .accounts import apply_stored_login, check_server_url, login_error, remember_port
 
 if TYPE_CHECKING:
     from ..device import DeviceAuthorization
@@ -188,7 +189,7 @@ def _redirect_of(url: str) -> str:
 
 def _login_with_browser(
     args: argparse.Namespace, client: OAuthClient, store: TokenStore, key: str,
-    events: Events, *, paste: bool,
+    events: Events, *, paste: bool, force: bool = False,
 ) -> Tokens:
     progress = Progress()
 
@@ -211,7 +212,8 @@ def _login_with_browser(
 
     try:
         return client.login(store, key, port=args.port, open_browser=show,
-                            timeout=args.timeout, paste=sys.stdin if paste else None)
+                            timeout=args.timeout, paste=sys.stdin if paste else None,
+                            replace_account=force)
     finally:
         progress.stop()
 
@@ -241,16 +243,34 @@ def _login_with_device(
 
 def cmd_login(args: argparse.Namespace) -> int:
     """Log in (browser, paste-back or device flow) and store the tokens; one line of result."""
+    store = store_from_args(args)
+    reused = bool(args.key) and apply_stored_login(args, store, args.key)
     if args.issuer and (args.authorize_url or args.token_url):
         raise CliError("pass either --issuer or --authorize-url and --token-url", EXIT_USAGE)
     if not args.issuer and not (args.authorize_url and args.token_url):
+        if args.key:
+            raise CliError(
+                f"no login is stored under {args.key!r} in {store.describe()} to log in "
+                "again with; pass --issuer URL --client-id ID (or --authorize-url and "
+                "--token-url)", EXIT_USAGE)
         raise CliError("pass --issuer, or both --authorize-url and --token-url", EXIT_USAGE)
+    for option, value in (("--issuer", args.issuer), ("--authorize-url", args.authorize_url),
+                          ("--token-url", args.token_url)):
+        check_server_url(option, value)
+    if args.client_id is None:
+        raise CliError("pass --client-id (the OAuth client id registered with the provider)",
+                       EXIT_USAGE)
     if args.client_secret:
         log.warning("--client-secret on the command line is visible to other users of this "
                     "machine (process list, shell history); prefer $%s", SECRET_ENV_VAR)
     secret = args.client_secret or os.environ.get(SECRET_ENV_VAR) or None
     key = args.key or default_key(args.issuer or args.authorize_url)
-    store = store_from_args(args)
+    if store.describe().startswith("memory:"):
+        log.warning("--store memory: keeps the tokens in this process only: they vanish when "
+                    "it exits (use a file, sqlite:, keyring: or redis:// store to keep them)")
+    if reused:
+        info(f"Logging in again as stored under {key!r}: {args.issuer or args.token_url}, "
+             f"client {args.client_id}" + (f", port {args.port}" if args.port else ""))
     events = Events(args.json)
     try:
         client = _build_client(args, secret)
@@ -262,11 +282,12 @@ def cmd_login(args: argparse.Namespace) -> int:
             tokens = _login_with_device(args, client, store, key, events)
         else:
             tokens = _login_with_browser(args, client, store, key, events,
-                                         paste=method == "paste")
+                                         paste=method == "paste", force=args.force)
     except OAuthCallbackError as exc:
         events.emit("error", type=type(exc).__name__, error=getattr(exc, "error", None),
                     message=str(exc))
-        raise
+        raise login_error(exc, store, key, secret) from None
+    remember_port(store, key, args.port)
     if args.json:
         events.emit("logged_in", key=key, method=method, expires_at=tokens.expires_at,
                     scope=tokens.scope, refresh_token=tokens.refresh_token is not None,

@@ -40,11 +40,22 @@ __all__ = [
 ]
 
 
-def _token_summary(store: TokenStore, key: str, tokens: Tokens) -> dict[str, Any]:
+def _token_summary(store: TokenStore, key: str, tokens: Tokens | None) -> dict[str, Any]:
+    from .accounts import identity_record, login_command
+
     client = store.get_client(key)
-    expires_in = tokens.expires_in()
-    return {
+    row: dict[str, Any] = {
         "key": key,
+        "logged_in": tokens is not None,
+        "account": identity_record(client.identity if client else None),
+        "client_id": client.client_id if client else None,
+        "issuer": client.issuer if client else None,
+    }
+    if tokens is None:
+        row["login_command"] = login_command(key, client)
+        return row
+    expires_in = tokens.expires_in()
+    row.update({
         "expires_at": tokens.expires_at,
         "expires_at_iso": iso(tokens.expires_at),
         "expires_in": None if expires_in is None else int(expires_in),
@@ -53,37 +64,50 @@ def _token_summary(store: TokenStore, key: str, tokens: Tokens) -> dict[str, Any
         "token_type": tokens.token_type,
         "has_refresh_token": tokens.refresh_token is not None,
         "access_token_fingerprint": fingerprint(tokens.access_token),
-        "client_id": client.client_id if client else None,
-        "issuer": client.issuer if client else None,
-    }
+    })
+    return row
+
+
+def _account_label(row: dict[str, Any]) -> str:
+    account = row["account"]
+    if account is None:
+        return "-"
+    return str(account["email"] or account["preferred_username"] or account["name"]
+               or account["sub"])
 
 
 def cmd_tokens_list(args: argparse.Namespace) -> int:
-    """Print a table (or ``--json``) of the stored tokens, without secrets."""
+    """Print a table (or ``--json``) of the stored logins, without secrets; a client
+    registration without tokens is listed as logged out, with the command to log in."""
+    from .accounts import account_keys, no_store_message
+
     store = store_from_args(args)
-    rows: list[dict[str, Any]] = []
-    keys = store.keys()
-    for key in keys:
-        tokens = store.get(key)
-        if tokens is not None:
-            rows.append(_token_summary(store, key, tokens))
+    rows = [_token_summary(store, key, store.get(key)) for key in account_keys(store)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     if not rows:
-        info(f"no tokens stored in {store.describe()}")
+        missing = no_store_message(store)
+        info(f"no tokens stored: {missing}" if missing else
+             f"no tokens stored in {store.describe()}")
         return EXIT_OK
-    table = [("KEY", "EXPIRES", "SCOPE", "REFRESH")]
+    table = [("KEY", "ACCOUNT", "EXPIRES", "SCOPE", "REFRESH")]
     for row in rows:
+        if not row["logged_in"]:
+            table.append((row["key"], _account_label(row), "logged out",
+                          f"log in: {row['login_command']}", ""))
+            continue
         table.append((
             row["key"],
+            _account_label(row),
             human_expiry(row["expires_at"]),
             row["scope"] or "-",
             "yes" if row["has_refresh_token"] else "no",
         ))
-    widths = [max(len(r[i]) for r in table) for i in range(3)]
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
     for r in table:
-        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+        line = "  ".join(f"{r[i]:<{widths[i]}}" for i in range(4)) + f"  {r[4]}"
+        print(line.rstrip())
     return EXIT_OK
 
 
