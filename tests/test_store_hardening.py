@@ -35,11 +35,19 @@ def _own_temps(directory: Path) -> list[str]:
     return [e for e in os.listdir(directory) if e.endswith(".tmp")]
 
 
+def _open(kind: str, mnt: Path) -> Any:
+    from oauth_callback.storage import SQLiteStore
+
+    return FileStore(mnt / "tokens.json") if kind == "file" else SQLiteStore(mnt / "tokens.json")
+
+
 @requires_root
-def test_disk_full_refresh_does_not_spend_the_refresh_token(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["file", "sqlite"])
+def test_disk_full_refresh_does_not_spend_the_refresh_token(tmp_path: Path, kind: str) -> None:
     """No space for the successor: StoreWriteError and the provider is never contacted."""
-    with tmpfs(tmp_path / "tiny") as mnt, MockProvider(rotate_refresh_tokens=True) as provider:
-        store = FileStore(mnt / "tokens.json")
+    with tmpfs(tmp_path / "tiny", "128k") as mnt, \
+            MockProvider(rotate_refresh_tokens=True) as provider:
+        store = _open(kind, mnt)
         login(provider, store)
         old = expire(provider, store)
         filler = fill(mnt)
@@ -51,22 +59,26 @@ def test_disk_full_refresh_does_not_spend_the_refresh_token(tmp_path: Path) -> N
         after = dict(provider.stats)
         assert after["refresh_requests"] == before["refresh_requests"] == 0
         assert after["token_requests"] == before["token_requests"]
-        assert FileStore(mnt / "tokens.json").get(KEY) == old
+        assert _open(kind, mnt).get(KEY) == old
         assert provider.is_refresh_token_active(old.refresh_token or "")
         assert _own_temps(mnt) == []
         # Space back: the very same grant refreshes once and is kept.
         filler.unlink()
         new = TokenManager(store, KEY).tokens()
         assert provider.refresh_count == 1 and provider.invalid_grant_count == 0
-        assert FileStore(mnt / "tokens.json").get(KEY) == new
+        assert _open(kind, mnt).get(KEY) == new
         assert provider.is_refresh_token_active(new.refresh_token or "")
 
 
 @requires_root
-def test_disk_filling_during_the_refresh_still_saves_the_successor(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["file", "sqlite"])
+def test_disk_filling_during_the_refresh_still_saves_the_successor(
+    tmp_path: Path, kind: str
+) -> None:
     """The space reserved before the request is what the save writes into."""
-    with tmpfs(tmp_path / "tiny") as mnt, MockProvider(rotate_refresh_tokens=True) as provider:
-        store = FileStore(mnt / "tokens.json")
+    with tmpfs(tmp_path / "tiny", "128k") as mnt, \
+            MockProvider(rotate_refresh_tokens=True) as provider:
+        store = _open(kind, mnt)
         login(provider, store)
         expire(provider, store)
         client = OAuthClient.from_client_info(store.get_client(KEY))  # type: ignore[arg-type]
@@ -84,7 +96,7 @@ def test_disk_filling_during_the_refresh_still_saves_the_successor(tmp_path: Pat
         new = TokenManager(store, KEY, client).tokens()
         assert filled, "the refresh request was not made"
         assert provider.refresh_count == 1
-        assert FileStore(mnt / "tokens.json").get(KEY) == new
+        assert _open(kind, mnt).get(KEY) == new
         assert provider.is_refresh_token_active(new.refresh_token or "")
         assert _own_temps(mnt) == []
 

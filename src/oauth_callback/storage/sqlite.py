@@ -72,12 +72,14 @@ from .document import RESERVED_KEY
 from .layout import lock_file
 from .records import MODELS, corrupt, decode_record, encode_record
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["SCHEMA_VERSION", "WAL_RESERVE", "SQLiteStore"]
 
 log = logging.getLogger("oauth_callback.storage")
 
 #: The schema this version writes; a database with a higher one is read but never modified.
 SCHEMA_VERSION = 1
+#: Bytes :meth:`SQLiteStore.reserve_write` allocates in the WAL: 8 frames of 4 KiB pages.
+WAL_RESERVE = 8 * (4096 + 24)
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -512,6 +514,40 @@ class SQLiteStore(TokenStore):
         self._ensure_directory()
         return InterProcessLock(lock_file(os.path.realpath(self.path), key),
                                 timeout=60.0 if timeout is None else timeout)
+
+    @contextlib.contextmanager
+    def reserve_write(self, key: str) -> Iterator[None]:
+        """Set aside the space the next commit needs, before a refresh spends its token.
+
+        A commit appends its pages to the ``-wal`` file: this allocates
+        :data:`WAL_RESERVE` bytes past its end (``posix_fallocate``; SQLite
+        ignores the zero bytes, which are no valid frames), so that commit
+        does not fail for want of space. Raises :class:`StoreWriteError`
+        (``ENOSPC``) when the space is not there, before anything is sent. The
+        allocation stays with the WAL until a checkpoint truncates it.
+        Without ``posix_fallocate`` (macOS) nothing is reserved.
+        """
+        self._check(key)
+        fallocate = getattr(os, "posix_fallocate", None)
+        if fallocate is not None:
+            with self._locked():
+                conn = self._connection(create=True)
+                assert conn is not None
+                wal = self.path + "-wal"
+                try:
+                    fd = os.open(wal, os.O_WRONLY | _O_CLOEXEC | _O_NOFOLLOW)
+                except FileNotFoundError:
+                    fd = None  # not in WAL mode (see _open): nothing to extend
+                except OSError as exc:
+                    raise self._os_error(exc, "reserve space in") from exc
+                if fd is not None:
+                    try:
+                        fallocate(fd, os.fstat(fd).st_size, WAL_RESERVE)
+                    except OSError as exc:
+                        raise self._os_error(exc, "reserve space in") from exc
+                    finally:
+                        os.close(fd)
+        yield
 
     # -- maintenance --------------------------------------------------------------
 
