@@ -562,3 +562,23 @@ def test_os_error_after_the_lock_is_a_store_error_naming_the_file(tmp_path: Path
         store.clear()
     assert str(path) in str(info.value) and str(odd) in str(info.value)
     assert info.value.path == str(path)
+
+
+def test_encrypted_file_store_reserves_through_the_inner_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("cryptography")
+    from oauth_callback.storage.encrypted import EncryptedStore
+    from oauth_callback.storage.key_sources import StaticKey
+
+    calls: list[object] = []
+    real = os.posix_fallocate
+    monkeypatch.setattr(os, "posix_fallocate", lambda *a: calls.append(a) or real(*a))
+    store = EncryptedStore(FileStore(tmp_path / "s" / "tokens.json"), StaticKey(b"k" * 32))
+    store.set("a", Tokens("x"))
+    assert calls == []
+    with store.reserve_write("a"):
+        assert len(calls) == 1
+        store.set("a", Tokens("y"))
+    assert store.get("a") == Tokens("y")
+    assert _own_temps(tmp_path / "s") == []

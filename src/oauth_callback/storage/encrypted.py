@@ -437,6 +437,10 @@ class EncryptedStore(TokenStore):
         """The inner store's refresh lock."""
         return self.store.refresh_lock(key, timeout=timeout)
 
+    def reserve_write(self, key: str) -> contextlib.AbstractContextManager[Any]:
+        """The inner store's reservation (a refresh's save goes through it)."""
+        return self.store.reserve_write(key)
+
     def close(self) -> None:
         """Close the inner store and forget the decrypted records."""
         self._cache.clear()
