@@ -430,3 +430,19 @@ def test_completion_scripts_and_answers(env: dict[str, str], tmp_path: Path) -> 
              "_ARGCOMPLETE_STDOUT_FILENAME": str(out), "_ARGCOMPLETE_IFS": "\n"},
     )
     assert {"--all", "--no-revoke"} <= set(out.read_text().split())
+
+
+def test_login_key_uses_a_secret_only_if_the_login_stored_it(
+    env: dict[str, str], store_path: Path, provider: MockProvider
+) -> None:
+    with_secret = {**env, "OAUTH_CALLBACK_CLIENT_SECRET": "conf-secret"}
+    code, _out, err = login(with_secret, "--issuer", provider.issuer, "--client-id",
+                            "conf-client", "--key", KEY)
+    assert code == 0, err
+    r = cli(env, "logout", KEY)
+    assert r.returncode == 0, r.stderr
+    code, _out, err = login(env, "--key", KEY)  # no secret given: the stored one is used
+    assert code == 0, err
+    assert "conf-secret" not in err
+    r = cli(env, "tokens", "show", KEY)
+    assert "account:" in r.stdout and "conf-secret" not in r.stdout

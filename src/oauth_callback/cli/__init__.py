@@ -1,8 +1,9 @@
 """The ``oauth-callback`` command (also ``python -m oauth_callback``).
 
-Commands: ``login``, ``token KEY``, ``tokens list|show|delete|clear|migrate|import``,
-``doctor`` and ``demo``, one module each (:mod:`.login`, :mod:`.token`,
-:mod:`.tokens`, :mod:`.doctor`, :mod:`.demo`); :mod:`._main` holds the parser,
+Commands: ``login``, ``token KEY``, ``status``/``logout``,
+``tokens list|show|delete|clear|migrate|import``, ``doctor``, ``completion`` and
+``demo``, one module per group (:mod:`.login`, :mod:`.token`, :mod:`.accounts`,
+:mod:`.tokens`, :mod:`.doctor`, :mod:`.completion`, :mod:`.demo`); :mod:`._main` holds the parser,
 the dispatch (which imports a command's module only when it runs) and the
 exit codes' mapping, :mod:`._common` what the command modules share.
 
@@ -26,7 +27,8 @@ Exit status:
       unreadable or corrupt, lock timeout)
 5     authorization failed: the user or provider refused (an OAuth error
       such as access_denied, or ``InvalidClientError``: invalid_client, a
-      wrong client id, secret or key), timed out, state mismatch, port in use
+      wrong client id, secret or key), timed out, state mismatch, port in use,
+      an OpenID Connect ID Token that does not validate
 130   interrupted (Ctrl-C)
 ====  =====================================================================
 """

@@ -165,8 +165,9 @@ def remember_port(store: TokenStore, key: str, port: int) -> None:
 def apply_stored_login(args: argparse.Namespace, store: TokenStore, key: str) -> bool:
     """Fill what ``login --key KEY`` was not given from the client registration stored
     under ``key``: issuer (or endpoints), client id, scope and port. Flags given win.
-    Returns whether a stored registration was used. The secret is never taken from
-    here unless the earlier login stored it (``$OAUTH_CALLBACK_CLIENT_SECRET``)."""
+    Returns whether a stored registration was used. A client secret is never
+    taken from here unless the earlier login stored it (as ``args.stored_secret``,
+    used after ``--client-secret`` and ``$OAUTH_CALLBACK_CLIENT_SECRET``)."""
     given_server = bool(args.issuer or args.authorize_url or args.token_url)
     client = store.get_client(key)
     if client is None:
@@ -183,6 +184,8 @@ def apply_stored_login(args: argparse.Namespace, store: TokenStore, key: str) ->
         return False  # another server: the stored client id belongs to the old one
     if args.client_id is None:
         args.client_id = client.client_id
+    if args.client_id == client.client_id:
+        args.stored_secret = client.client_secret  # what the earlier login stored, if any
     if args.scope is None:
         args.scope = client.scope
     if args.port == 0:

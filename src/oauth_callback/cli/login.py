@@ -263,7 +263,8 @@ def cmd_login(args: argparse.Namespace) -> int:
     if args.client_secret:
         log.warning("--client-secret on the command line is visible to other users of this "
                     "machine (process list, shell history); prefer $%s", SECRET_ENV_VAR)
-    secret = args.client_secret or os.environ.get(SECRET_ENV_VAR) or None
+    secret = (args.client_secret or os.environ.get(SECRET_ENV_VAR)
+              or getattr(args, "stored_secret", None) or None)
     key = args.key or default_key(args.issuer or args.authorize_url)
     if store.describe().startswith("memory:"):
         log.warning("--store memory: keeps the tokens in this process only: they vanish when "

@@ -132,6 +132,8 @@ def _mask_extra(extra: Any, reveal: bool) -> dict[str, Any]:
 
 def _show_record(key: str, tokens: Tokens, client: ClientInfo | None,
                  reveal: bool) -> dict[str, Any]:
+    from .accounts import identity_record
+
     record: dict[str, Any] = {
         "key": key,
         "token_type": tokens.token_type,
@@ -154,6 +156,7 @@ def _show_record(key: str, tokens: Tokens, client: ClientInfo | None,
             "redirect_uri": client.redirect_uri,
             "scope": client.scope,
             "token_endpoint_auth_method": client.token_endpoint_auth_method,
+            "account": identity_record(client.identity),
         }
     return record
 
@@ -180,6 +183,8 @@ def cmd_tokens_show(args: argparse.Namespace) -> int:
         lines.append((f"extra {name}", value if isinstance(value, str) else json.dumps(value)))
     client = record["client"]
     if client is not None:
+        if client["account"] is not None:
+            lines.append(("account", _account_label({"account": client["account"]})))
         lines.append(("client id", client["client_id"]))
         lines.append(("client secret", client["client_secret"] or "none (public client)"))
         for label, name in (("issuer", "issuer"),
