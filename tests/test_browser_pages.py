@@ -8,6 +8,7 @@ Screenshots are saved under test-artifacts/screenshots/ (see tests/browser.py).
 from __future__ import annotations
 
 import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlencode
@@ -152,14 +153,19 @@ def test_login_end_to_end_in_chromium(browser: Browser, tmp_path: Path) -> None:
         client = OAuthClient(provider.client_id, issuer=provider.issuer, scope="read")
         store = FileStore(tmp_path / "tokens.json")
         urls: queue.Queue[str] = queue.Queue()
+        cancel = threading.Event()  # a failing assertion must not leave the login waiting
         with ThreadPoolExecutor(1) as pool:
-            login = pool.submit(client.login, store, "mock", open_browser=urls.put, timeout=60)
-            url = urls.get(timeout=30)
-            browser.open(url)
-            assert browser.title == "Authorize access"
-            browser.find("button[value=approve]").click()
-            browser.wait_for_title("Authorization complete")
-            tokens = login.result(timeout=30)
+            login = pool.submit(client.login, store, "mock", open_browser=urls.put, timeout=60,
+                                cancel=cancel)
+            try:
+                url = urls.get(timeout=30)
+                browser.open(url)
+                assert browser.title == "Authorize access"
+                browser.find("button[value=approve]").click()
+                browser.wait_for_title("Authorization complete")
+                tokens = login.result(timeout=30)
+            finally:
+                cancel.set()
         assert browser.url.startswith("http://localhost:")
         browser.network()
         docs = browser.network_seen  # everything the browser loaded, for the headers
@@ -186,20 +192,25 @@ def test_device_login_end_to_end_in_chromium(browser: Browser, tmp_path: Path) -
         client = OAuthClient(provider.client_id, issuer=provider.issuer, scope="read")
         store = FileStore(tmp_path / "tokens.json")
         shown: queue.Queue[DeviceAuthorization] = queue.Queue()
+        cancel = threading.Event()  # a failing assertion must not leave the login polling
         with ThreadPoolExecutor(1) as pool:
-            login = pool.submit(client.login_device, store, "dev", on_code=shown.put)
-            grant = shown.get(timeout=30)
-            browser.open(grant.verification_uri)
-            assert browser.title == "Connect a device"
-            doc = only_document(browser, provider.verification_uri)
-            csp = str(doc["headers"]["content-security-policy"])  # type: ignore[index]
-            assert "default-src 'none'" in csp and "form-action 'self'" in csp
-            browser.find("#user_code").send_keys(grant.user_code)
-            browser.find("button[value=approve]").click()
-            browser.wait_for_title("Device connected")
-            assert browser.csp_violations() == []
-            browser.screenshot("device-login-approved")
-            tokens = login.result(timeout=60)
+            login = pool.submit(client.login_device, store, "dev", on_code=shown.put,
+                                cancel=cancel)
+            try:
+                grant = shown.get(timeout=30)
+                browser.open(grant.verification_uri)
+                assert browser.title == "Connect a device"
+                doc = only_document(browser, provider.verification_uri)
+                csp = str(doc["headers"]["content-security-policy"])  # type: ignore[index]
+                assert "default-src 'none'" in csp and "form-action 'self'" in csp
+                browser.find("#user_code").send_keys(grant.user_code)
+                browser.find("button[value=approve]").click()
+                browser.wait_for_title("Device connected")
+                assert browser.csp_violations() == []
+                browser.screenshot("device-login-approved")
+                tokens = login.result(timeout=60)
+            finally:
+                cancel.set()
         assert provider.is_access_token_active(tokens.access_token)
         assert store.get("dev") == tokens
         assert provider.stats["device_approvals"] == 1
