@@ -192,15 +192,17 @@ def _login_with_browser(
     events: Events, *, paste: bool, force: bool = False,
 ) -> Tokens:
     progress = Progress()
+    stdin = sys.stdin if paste else None  # None also when stdin is closed (<&-)
 
     def show(url: str) -> None:
         redirect = _redirect_of(url)
         events.emit("authorization_url", url=url, redirect_uri=redirect)
         if paste:
             info(f"Open this URL in a browser, on this machine or any other:\n\n    {url}\n")
-            info(f"After you approve, the browser is sent to {redirect}?... ; if that page "
-                 "cannot load (the browser is on another machine), copy its address from the "
-                 "address bar and paste it here.")
+            if stdin is not None:
+                info(f"After you approve, the browser is sent to {redirect}?... ; if that page "
+                     "cannot load (the browser is on another machine), copy its address from "
+                     "the address bar and paste it here.")
             info(f"Waiting for the authorization callback on {redirect} "
                  f"(timeout {args.timeout:g}s, Ctrl-C to cancel) ...")
             return
@@ -212,8 +214,7 @@ def _login_with_browser(
 
     try:
         return client.login(store, key, port=args.port, open_browser=show,
-                            timeout=args.timeout, paste=sys.stdin if paste else None,
-                            replace_account=force)
+                            timeout=args.timeout, paste=stdin, replace_account=force)
     finally:
         progress.stop()
 
