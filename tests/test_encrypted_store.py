@@ -726,3 +726,61 @@ def test_redis_record_expiry_still_works_under_encryption(tmp_path: Path, key: b
     assert 3_500_000 < pttl <= 3_600_000
     assert store.get("k") == Tokens(SECRET_AT, extra={"refresh_token_expires_in": 3600})
     store.close()
+
+
+def test_keyring_key_first_use_in_many_processes_agrees_on_one_key(tmp_path: Path) -> None:
+    """Processes starting at once: the inter-process lock makes one of them create the key."""
+    pytest.importorskip("keyring")
+    pytest.importorskip("keyrings.alt")
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import ROOT, python_env
+
+    env = python_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env["PYTHONPATH"]])
+    env["PYTHON_KEYRING_BACKEND"] = "tests.test_keyring_store.DirKeyring"
+    env["OAUTH_CALLBACK_TEST_KEYRING_DIR"] = str(tmp_path / "keychain")
+    env["OAUTH_CALLBACK_LOCK_DIR"] = str(tmp_path / "locks")
+    go = tmp_path / "go"
+    path = tmp_path / "tokens.json"
+    code = (
+        "import os, sys, time\n"
+        "from oauth_callback import FileStore, Tokens\n"
+        "from oauth_callback.storage.encrypted import EncryptedStore\n"
+        "from oauth_callback.storage.key_sources import KeyringKey\n"
+        "from tests.test_keyring_store import DirKeyring\n"
+        "class SlowKeyring(DirKeyring):  # widens the window between 'no key' and 'key set'\n"
+        "    def set_password(self, service, username, password):\n"
+        "        time.sleep(0.3)\n"
+        "        super().set_password(service, username, password)\n"
+        "source = KeyringKey(service='oc-test-many', keyring_backend=SlowKeyring())\n"
+        "store = EncryptedStore(FileStore(sys.argv[1]), source)\n"
+        "open(sys.argv[2] + '-ready-' + sys.argv[3], 'w').close()\n"
+        "while not os.path.exists(sys.argv[2]):\n"
+        "    time.sleep(0.005)\n"
+        "store.set('k' + sys.argv[3], Tokens('t' + sys.argv[3]))\n"
+        "print(store.key_id)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(go), str(i)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(4)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go-ready-*"))) < 4:  # every child is waiting at the gate
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
+    go.touch()
+    ids = set()
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        ids.add(out.strip())
+    assert len(ids) == 1
+    from .test_keyring_store import DirKeyring
+
+    stored = DirKeyring(tmp_path / "keychain").get_password("oc-test-many", "default")
+    assert stored is not None and {key_id(decode_key(stored))} == ids
+    store = EncryptedStore(FileStore(path), StaticKey(decode_key(stored)))
+    assert sorted(store.keys()) == ["k0", "k1", "k2", "k3"]
+    assert store.get("k3") == Tokens("t3")
