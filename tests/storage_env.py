@@ -6,6 +6,7 @@ Used by tests/test_store_hardening.py (and others): everything here is real
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pwd
@@ -13,7 +14,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -65,20 +65,33 @@ def _usable_by_others(path: str) -> bool:
     return all(os.stat(p).st_mode & 0o001 for p in [*parts, Path(real)])
 
 
+_PUBLIC_SOURCE: list[str] = []
+
+
 def interpreter_for_others() -> tuple[str, list[str]]:
-    """A Python another user can run, with what to add to its ``PYTHONPATH``: this one,
-    or (when it lives in a private directory, e.g. pyenv under /root) the system's
-    interpreter of the same version with this venv's packages."""
-    if _usable_by_others(sys.executable):
-        return sys.executable, []
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    system = shutil.which(version, path="/usr/local/bin:/usr/bin")
-    if system is None or not _usable_by_others(system):
-        pytest.skip(f"no {version} that another user may run (this one: {sys.executable})")
-    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    if not all(_usable_by_others(p) for p in paths):
-        pytest.skip(f"the test dependencies ({', '.join(paths)}) are not readable by others")
-    return system, sorted(paths)
+    """A Python another user can run, and a ``PYTHONPATH`` entry holding a copy of the
+    package they can read (the checkout may be in a private directory such as /root).
+
+    The storage code the children run imports nothing outside the standard library.
+    This interpreter is used when others may run it; else the system's of the same
+    version (e.g. when this one is pyenv's under /root)."""
+    python = sys.executable
+    if not _usable_by_others(python):
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        system = shutil.which(version, path="/usr/local/bin:/usr/bin")
+        if system is None or not _usable_by_others(system):
+            pytest.skip(f"no {version} another user may run (this one: {sys.executable})")
+        python = system
+    if not _PUBLIC_SOURCE:
+        public = Path(tempfile.mkdtemp(prefix="oc9-src-"))
+        public.chmod(0o755)
+        shutil.copytree(ROOT / "src" / "oauth_callback", public / "oauth_callback",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for path in public.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        _PUBLIC_SOURCE.append(str(public))
+        atexit.register(shutil.rmtree, public, True)
+    return python, list(_PUBLIC_SOURCE)
 
 
 @dataclass
@@ -94,7 +107,7 @@ class User:
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": str(cwd or "/"),
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *extra]),
+            "PYTHONPATH": os.pathsep.join(extra),
             "PYTHONDONTWRITEBYTECODE": "1",
         }
         result = subprocess.run(

@@ -232,3 +232,40 @@ def test_disk_full_on_real_tmpfs(tmp_path: Path) -> None:
         assert FileStore(path).get("big") == Tokens("b" * 20000)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@requires_root
+@requires_strace
+def test_fsync_order_in_the_kernel_trace(tmp_path: Path) -> None:
+    """The real system calls of one set(), fds shown as paths (strace -y): the temp
+    file is fsynced after its last write and before the rename onto the store, the
+    directory after the rename (the in-process twin, without root, is in
+    tests/test_power_loss.py)."""
+    path = tmp_path / "tokens.json"
+    seed(path)
+    trace = tmp_path / "trace.txt"
+    env = python_env()
+    result = subprocess.run(["strace", "-qq", "-y", "-o", str(trace), sys.executable, "-c",
+                             CHILD, str(path)], capture_output=True, text=True, timeout=60,
+                            env=env)
+    assert result.returncode == 0, result.stderr
+    lines = trace.read_text().splitlines()
+    begin = next(i for i, line in enumerate(lines)
+                 if line.startswith("write(2") and '"BEGIN' in line)
+    window = lines[begin:]
+    tmp = re.compile(r"\.tokens\.json\.\d+\.[0-9a-f]{16}\.tmp")
+
+    def first(pred: object, what: str) -> int:
+        assert callable(pred)
+        hits = [i for i, line in enumerate(window) if pred(line)]
+        assert hits, f"no {what} in the trace"
+        return hits[0]
+
+    last_write = max(i for i, line in enumerate(window)
+                     if line.startswith("write(") and tmp.search(line.split(",")[0]))
+    file_fsync = first(lambda s: s.startswith("fsync(") and tmp.search(s), "file fsync")
+    rename = first(lambda s: s.startswith("rename(") and tmp.search(s)
+                   and s.split(", ")[1].startswith(f'"{path}"'), "rename onto the store")
+    dir_fsync = first(lambda s: s.startswith("fsync(") and f"<{tmp_path}>" in s,
+                      "directory fsync")
+    assert last_write < file_fsync < rename < dir_fsync, window[: dir_fsync + 1]

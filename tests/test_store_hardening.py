@@ -101,10 +101,21 @@ def test_disk_filling_during_the_refresh_still_saves_the_successor(
         assert _own_temps(mnt) == []
 
 
-def test_a_normal_set_does_not_reserve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("wrapped", ["plain", "encrypted"])
+def test_a_normal_set_does_not_reserve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       wrapped: str) -> None:
+    """Only reserve_write() allocates (a set() costs nothing more); an EncryptedStore
+    reserves through its inner store."""
     calls: list[object] = []
-    monkeypatch.setattr(os, "posix_fallocate", lambda *a: calls.append(a))
-    store = FileStore(tmp_path / "s" / "tokens.json")
+    real = os.posix_fallocate
+    monkeypatch.setattr(os, "posix_fallocate", lambda *a: calls.append(a) or real(*a))
+    store: Any = FileStore(tmp_path / "s" / "tokens.json")
+    if wrapped == "encrypted":
+        pytest.importorskip("cryptography")
+        from oauth_callback.storage.encrypted import EncryptedStore
+        from oauth_callback.storage.key_sources import StaticKey
+
+        store = EncryptedStore(store, StaticKey(b"k" * 32))
     store.set("a", Tokens("x"))
     assert calls == []
     with store.reserve_write("a"):
@@ -564,21 +575,24 @@ def test_os_error_after_the_lock_is_a_store_error_naming_the_file(tmp_path: Path
     assert info.value.path == str(path)
 
 
-def test_encrypted_file_store_reserves_through_the_inner_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pytest.importorskip("cryptography")
-    from oauth_callback.storage.encrypted import EncryptedStore
-    from oauth_callback.storage.key_sources import StaticKey
 
-    calls: list[object] = []
-    real = os.posix_fallocate
-    monkeypatch.setattr(os, "posix_fallocate", lambda *a: calls.append(a) or real(*a))
-    store = EncryptedStore(FileStore(tmp_path / "s" / "tokens.json"), StaticKey(b"k" * 32))
-    store.set("a", Tokens("x"))
-    assert calls == []
-    with store.reserve_write("a"):
-        assert len(calls) == 1
-        store.set("a", Tokens("y"))
-    assert store.get("a") == Tokens("y")
-    assert _own_temps(tmp_path / "s") == []
+@requires_root
+def test_doctor_reports_what_strict_modes_refuse(tmp_path: Path) -> None:
+    from oauth_callback import doctor
+
+    directory = tmp_path / "d"
+    path = directory / "tokens.json"
+    FileStore(path).set("k", Tokens("x"))
+    os.chown(path, 4242, 4242)  # someone else's file (any uid: root may chown)
+    link = directory / "link.json"
+    os.symlink(path, link)
+    os.lchown(link, 4243, 4243)
+    directory.chmod(0o777)
+    found = {f.check: f for f in doctor.diagnose(link)}
+    for check in ("directory-mode", "store-owner", "store-symlink-owner"):
+        assert check in found and found[check].severity is doctor.Severity.ERROR, found.keys()
+    assert "strict modes" in found["directory-mode"].message
+    assert "uid 4242" in found["store-owner"].message
+    assert "uid 4243" in found["store-symlink-owner"].message
+    with pytest.raises(StorePermissionError):
+        FileStore(link).get("k")

@@ -176,9 +176,10 @@ def check_directory(path: str) -> list[Finding]:
     euid = _euid()
     if euid is not None and st.st_uid not in (euid, 0):
         findings.append(Finding(
-            "directory-owner", Severity.WARNING,
+            "directory-owner", Severity.ERROR,
             f"directory {directory} is owned by uid {st.st_uid}, not by you (uid {euid}); "
-            "its owner can replace your token files",
+            "its owner can replace your token files, so the store refuses to use it "
+            "(strict modes)",
             fix="keep the store in a directory you own (--store)", path=directory))
     fixable = _dir_repairable(directory, st)
     how = f"chmod 700 {directory}" + ("  (or: oauth-callback doctor --repair)" if fixable else "")
@@ -187,7 +188,8 @@ def check_directory(path: str) -> list[Finding]:
         findings.append(Finding(
             "directory-mode", Severity.ERROR,
             f"directory {directory} has mode {mode:04o}{sticky}: writable by {_who(mode & 0o022)}, "
-            "who can create, replace or delete files next to the store (the lock file, temp files)",
+            "who can create, replace or delete files next to the store (the lock file, temp "
+            "files); the store refuses to use it (strict modes)",
             fix=how if fixable else "move the store to a private directory (--store or "
             "$OAUTH_CALLBACK_STORE), e.g. ~/.mcp/tokens.json",
             path=directory, repairable=fixable))
