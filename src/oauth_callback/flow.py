@@ -1,7 +1,10 @@
-"""The OAuth client: discovery, the loopback login, code exchange and refresh.
+"""The OAuth client: discovery, registration, the loopback and device logins, refresh.
 
-:class:`OAuthClient` is a thin network shell over :mod:`oauth_callback.protocol`
-using ``httpx2``; every network method has an ``_async`` twin. ``login`` runs
+:class:`OAuthClient` writes each operation once, as a *flow* (a generator of
+:mod:`effects <oauth_callback.effects>`, built on the pure
+:mod:`oauth_callback.protocol` and :mod:`oauth_callback.device`), and hands it
+to one of the two drivers of :mod:`oauth_callback.driver`: every public method
+and its ``_async`` twin are two-line shells over the same flow. ``login`` runs
 the whole authorization code flow with PKCE on a loopback redirect URI and
 saves the tokens *and* the client registration in a
 :class:`~oauth_callback.storage.base.TokenStore`, so a later process can
@@ -13,28 +16,17 @@ put in an exception message or shown in a ``repr``.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import logging
-import sys
 import threading
 import time
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Generator,
-    Iterator,
-    Mapping,
-    Sequence,
-)
-from typing import IO, Any, TypeVar, cast
-
-import anyio.to_thread
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from ._http import httpx2
 from ._text import clip
-from .browser import OpenBrowser, open_url, open_url_async
+from .browser import OpenBrowser
 from .device import (
     DeviceAuthorization,
     DeviceLoginFlow,
@@ -42,37 +34,47 @@ from .device import (
     device_login_flow,
     device_token_request,
 )
-from .errors import (
-    AccountMismatchError,
-    CallbackCancelled,
-    DiscoveryError,
-    OAuthError,
-    TokenEndpointError,
+from .driver import metadata_flow, run, run_async
+from .effects import (
+    CloseCallback,
+    DeleteSession,
+    Flow,
+    HttpGet,
+    LoadClient,
+    OpenURL,
+    PostJSON,
+    SaveLogin,
+    SaveSession,
+    Show,
+    StartCallback,
+    WaitCallback,
+    ensure,
+    translated,
 )
+from .errors import AccountMismatchError, DiscoveryError, OAuthError, TokenEndpointError
 from .identity import Fetch, identify_flow, oidc_nonce, userinfo_flow
-from .loopback import CallbackServer, LoopbackOptions, RequestInfo
+from .loopback import LoopbackOptions, RequestInfo
 from .models import ClientInfo, Identity, OAuthSession, Tokens
-from .paste import PasteListener, judge_pasted
+from .paste import judge_pasted
 from .pkce import generate_pkce, generate_state
 from .protocol import (
     AUTH_METHODS,
-    Backoff,
     CallbackResult,
     RawResponse,
     ServerMetadata,
-    TokenFlow,
     TokenRequest,
     authorization_code_request,
     build_authorization_url,
     check_callback,
-    default_auth_method,
-    discovery_flow,
+    choose_auth_method,
     refresh_request,
     revocation_flow,
     revocation_request,
     token_flow,
 )
-from .storage.base import TokenStore
+
+if TYPE_CHECKING:
+    from .storage.base import TokenStore
 
 __all__ = ["DEFAULT_TIMEOUT", "OAuthClient"]
 
@@ -82,143 +84,6 @@ logger = logging.getLogger("oauth_callback.flow")
 DEFAULT_TIMEOUT = 30.0
 
 T = TypeVar("T")
-S = TypeVar("S")
-R = TypeVar("R")
-
-
-# --------------------------------------------------------------------------- HTTP shells
-
-
-def _raw(response: httpx2.Response) -> RawResponse:
-    return RawResponse(
-        response.status_code,
-        {k.lower(): v for k, v in response.headers.items()},
-        response.content,
-    )
-
-
-# Failures whose text describes only the connection ("[Errno 111] Connection
-# refused", "timed out"). Others, protocol errors above all, may quote bytes the
-# server sent, a token among them: only their type is shown.
-_SAFE_DETAIL = (httpx2.ConnectError, httpx2.TimeoutException)
-
-
-def _network_error(what: str, url: str, exc: Exception) -> str:
-    detail = str(exc).strip() if isinstance(exc, _SAFE_DETAIL) else ""
-    return f"could not reach the {what} {url}: {type(exc).__name__}" + (
-        f" ({detail[:200]})" if detail else ""
-    )
-
-
-def _post_sync(http: httpx2.Client, request: TokenRequest) -> RawResponse | TokenEndpointError:
-    try:
-        response = http.post(request.url, content=request.body, headers=dict(request.headers))
-    except httpx2.RequestError as exc:
-        return TokenEndpointError(_network_error("token endpoint", request.url, exc))
-    return _raw(response)
-
-
-async def _post_async(
-    http: httpx2.AsyncClient, request: TokenRequest
-) -> RawResponse | TokenEndpointError:
-    try:
-        response = await http.post(
-            request.url, content=request.body, headers=dict(request.headers)
-        )
-    except httpx2.RequestError as exc:
-        return TokenEndpointError(_network_error("token endpoint", request.url, exc))
-    return _raw(response)
-
-
-def _fetch_sync(http: httpx2.Client, fetch: Fetch) -> RawResponse | DiscoveryError:
-    try:
-        return _raw(http.get(fetch.url, headers=dict(fetch.headers)))
-    except httpx2.RequestError as exc:
-        return DiscoveryError(_network_error("provider URL", fetch.url, exc))
-
-
-async def _fetch_async(http: httpx2.AsyncClient, fetch: Fetch) -> RawResponse | DiscoveryError:
-    try:
-        return _raw(await http.get(fetch.url, headers=dict(fetch.headers)))
-    except httpx2.RequestError as exc:
-        return DiscoveryError(_network_error("provider URL", fetch.url, exc))
-
-
-async def _drive_async(gen: Generator[S, Any, R], step: Callable[[S], Awaitable[Any]]) -> R:
-    """Run a protocol generator, answering each yielded value with ``await step(value)``."""
-    try:
-        value = next(gen)
-        while True:
-            value = gen.send(await step(value))
-    except StopIteration as stop:
-        return cast(R, stop.value)
-
-
-def _get_sync(http: httpx2.Client, url: str) -> RawResponse | DiscoveryError:
-    try:
-        return _raw(http.get(url, headers={"Accept": "application/json"}))
-    except httpx2.RequestError as exc:
-        return DiscoveryError(_network_error("metadata URL", url, exc))
-
-
-async def _get_async(http: httpx2.AsyncClient, url: str) -> RawResponse | DiscoveryError:
-    try:
-        return _raw(await http.get(url, headers={"Accept": "application/json"}))
-    except httpx2.RequestError as exc:
-        return DiscoveryError(_network_error("metadata URL", url, exc))
-
-
-def _finish(stop: StopIteration) -> Any:
-    return stop.value
-
-
-def _drive_sync(gen: Generator[S, Any, R], step: Callable[[S], Any]) -> R:
-    """Run a protocol generator, answering each yielded value with ``step(value)``."""
-    try:
-        value = next(gen)
-        while True:
-            value = gen.send(step(value))
-    except StopIteration as stop:
-        return cast(R, _finish(stop))
-
-
-def _token_step_sync(http: httpx2.Client) -> Callable[[TokenRequest | Backoff], Any]:
-    def step(item: TokenRequest | Backoff) -> RawResponse | TokenEndpointError | None:
-        if isinstance(item, Backoff):
-            time.sleep(item.seconds)
-            return None
-        return _post_sync(http, item)
-
-    return step
-
-
-async def _drive_token_async(flow: TokenFlow, http: httpx2.AsyncClient) -> Tokens:
-    item = next(flow)
-    while True:
-        reply: RawResponse | TokenEndpointError | None
-        if isinstance(item, Backoff):
-            await anyio.sleep(item.seconds)
-            reply = None
-        else:
-            reply = await _post_async(http, item)
-        try:
-            item = flow.send(reply)
-        except StopIteration as stop:
-            return cast(Tokens, _finish(stop))
-
-
-async def _discover_async(http: httpx2.AsyncClient, issuer: str) -> ServerMetadata:
-    gen = discovery_flow(issuer)
-    url = next(gen)
-    while True:
-        reply = await _get_async(http, url)
-        try:
-            url = gen.send(reply)
-        except StopIteration as stop:
-            return cast(ServerMetadata, _finish(stop))
-
-
-# --------------------------------------------------------------------------- the client
 
 
 class OAuthClient:
@@ -254,13 +119,9 @@ class OAuthClient:
     ) -> None:
         if not isinstance(client_id, str) or not client_id:
             raise ValueError("client_id must be a non-empty string")
-        method = token_endpoint_auth_method or default_auth_method(client_secret)
-        if method not in AUTH_METHODS:
-            raise ValueError(
-                f"unsupported token_endpoint_auth_method {method!r}; use one of {AUTH_METHODS}"
-            )
-        if method != "none" and not client_secret:
-            raise ValueError(f"token_endpoint_auth_method {method!r} needs a client_secret")
+        method = choose_auth_method(
+            client_secret=client_secret, explicit=token_endpoint_auth_method
+        )
         self.client_id = client_id
         self._client_secret = client_secret
         if scope is not None and not isinstance(scope, str):
@@ -314,8 +175,7 @@ class OAuthClient:
         :class:`DiscoveryError` when no metadata is found or it is invalid
         (e.g. it names another issuer).
         """
-        with _sync_client(http_client, timeout) as http:
-            metadata = _drive_sync(discovery_flow(issuer), lambda url: _get_sync(http, url))
+        metadata = run(metadata_flow(issuer), http=http_client, timeout=timeout)
         return cls(
             client_id, metadata=metadata, http_client=http_client, timeout=timeout, **kwargs
         )
@@ -331,8 +191,7 @@ class OAuthClient:
         **kwargs: Any,
     ) -> OAuthClient:
         """Async :meth:`discover`."""
-        async with _async_client(async_http_client, timeout) as http:
-            metadata = await _discover_async(http, issuer)
+        metadata = await run_async(metadata_flow(issuer), http=async_http_client, timeout=timeout)
         return cls(
             client_id,
             metadata=metadata,
@@ -422,28 +281,11 @@ class OAuthClient:
         an RFC 7591 error answer, :class:`TokenEndpointError` for a network
         failure or malformed answer.
         """
-        with _sync_client(http_client, timeout) as http:
-            metadata = (
-                issuer_or_metadata
-                if isinstance(issuer_or_metadata, ServerMetadata)
-                else _drive_sync(
-                    discovery_flow(issuer_or_metadata), lambda url: _get_sync(http, url)
-                )
-            )
-            url, body = _registration_request(
-                metadata, client_name, redirect_uris, scope, token_endpoint_auth_method,
-                extra_metadata,
-            )
-            try:
-                response = http.post(url, json=body, headers={"Accept": "application/json"})
-            except httpx2.RequestError as exc:
-                raise TokenEndpointError(
-                    _network_error("registration endpoint", url, exc)
-                ) from None
-        return cls._registered(
-            metadata, _raw(response), scope, http_client, None, timeout,
-            _registration_secrets(body),
-        )
+        flow = _registration_flow(issuer_or_metadata, client_name, redirect_uris, scope,
+                                  token_endpoint_auth_method, extra_metadata)
+        metadata, answer = run(flow, http=http_client, timeout=timeout)
+        return cls(**answer, scope=scope, metadata=metadata, http_client=http_client,
+                   timeout=timeout)
 
     @classmethod
     async def register_async(
@@ -459,77 +301,11 @@ class OAuthClient:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> OAuthClient:
         """Async :meth:`register`."""
-        async with _async_client(async_http_client, timeout) as http:
-            metadata = (
-                issuer_or_metadata
-                if isinstance(issuer_or_metadata, ServerMetadata)
-                else await _discover_async(http, issuer_or_metadata)
-            )
-            url, body = _registration_request(
-                metadata, client_name, redirect_uris, scope, token_endpoint_auth_method,
-                extra_metadata,
-            )
-            try:
-                response = await http.post(url, json=body, headers={"Accept": "application/json"})
-            except httpx2.RequestError as exc:
-                raise TokenEndpointError(
-                    _network_error("registration endpoint", url, exc)
-                ) from None
-        return cls._registered(
-            metadata, _raw(response), scope, None, async_http_client, timeout,
-            _registration_secrets(body),
-        )
-
-    @classmethod
-    def _registered(
-        cls,
-        metadata: ServerMetadata,
-        response: RawResponse,
-        scope: str | None,
-        http_client: httpx2.Client | None,
-        async_http_client: httpx2.AsyncClient | None,
-        timeout: float,
-        secrets: Sequence[str] = (),
-    ) -> OAuthClient:
-        try:
-            data = json.loads(response.body)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise TokenEndpointError(
-                f"registration endpoint answered HTTP {response.status} without a JSON object",
-                status_code=response.status,
-            )
-        if response.status >= 400 or "error" in data:
-            error = data.get("error")
-            if isinstance(error, str) and error and response.status < 500:
-                # The same redaction and control-character stripping as token errors.
-                raise OAuthError(
-                    clip(error, secrets) or "unknown_error",
-                    clip(data.get("error_description"), secrets),
-                    clip(data.get("error_uri"), secrets),
-                )
-            raise TokenEndpointError(
-                f"registration endpoint answered HTTP {response.status}",
-                status_code=response.status,
-            )
-        client_id = data.get("client_id")
-        if not isinstance(client_id, str) or not client_id:
-            raise TokenEndpointError(
-                "registration response has no 'client_id'", status_code=response.status
-            )
-        secret = data.get("client_secret")
-        method = data.get("token_endpoint_auth_method")
-        return cls(
-            client_id,
-            client_secret=secret if isinstance(secret, str) and secret else None,
-            scope=scope,
-            token_endpoint_auth_method=method if isinstance(method, str) else None,
-            metadata=metadata,
-            http_client=http_client,
-            async_http_client=async_http_client,
-            timeout=timeout,
-        )
+        flow = _registration_flow(issuer_or_metadata, client_name, redirect_uris, scope,
+                                  token_endpoint_auth_method, extra_metadata)
+        metadata, answer = await run_async(flow, http=async_http_client, timeout=timeout)
+        return cls(**answer, scope=scope, metadata=metadata,
+                   async_http_client=async_http_client, timeout=timeout)
 
     # -- metadata on demand -------------------------------------------------------
 
@@ -552,19 +328,17 @@ class OAuthClient:
             )
             self.token_endpoint = self.token_endpoint or metadata.token_endpoint
 
-    def _ensure_endpoints(self, *, authorize: bool = False) -> None:
+    def _endpoints_flow(self, *, authorize: bool = False) -> Flow[None]:
+        """Discover the metadata first when an endpoint the flow needs is unknown."""
         if self._needs_metadata(authorize=authorize):
             assert self.issuer is not None
-            with _sync_client(self._http, self.timeout) as http:
-                self._adopt(
-                    _drive_sync(discovery_flow(self.issuer), lambda url: _get_sync(http, url))
-                )
+            self._adopt((yield from metadata_flow(self.issuer)))
 
-    async def _ensure_endpoints_async(self, *, authorize: bool = False) -> None:
-        if self._needs_metadata(authorize=authorize):
-            assert self.issuer is not None
-            async with _async_client(self._async_http, self.timeout) as http:
-                self._adopt(await _discover_async(http, self.issuer))
+    def _run(self, flow: Flow[T], cancel: threading.Event | None = None) -> T:
+        return run(flow, http=self._http, timeout=self.timeout, cancel=cancel)
+
+    async def _run_async(self, flow: Flow[T]) -> T:
+        return await run_async(flow, http=self._async_http, timeout=self.timeout)
 
     @property
     def _iss_required(self) -> bool:
@@ -584,7 +358,7 @@ class OAuthClient:
 
         Discovers the metadata first when only an issuer is known.
         """
-        self._ensure_endpoints(authorize=True)
+        self._run(self._endpoints_flow(authorize=True))
         return self._authorization_url(redirect_uri, state, code_challenge, extra_params)
 
     def _authorization_url(
@@ -637,19 +411,17 @@ class OAuthClient:
         Raises :class:`OAuthError` (e.g. ``invalid_grant`` for a wrong PKCE
         verifier) or :class:`TokenEndpointError` (network, 5xx, malformed reply).
         """
-        self._ensure_endpoints()
-        flow = token_flow(self._code_request(code, redirect_uri, code_verifier))
-        with _sync_client(self._http, self.timeout) as http:
-            return _drive_sync(flow, _token_step_sync(http))
+        return self._run(self._exchange_flow(code, redirect_uri, code_verifier))
 
     async def exchange_code_async(
         self, code: str, redirect_uri: str, code_verifier: str
     ) -> Tokens:
         """Async :meth:`exchange_code`."""
-        await self._ensure_endpoints_async()
-        flow = token_flow(self._code_request(code, redirect_uri, code_verifier))
-        async with _async_client(self._async_http, self.timeout) as http:
-            return await _drive_token_async(flow, http)
+        return await self._run_async(self._exchange_flow(code, redirect_uri, code_verifier))
+
+    def _exchange_flow(self, code: str, redirect_uri: str, code_verifier: str) -> Flow[Tokens]:
+        yield from self._endpoints_flow()
+        return (yield from token_flow(self._code_request(code, redirect_uri, code_verifier)))
 
     def refresh(
         self,
@@ -668,10 +440,7 @@ class OAuthClient:
         seconds. Raises :class:`OAuthError` (``invalid_grant``: the grant is
         gone) or :class:`TokenEndpointError` once retries are exhausted.
         """
-        self._ensure_endpoints()
-        flow = self._refresh_flow(refresh_token, previous, scope, max_retries, backoff)
-        with _sync_client(self._http, self.timeout) as http:
-            return _keep_refresh_token(_drive_sync(flow, _token_step_sync(http)), refresh_token)
+        return self._run(self._refresh_flow(refresh_token, previous, scope, max_retries, backoff))
 
     async def refresh_async(
         self,
@@ -683,10 +452,9 @@ class OAuthClient:
         backoff: float = 0.2,
     ) -> Tokens:
         """Async :meth:`refresh`."""
-        await self._ensure_endpoints_async()
-        flow = self._refresh_flow(refresh_token, previous, scope, max_retries, backoff)
-        async with _async_client(self._async_http, self.timeout) as http:
-            return _keep_refresh_token(await _drive_token_async(flow, http), refresh_token)
+        return await self._run_async(
+            self._refresh_flow(refresh_token, previous, scope, max_retries, backoff)
+        )
 
     def _refresh_flow(
         self,
@@ -695,12 +463,15 @@ class OAuthClient:
         scope: str | None,
         max_retries: int,
         backoff: float,
-    ) -> TokenFlow:
-        return token_flow(
-            self._refresh_request(refresh_token, scope),
-            max_retries=max_retries,
-            backoff=backoff,
-            previous=previous,
+    ) -> Flow[Tokens]:
+        yield from self._endpoints_flow()
+        return (
+            yield from token_flow(
+                self._refresh_request(refresh_token, scope),
+                max_retries=max_retries,
+                backoff=backoff,
+                previous=previous,
+            )
         )
 
     # -- the interactive login ---------------------------------------------------------
@@ -752,34 +523,10 @@ class OAuthClient:
         ``replace_account``).
         On failure the tokens and client stored under ``key`` are left as they were.
         """
-        self._ensure_endpoints(authorize=True)
-        verifier, challenge = generate_pkce()
-        state = generate_state()
         options = LoopbackOptions(host, port, callback_path, success_html, error_html, on_request)
-        with options.server(state) as server:
-            redirect_uri = server.redirect_uri
-            nonce, params = _login_nonce(self.scope, self.metadata, extra_params)
-            url = self._authorization_url(redirect_uri, state, challenge, params)
-            store.set_session(key, _session(verifier, state, redirect_uri))
-            try:
-                logger.debug("waiting for the authorization callback on %s", redirect_uri)
-                open_url(url, open_browser)
-                listener = self._listen_for_paste(paste, server, state)
-                try:
-                    result = server.wait_for_callback(timeout, state, cancel)
-                finally:
-                    _stop_listening(listener)
-                server.close()
-                code = check_callback(
-                    result, state, self.issuer, iss_required=self._iss_required
-                )
-                tokens = self.exchange_code(code, redirect_uri, verifier)
-                identity = self.identify(tokens, nonce=nonce)
-                self._save(store, key, tokens, redirect_uri, identity, replace_account)
-            finally:
-                store.delete_session(key)
-        logger.info("login for %r succeeded", key)
-        return tokens
+        flow = self._login_flow(store, key, options, open_browser, timeout, extra_params,
+                                paste, replace_account)
+        return self._run(flow, cancel)
 
     async def login_async(
         self,
@@ -804,54 +551,70 @@ class OAuthClient:
         (the system browser and a plain callable run in a worker thread, an
         ``async`` callable is awaited). Store operations run in worker threads.
         """
-        await self._ensure_endpoints_async(authorize=True)
+        options = LoopbackOptions(host, port, callback_path, success_html, error_html, on_request)
+        flow = self._login_flow(store, key, options, open_browser, timeout, extra_params,
+                                paste, replace_account)
+        return await self._run_async(flow)
+
+    def _login_flow(
+        self,
+        store: TokenStore,
+        key: str,
+        options: LoopbackOptions,
+        open_browser: OpenBrowser,
+        timeout: float | None,
+        extra_params: Mapping[str, str] | None,
+        paste: IO[str] | None = None,
+        replace_account: bool = False,
+    ) -> Flow[Tokens]:
+        """The authorization code flow with PKCE on a loopback redirect, once for both shells."""
+        yield from self._endpoints_flow(authorize=True)
         verifier, challenge = generate_pkce()
         state = generate_state()
-        options = LoopbackOptions(host, port, callback_path, success_html, error_html, on_request)
-        async with options.server(state) as server:
-            redirect_uri = server.redirect_uri
-            nonce, params = _login_nonce(self.scope, self.metadata, extra_params)
-            url = self._authorization_url(redirect_uri, state, challenge, params)
-            await store.set_session_async(key, _session(verifier, state, redirect_uri))
-            try:
-                await open_url_async(url, open_browser)
-                listener = self._listen_for_paste(paste, server, state)
-                try:
-                    result = await server.wait_for_callback_async(timeout, state)
-                finally:
-                    _stop_listening(listener)
-                server.close()
-                code = check_callback(
-                    result, state, self.issuer, iss_required=self._iss_required
-                )
-                tokens = await self.exchange_code_async(code, redirect_uri, verifier)
-                identity = await self.identify_async(tokens, nonce=nonce)
-                await anyio.to_thread.run_sync(
-                    self._save, store, key, tokens, redirect_uri, identity, replace_account
-                )
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await store.delete_session_async(key)
+        redirect_uri: str = yield StartCallback(options, state)
+        nonce, params = _login_nonce(self.scope, self.metadata, extra_params)
+        url = self._authorization_url(redirect_uri, state, challenge, params)
+        yield SaveSession(store, key, _session(verifier, state, redirect_uri))
+        judge = None if paste is None else functools.partial(
+            judge_pasted, redirect_uri=redirect_uri, expected_state=state,
+            expected_issuer=self.issuer, iss_required=self._iss_required,
+        )
+        tokens = yield from ensure(
+            self._code_flow(store, key, url, open_browser, timeout, state, redirect_uri,
+                            verifier, nonce, paste, judge, replace_account),
+            DeleteSession(store, key),
+        )
         logger.info("login for %r succeeded", key)
         return tokens
 
-    def _listen_for_paste(
-        self, paste: IO[str] | None, server: CallbackServer, state: str
-    ) -> PasteListener | None:
-        """Read pasted redirect URLs from ``paste``; a good one completes ``server``'s wait."""
-        if paste is None:
-            return None
-        redirect_uri, issuer, iss_required = server.redirect_uri, self.issuer, self._iss_required
+    def _code_flow(
+        self,
+        store: TokenStore,
+        key: str,
+        url: str,
+        open_browser: OpenBrowser,
+        timeout: float | None,
+        state: str,
+        redirect_uri: str,
+        verifier: str,
+        nonce: str | None,
+        paste: IO[str] | None,
+        judge: Callable[[str], CallbackResult | str | None] | None,
+        replace_account: bool,
+    ) -> Flow[Tokens]:
+        """Show the URL, take the callback (or a pasted redirect), exchange the code,
+        find out who logged in, save the login."""
+        logger.debug("waiting for the authorization callback on %s", redirect_uri)
+        yield OpenURL(url, open_browser)
+        result: CallbackResult = yield WaitCallback(timeout, state, paste, judge)
+        yield CloseCallback()
+        code = check_callback(result, state, self.issuer, iss_required=self._iss_required)
+        tokens = yield from self._exchange_flow(code, redirect_uri, verifier)
+        identity = yield from self._identify_flow(tokens, nonce)
+        yield from self._save_flow(store, key, tokens, redirect_uri, identity, replace_account)
+        return tokens
 
-        def judge(line: str) -> CallbackResult | str | None:
-            verdict = judge_pasted(line, redirect_uri, state, issuer, iss_required=iss_required)
-            if isinstance(verdict, CallbackResult):
-                server.deliver(verdict.params)
-            return verdict
-
-        return PasteListener(paste, judge).start()
-
-    def _save(
+    def _save_flow(
         self,
         store: TokenStore,
         key: str,
@@ -859,16 +622,15 @@ class OAuthClient:
         redirect_uri: str | None,
         identity: Identity | None = None,
         replace_account: bool = False,
-    ) -> None:
+    ) -> Flow[None]:
+        """Save a login: refuse another account under ``key``, then client and tokens."""
         if identity is not None and not replace_account:
-            stored = store.get_client(key)
+            stored: ClientInfo | None = yield LoadClient(store, key)
             if stored is not None and _other_account(stored.identity, identity):
                 assert stored.identity is not None
                 raise AccountMismatchError(key, stored.identity, identity)
-        # Client first: tokens without the client that can refresh them would
-        # force a new login; a client without new tokens is harmless.
-        store.set_client(key, self.client_info(redirect_uri).replace(identity=identity))
-        store.set(key, tokens)
+        client = self.client_info(redirect_uri).replace(identity=identity)
+        yield SaveLogin(store, key, tokens, client)
 
     # -- the device authorization grant (RFC 8628) ------------------------------------
 
@@ -936,28 +698,7 @@ class OAuthClient:
         soon after ``cancel`` is set; ``KeyboardInterrupt`` stops it too.
         Nothing is stored on failure.
         """
-        if self._device_needs_metadata():
-            self._discover_now()
-        flow = self._device_flow()
-        show = on_code if on_code is not None else _print_device_code
-        with _sync_client(self._http, self.timeout) as http:
-
-            def step(item: TokenRequest | Backoff | DeviceAuthorization) -> Any:
-                if isinstance(item, DeviceAuthorization):
-                    show(item)
-                    return None
-                if isinstance(item, Backoff):
-                    if cancel is None:
-                        time.sleep(item.seconds)
-                    elif cancel.wait(item.seconds):
-                        raise CallbackCancelled("the device login was cancelled")
-                    return None
-                return _post_sync(http, item)
-
-            tokens = _drive_sync(flow, step)
-        self._save(store, key, tokens, None)
-        logger.info("device login for %r succeeded", key)
-        return tokens
+        return self._run(self._device_login_flow(store, key, on_code), cancel)
 
     async def login_device_async(
         self,
@@ -968,40 +709,28 @@ class OAuthClient:
     ) -> Tokens:
         """Async :meth:`login_device` (asyncio or trio); cancel it by cancelling the task.
 
-        ``on_code`` runs in the event loop thread and must not block.
+        ``on_code``: a plain function runs in a worker thread, an ``async`` one is awaited.
         """
+        return await self._run_async(self._device_login_flow(store, key, on_code))
+
+    def _device_login_flow(
+        self,
+        store: TokenStore,
+        key: str,
+        on_code: Callable[[DeviceAuthorization], object] | None,
+    ) -> Flow[Tokens]:
         if self._device_needs_metadata():
-            await self._discover_now_async()
-        flow = self._device_flow()
+            assert self.issuer is not None
+            self._adopt((yield from metadata_flow(self.issuer)))
         show = on_code if on_code is not None else _print_device_code
-        async with _async_client(self._async_http, self.timeout) as http:
-            item = next(flow)
-            while True:
-                reply: RawResponse | TokenEndpointError | None = None
-                if isinstance(item, DeviceAuthorization):
-                    show(item)
-                elif isinstance(item, Backoff):
-                    await anyio.sleep(item.seconds)
-                else:
-                    reply = await _post_async(http, item)
-                try:
-                    item = flow.send(reply)
-                except StopIteration as stop:
-                    tokens = cast(Tokens, stop.value)
-                    break
-        await anyio.to_thread.run_sync(self._save, store, key, tokens, None)
+
+        def effect(item: Any) -> Any:
+            return Show(show, item) if isinstance(item, DeviceAuthorization) else item
+
+        tokens = yield from translated(self._device_flow(), effect)
+        yield from self._save_flow(store, key, tokens, None)
         logger.info("device login for %r succeeded", key)
         return tokens
-
-    def _discover_now(self) -> None:
-        assert self.issuer is not None
-        with _sync_client(self._http, self.timeout) as http:
-            self._adopt(_drive_sync(discovery_flow(self.issuer), lambda url: _get_sync(http, url)))
-
-    async def _discover_now_async(self) -> None:
-        assert self.issuer is not None
-        async with _async_client(self._async_http, self.timeout) as http:
-            self._adopt(await _discover_async(http, self.issuer))
 
     # -- revocation (RFC 7009) --------------------------------------------------------
 
@@ -1020,19 +749,16 @@ class OAuthClient:
         :class:`OAuthError` for an error answer (``invalid_client``, ...),
         :class:`TokenEndpointError` for a network failure or 5xx.
         """
-        if self.metadata is None and self.issuer is not None:
-            self._discover_now()
-        flow = revocation_flow(self._revocation_request(token, token_type_hint))
-        with _sync_client(self._http, self.timeout) as http:
-            _drive_sync(flow, _token_step_sync(http))
+        self._run(self._revoke_flow(token, token_type_hint))
 
     async def revoke_async(self, token: str, *, token_type_hint: str | None = None) -> None:
         """Async :meth:`revoke`."""
+        await self._run_async(self._revoke_flow(token, token_type_hint))
+
+    def _revoke_flow(self, token: str, token_type_hint: str | None) -> Flow[None]:
         if self.metadata is None and self.issuer is not None:
-            await self._discover_now_async()
-        flow = revocation_flow(self._revocation_request(token, token_type_hint))
-        async with _async_client(self._async_http, self.timeout) as http:
-            await _drive_async(flow, lambda request: _post_async(http, request))
+            self._adopt((yield from metadata_flow(self.issuer)))
+        yield from revocation_flow(self._revocation_request(token, token_type_hint))
 
     def _revocation_request(self, token: str, token_type_hint: str | None) -> TokenRequest:
         endpoint = self.revocation_endpoint
@@ -1060,10 +786,16 @@ class OAuthClient:
         :class:`IdTokenError`, or :class:`DiscoveryError` when the provider's
         keys cannot be fetched.
         """
+        return self._run(self._identify_flow(tokens, nonce))
+
+    async def identify_async(self, tokens: Tokens, *, nonce: str | None = None) -> Identity | None:
+        """Async :meth:`identify`."""
+        return await self._run_async(self._identify_flow(tokens, nonce))
+
+    def _identify_flow(self, tokens: Tokens, nonce: str | None) -> Flow[Identity | None]:
         flow = identify_flow(tokens, client_id=self.client_id, metadata=self.metadata,
                              nonce=nonce)
-        with _sync_client(self._http, self.timeout) as http:
-            return _drive_sync(flow, lambda fetch: _fetch_sync(http, fetch))
+        return (yield from translated(flow, _as_get))
 
     def userinfo(self, access_token: str) -> dict[str, Any]:
         """The provider's userinfo claims for ``access_token`` (OIDC Core 5.3).
@@ -1072,19 +804,17 @@ class OAuthClient:
         :class:`DiscoveryError` when the provider has no userinfo endpoint or
         cannot be reached, :class:`ResourceAccessError` when it refuses the token.
         """
-        if self.metadata is None and self.issuer is not None:
-            self._discover_now()
-        flow = userinfo_flow(self._userinfo_endpoint(), access_token)
-        with _sync_client(self._http, self.timeout) as http:
-            return _drive_sync(flow, lambda fetch: _fetch_sync(http, fetch))
+        return self._run(self._userinfo_flow(access_token))
 
     async def userinfo_async(self, access_token: str) -> dict[str, Any]:
         """Async :meth:`userinfo`."""
+        return await self._run_async(self._userinfo_flow(access_token))
+
+    def _userinfo_flow(self, access_token: str) -> Flow[dict[str, Any]]:
         if self.metadata is None and self.issuer is not None:
-            await self._discover_now_async()
+            self._adopt((yield from metadata_flow(self.issuer)))
         flow = userinfo_flow(self._userinfo_endpoint(), access_token)
-        async with _async_client(self._async_http, self.timeout) as http:
-            return await _drive_async(flow, lambda fetch: _fetch_async(http, fetch))
+        return (yield from translated(flow, _as_get))
 
     def _userinfo_endpoint(self) -> str:
         endpoint = self.metadata.userinfo_endpoint if self.metadata is not None else None
@@ -1095,20 +825,14 @@ class OAuthClient:
             )
         return endpoint
 
-    async def identify_async(self, tokens: Tokens, *, nonce: str | None = None) -> Identity | None:
-        """Async :meth:`identify`."""
-        flow = identify_flow(tokens, client_id=self.client_id, metadata=self.metadata,
-                             nonce=nonce)
-        async with _async_client(self._async_http, self.timeout) as http:
-            return await _drive_async(flow, lambda fetch: _fetch_async(http, fetch))
 
-
-def _stop_listening(listener: PasteListener | None) -> None:
-    if listener is not None:
-        listener.stop()
+def _as_get(fetch: Fetch) -> HttpGet:
+    return HttpGet(fetch.url, "provider URL", fetch.headers)
 
 
 def _print_device_code(authorization: DeviceAuthorization) -> None:
+    import sys
+
     print(
         f"To sign in, open {authorization.verification_uri} and enter the code "
         f"{authorization.user_code}",
@@ -1195,10 +919,6 @@ def _session(verifier: str, state: str, redirect_uri: str) -> OAuthSession:
     )
 
 
-def _keep_refresh_token(tokens: Tokens, sent: str) -> Tokens:
-    return tokens if tokens.refresh_token is not None else tokens.replace(refresh_token=sent)
-
-
 def _registration_request(
     metadata: ServerMetadata,
     client_name: str,
@@ -1238,21 +958,63 @@ def _registration_secrets(body: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
-@contextlib.contextmanager
-def _sync_client(given: httpx2.Client | None, timeout: float) -> Iterator[httpx2.Client]:
-    if given is not None:
-        yield given
-        return
-    with httpx2.Client(timeout=timeout) as http:
-        yield http
+def _registration_flow(
+    issuer_or_metadata: str | ServerMetadata,
+    client_name: str,
+    redirect_uris: Sequence[str],
+    scope: str | None,
+    auth_method: str,
+    extra_metadata: Mapping[str, Any] | None,
+) -> Flow[tuple[ServerMetadata, dict[str, Any]]]:
+    """Dynamic client registration (RFC 7591): the metadata and the constructor
+    arguments (``client_id``, ``client_secret``, ``token_endpoint_auth_method``)."""
+    if isinstance(issuer_or_metadata, ServerMetadata):
+        metadata = issuer_or_metadata
+    else:
+        metadata = yield from metadata_flow(issuer_or_metadata)
+    url, body = _registration_request(
+        metadata, client_name, redirect_uris, scope, auth_method, extra_metadata
+    )
+    secrets = _registration_secrets(body)
+    answer: RawResponse | TokenEndpointError = yield PostJSON(url, body, secrets=secrets)
+    if isinstance(answer, TokenEndpointError):
+        raise answer
+    return metadata, _registration_answer(answer, secrets)
 
 
-@contextlib.asynccontextmanager
-async def _async_client(
-    given: httpx2.AsyncClient | None, timeout: float
-) -> AsyncIterator[httpx2.AsyncClient]:
-    if given is not None:
-        yield given
-        return
-    async with httpx2.AsyncClient(timeout=timeout) as http:
-        yield http
+def _registration_answer(response: RawResponse, secrets: Sequence[str]) -> dict[str, Any]:
+    """Judge a registration response (RFC 7591 3.2): the new client's arguments."""
+    try:
+        data = json.loads(response.body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise TokenEndpointError(
+            f"registration endpoint answered HTTP {response.status} without a JSON object",
+            status_code=response.status,
+        )
+    if response.status >= 400 or "error" in data:
+        error = data.get("error")
+        if isinstance(error, str) and error and response.status < 500:
+            # The same redaction and control-character stripping as token errors.
+            raise OAuthError(
+                clip(error, secrets) or "unknown_error",
+                clip(data.get("error_description"), secrets),
+                clip(data.get("error_uri"), secrets),
+            )
+        raise TokenEndpointError(
+            f"registration endpoint answered HTTP {response.status}",
+            status_code=response.status,
+        )
+    client_id = data.get("client_id")
+    if not isinstance(client_id, str) or not client_id:
+        raise TokenEndpointError(
+            "registration response has no 'client_id'", status_code=response.status
+        )
+    secret = data.get("client_secret")
+    method = data.get("token_endpoint_auth_method")
+    return {
+        "client_id": client_id,
+        "client_secret": secret if isinstance(secret, str) and secret else None,
+        "token_endpoint_auth_method": method if isinstance(method, str) else None,
+    }

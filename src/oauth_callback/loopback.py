@@ -16,7 +16,6 @@ message or shown in a ``repr``.
 from __future__ import annotations
 
 import errno
-import hmac
 import io
 import ipaddress
 import logging
@@ -32,7 +31,6 @@ from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from ._connections import ConnectionLoop, Reply, fd_budget
-from ._text import clip
 from .browser import OpenBrowser, no_graphical_display, open_url, open_url_async
 from .errors import (
     CallbackCancelled,
@@ -44,7 +42,7 @@ from .errors import (
     PortInUseError,
 )
 from .pages import DEFAULT_SUCCESS_HTML, render_error, status_page
-from .protocol import CallbackResult
+from .protocol import CallbackResult, callback_problem
 
 __all__ = [
     "CallbackResult",
@@ -242,44 +240,11 @@ class _Outcome:
 
 
 def _evaluate(params: Mapping[str, str], expected_state: str | None) -> _Outcome:
-    state = params.get("state")
-    if (
-        expected_state is not None
-        and state is not None
-        and not hmac.compare_digest(state.encode("utf-8"), expected_state.encode("utf-8"))
-    ):
-        return _Outcome(
-            None,
-            OAuthStateError(
-                "the callback's state does not match the one sent (possible CSRF); "
-                "start the authorization again"
-            ),
-        )
-    if expected_state is not None and state is None:
-        # Checked before ``error``: a page that sends the browser to our port
-        # without the state cannot end the login with text of its choosing.
-        return _Outcome(
-            None,
-            OAuthStateError("the callback carries no state although one was sent (possible CSRF)"),
-        )
-    if "error" in params:
-        return _Outcome(
-            None,
-            OAuthError(
-                clip(params["error"]) or "unknown_error",
-                clip(params.get("error_description")),
-                clip(params.get("error_uri")),
-            ),
-        )
-    return _Outcome(
-        CallbackResult(
-            code=params.get("code"),
-            state=state,
-            iss=params.get("iss"),
-            params=MappingProxyType(dict(params)),
-        ),
-        None,
-    )
+    """The server's use of the one callback check
+    (:func:`~oauth_callback.protocol.callback_problem`): the result, or what is wrong."""
+    result = CallbackResult.from_params(params)
+    problem = callback_problem(result, expected_state)
+    return _Outcome(None if problem is not None else result, problem)
 
 
 # --------------------------------------------------------------------------- handler
@@ -552,7 +517,7 @@ class CallbackServer:
             self._closed = True
         if self._loop is not None:
             self._loop.close()
-        self._finish()
+        self._finished.set()
 
     def __enter__(self) -> CallbackServer:
         if not self._started:
@@ -680,9 +645,6 @@ class CallbackServer:
         assert outcome.result is not None
         return outcome.result
 
-    def _finish(self) -> None:
-        self._finished.set()
-
     def _claim(self, params: Mapping[str, str]) -> _Outcome | None:
         """First callback with the expected state wins: stop accepting and say which
         page to show; ``None`` once claimed.
@@ -755,7 +717,7 @@ class CallbackServer:
                 return
             self._params = params
         logger.debug("authorization callback received on %s", self.redirect_uri)
-        self._finish()
+        self._finished.set()
 
     def _render_error(self, error: str, description: str | None, uri: str | None) -> str:
         return render_error(self._error_html, error, description, uri)

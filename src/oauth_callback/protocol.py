@@ -55,6 +55,7 @@ __all__ = [
     "JWT_BEARER_ASSERTION",
     "authorization_code_request",
     "build_authorization_url",
+    "callback_problem",
     "check_callback",
     "choose_auth_method",
     "client_credentials_request",
@@ -315,6 +316,16 @@ class CallbackResult:
     iss: str | None
     params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> CallbackResult:
+        """The result of a callback whose query parameters are ``params``."""
+        return cls(
+            code=params.get("code"),
+            state=params.get("state"),
+            iss=params.get("iss"),
+            params=MappingProxyType(dict(params)),
+        )
+
     def __repr__(self) -> str:
         return (
             f"CallbackResult(code={fingerprint(self.code)}, state={fingerprint(self.state)}, "
@@ -381,6 +392,65 @@ def _resources(resource: str | Sequence[str] | None) -> list[str]:
     return list(resource)
 
 
+def callback_problem(
+    result: CallbackResult,
+    expected_state: str | None,
+    expected_issuer: str | None = None,
+    *,
+    iss_required: bool = False,
+) -> OAuthError | OAuthStateError | None:
+    """The one validation of an authorization callback: what is wrong with it, or ``None``.
+
+    Checked in this order (the first failure is the answer):
+
+    1. ``state`` (when ``expected_state`` is given) must be present and equal
+       it (constant-time compare), else :class:`OAuthStateError`. Checked
+       before ``error``: a page that sends the browser to our port without the
+       state cannot end the login with text of its choosing.
+    2. RFC 9207 (when ``expected_issuer`` is given): a present ``iss`` must
+       equal it, and with ``iss_required`` (the server advertises
+       ``authorization_response_iss_parameter_supported``) it must be present,
+       else :class:`OAuthStateError` (possible mix-up attack). With
+       ``expected_issuer=None`` (endpoints configured by hand, or the loopback
+       server, which knows no issuer) ``iss`` is not checked.
+    3. An ``error`` parameter is the provider's :class:`OAuthError`.
+
+    :class:`~oauth_callback.loopback.CallbackServer` uses the verdict to
+    choose the page it shows; :func:`check_callback` raises it.
+    """
+    if expected_state is not None:
+        state = result.state
+        if state is None:
+            return OAuthStateError(
+                "the callback carries no state although one was sent (possible CSRF)"
+            )
+        if not hmac.compare_digest(state.encode("utf-8"), expected_state.encode("utf-8")):
+            return OAuthStateError(
+                "the callback's state does not match the one sent (possible CSRF); "
+                "start the authorization again"
+            )
+    if expected_issuer is not None:
+        if result.iss is None:
+            if iss_required:
+                return OAuthStateError(
+                    f"the authorization response carries no 'iss' although {expected_issuer!r} "
+                    "advertises it (RFC 9207); possible mix-up attack"
+                )
+        elif result.iss != expected_issuer:
+            return OAuthStateError(
+                f"the authorization response came from issuer {result.iss!r}, expected "
+                f"{expected_issuer!r} (RFC 9207); possible mix-up attack"
+            )
+    params = result.params
+    if "error" in params:
+        return OAuthError(
+            clip(params["error"]) or "unknown_error",
+            clip(params.get("error_description")),
+            clip(params.get("error_uri")),
+        )
+    return None
+
+
 def check_callback(
     result: CallbackResult,
     expected_state: str,
@@ -390,44 +460,15 @@ def check_callback(
 ) -> str:
     """Validate an authorization callback and return its ``code``.
 
-    * ``state`` must equal ``expected_state`` (constant-time compare), else
-      :class:`OAuthStateError`.
-    * RFC 9207: when ``iss`` is present it must equal ``expected_issuer``;
-      when ``iss_required`` (the server advertises
-      ``authorization_response_iss_parameter_supported``) it must be present.
-      Either failure raises :class:`OAuthStateError` (possible mix-up attack).
-      With ``expected_issuer=None`` (endpoints configured by hand) ``iss``
-      cannot be checked and is ignored.
-    * An ``error`` parameter raises :class:`OAuthError`; a missing ``code``
-      raises :class:`OAuthError` ``invalid_request``.
+    Raises what :func:`callback_problem` finds (:class:`OAuthStateError` for a
+    state or issuer mismatch, :class:`OAuthError` for an ``error``), and
+    :class:`OAuthError` ``invalid_request`` for a callback without ``code``.
     """
-    state = result.state
-    if state is None or not hmac.compare_digest(
-        state.encode("utf-8"), expected_state.encode("utf-8")
-    ):
-        raise OAuthStateError(
-            "the callback's state does not match the one sent (possible CSRF); "
-            "start the authorization again"
-        )
-    if expected_issuer is not None:
-        if result.iss is None:
-            if iss_required:
-                raise OAuthStateError(
-                    f"the authorization response carries no 'iss' although {expected_issuer!r} "
-                    "advertises it (RFC 9207); possible mix-up attack"
-                )
-        elif result.iss != expected_issuer:
-            raise OAuthStateError(
-                f"the authorization response came from issuer {result.iss!r}, expected "
-                f"{expected_issuer!r} (RFC 9207); possible mix-up attack"
-            )
-    params = result.params
-    if "error" in params:
-        raise OAuthError(
-            clip(params["error"]) or "unknown_error",
-            clip(params.get("error_description")),
-            clip(params.get("error_uri")),
-        )
+    problem = callback_problem(
+        result, expected_state, expected_issuer, iss_required=iss_required
+    )
+    if problem is not None:
+        raise problem
     if not result.code:
         raise OAuthError("invalid_request", "the authorization callback carried no code")
     return result.code
@@ -862,16 +903,18 @@ def parse_token_response(
         ) from None
 
 
-def merge_refreshed(previous: Tokens, new: Tokens) -> Tokens:
+def merge_refreshed(previous: Tokens | None, new: Tokens, *, sent: str | None = None) -> Tokens:
     """The tokens to keep after a refresh answered ``new``.
 
-    RFC 6749 6: a refresh response may omit ``refresh_token`` (the old one stays
-    valid) and ``scope`` (unchanged); both are taken from ``previous`` then.
+    RFC 6749 6: a refresh response may omit ``refresh_token`` (the one sent,
+    ``sent``, stays valid; else the one of ``previous``) and ``scope``
+    (unchanged: the one of ``previous``). The one place that rule lives.
     """
     changes: dict[str, Any] = {}
-    if new.refresh_token is None and previous.refresh_token is not None:
-        changes["refresh_token"] = previous.refresh_token
-    if new.scope is None and previous.scope is not None:
+    kept = sent or (previous.refresh_token if previous is not None else None)
+    if new.refresh_token is None and kept is not None:
+        changes["refresh_token"] = kept
+    if new.scope is None and previous is not None and previous.scope is not None:
         changes["scope"] = previous.scope
     return new.replace(**changes) if changes else new
 
@@ -941,9 +984,9 @@ def token_flow(
     Yields the request (send back a :class:`RawResponse`, or a
     :class:`TokenEndpointError` without status for a network failure) and, between
     attempts, a :class:`Backoff` (send back ``None``). At most
-    ``1 + max_retries`` requests are yielded. Returns the tokens, merged with
-    ``previous`` by :func:`merge_refreshed` when given. Raises the last
-    :class:`TokenEndpointError` once retries are exhausted, and
+    ``1 + max_retries`` requests are yielded. Returns the tokens, merged by
+    :func:`merge_refreshed` with ``previous`` and the refresh token the request
+    sent. Raises the last :class:`TokenEndpointError` once retries are exhausted, and
     :class:`OAuthError` at once.
     """
     if max_retries < 0 or not math.isfinite(backoff) or backoff < 0:
@@ -972,4 +1015,5 @@ def token_flow(
                 delay = max(delay, exc.retry_after)
             yield Backoff(delay)
             continue
-        return merge_refreshed(previous, tokens) if previous is not None else tokens
+        sent = current.form.get("refresh_token")
+        return merge_refreshed(previous, tokens, sent=sent if isinstance(sent, str) else None)
