@@ -703,6 +703,26 @@ def test_doctor_reports_plaintext_old_key_and_undecryptable_records(path: Path, 
     assert SECRET_AT not in text and encode_key(key) not in text
 
 
+def test_doctor_reports_a_plaintext_backup_after_encrypting_in_place(
+    path: Path, key: bytes
+) -> None:
+    from oauth_callback.doctor import check_encryption
+
+    FileStore(path).set("a", Tokens(SECRET_AT))
+    FileStore(path).set("b", Tokens("b"))
+    store = enc_file(path, key)
+    for k in ("a", "b"):
+        store.update(k, lambda cur: cur)  # encrypts in place
+    assert SECRET_AT not in path.read_text()
+    findings = {f.check: f for f in check_encryption(store)}
+    assert "plaintext-records" not in findings
+    assert findings["plaintext-copy"].path == str(path) + ".bak"
+    assert "1 record in plaintext" in findings["plaintext-copy"].message
+    store.set("c", Tokens("c"))  # the next write: the backup is the encrypted version
+    assert "plaintext-copy" not in {f.check for f in check_encryption(store)}
+    assert SECRET_AT not in (path.parent / "tokens.json.bak").read_text()
+
+
 def test_doctor_without_the_key(path: Path, key: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     from oauth_callback.doctor import Severity, check_encryption
 

@@ -572,11 +572,39 @@ def _names(keys: list[str], limit: int = 10) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def _plaintext_copies(path: str) -> list[Finding]:
+    """The backup and corrupt copies of an encrypted file store that still hold plaintext."""
+    from .storage.encrypted import ENVELOPE_FIELD
+
+    layout = FileLayout.of(path)
+    findings: list[Finding] = []
+    for copy in (layout.backup, *layout.corrupt_copies()):
+        try:
+            with open(copy, "rb") as f:
+                doc = Document.parse(f.read())
+        except (OSError, DocumentError):
+            continue  # missing, or a corrupt copy that does not parse: nothing to tell
+        plain = sum(
+            1 for section in ("tokens", "clients", "sessions") for key in doc.keys(section)
+            if ENVELOPE_FIELD not in doc.get(section, key).extra
+        )
+        if plain:
+            findings.append(Finding(
+                "plaintext-copy", Severity.WARNING,
+                f"{copy} holds {plain} record{'s' if plain != 1 else ''} in plaintext "
+                "(written before encryption was turned on)",
+                fix=f"the next write replaces the backup with an encrypted version; or remove "
+                    f"it: rm {copy}",
+                path=copy))
+    return findings
+
+
 def check_encryption(store: EncryptedStore) -> list[Finding]:
     """An encrypted store's records (:meth:`EncryptedStore.audit`); read-only, needs the key.
 
     Reports plaintext records (encrypted by their next write), records under
-    another key id (an old key: migrate them) and records that fail to decrypt.
+    another key id (an old key: migrate them) and records that fail to decrypt;
+    for a file store also a backup or corrupt copy still holding plaintext.
     """
     where = store.describe()
     source = store.key_source.description
@@ -617,6 +645,8 @@ def check_encryption(store: EncryptedStore) -> list[Finding]:
             f"from {source} (modified, moved, or a newer format): {_names(bad)}",
             fix="restore them from a backup, or delete them and log in again",
             path=where))
+    if isinstance(store.store, FileStore):
+        findings.extend(_plaintext_copies(store.store.path))
     good = sum(1 for s in statuses if s.state == "encrypted")
     findings.append(Finding(
         "encryption", Severity.OK,
