@@ -6,7 +6,8 @@ For the file and SQLite stores a real child process does the writes under
 by ``strace`` in the middle of a write, so a stale temporary file or a hot WAL
 stays on disk; then every file left in the directory (store, ``.bak``,
 ``.corrupt-*``, temporary files, ``-wal``, ``-shm``, locks) is read. For Redis,
-every value under every key and the server's append-only files. Each search
+every value under every key and the server's append-only files; for a
+``KeyringStore``, the file of keyrings.alt's plaintext backend. Each search
 looks for every token, client secret, PKCE verifier and state, raw, hex and
 base64/base64url encoded at each alignment.
 
@@ -217,6 +218,32 @@ def test_no_secret_byte_in_redis(tmp_path: Path, encrypted: bool) -> None:
         server.stop()
     blob = b"\n".join(stored) + b"\n".join(files_under(tmp_path / "redis").values())
     assert b"at-rest" in blob  # the key names are there, readable
+    if encrypted:
+        assert secrets_in(blob, values) == []
+    else:
+        assert set(secrets_in(blob, values)) >= {"access", "refresh", "clientsecret", "verifier"}
+
+
+@pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "plaintext-control"])
+def test_no_secret_byte_in_a_keyring_file(tmp_path: Path, encrypted: bool,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """KeyringStore on keyrings.alt's plaintext file backend: the file a keychain would be."""
+    pytest.importorskip("keyring")
+    from oauth_callback.storage.keyring import KeyringStore
+
+    from .test_keyring_store import plaintext
+
+    monkeypatch.setenv("OAUTH_CALLBACK_LOCK_DIR", str(tmp_path / "locks"))
+    values = make_secrets()
+    inner = KeyringStore("oc-at-rest", keyring_backend=plaintext(tmp_path))
+    store = EncryptedStore(inner, f"env:{_set_env_key(generate_key())}") if encrypted else inner
+    namespace: dict[str, object] = {}
+    exec(EXERCISE, namespace)
+    namespace["exercise"](store, values)  # type: ignore[operator]
+    raw = b"\n".join(files_under(tmp_path / "kr").values())
+    # keyrings.alt stores base64 wrapped over lines ("\n\t"): search it unwrapped too.
+    blob = raw + b"\n" + raw.replace(b"\n\t", b"")
+    assert b"oc_2Dat_2Drest" in blob  # the service name (escaped by keyrings.alt)
     if encrypted:
         assert secrets_in(blob, values) == []
     else:
