@@ -242,3 +242,25 @@ def test_async_cancellation_stores_nothing(provider: MockProvider, store: FileSt
 
     anyio.run(main, backend=backend)
     assert provider.device_polls == [] and store.get("dev") is None
+
+
+def test_identity_saved_and_another_account_refused_like_a_browser_login(
+    provider: MockProvider, store: FileStore
+) -> None:
+    pytest.importorskip("joserfc", reason="ID Tokens are validated with joserfc (the jwt extra)")
+    from oauth_callback.errors import AccountMismatchError
+
+    provider.add_user("bob-sub", email="bob@example.com")
+    client = OAuthClient(provider.client_id, issuer=provider.issuer, scope="openid email")
+    approve = lambda g: provider.approve_device(g.user_code)  # noqa: E731
+    client.login_device(store, "acct", on_code=approve)
+    info = store.get_client("acct")
+    assert info is not None and info.identity is not None
+    assert info.identity.sub == provider.subject  # from the ID Token or userinfo
+    before = store.get("acct")
+    provider.approving_user = "bob-sub"
+    with pytest.raises(AccountMismatchError):
+        client.login_device(store, "acct", on_code=approve)
+    assert store.get("acct") == before
+    client.login_device(store, "acct", on_code=approve, replace_account=True)
+    assert store.get_client("acct").identity.sub == "bob-sub"  # type: ignore[union-attr]

@@ -682,15 +682,17 @@ class OAuthClient:
         *,
         on_code: Callable[[DeviceAuthorization], object] | None = None,
         cancel: threading.Event | None = None,
+        replace_account: bool = False,
     ) -> Tokens:
         """Log in with the device authorization grant (RFC 8628) and store the tokens.
 
         Asks the device authorization endpoint (discovered, or given to the
         constructor) for a code, shows it with ``on_code`` (default: one line
         on stderr), polls the token endpoint as the rules of
-        :mod:`oauth_callback.device` say, then saves the client registration
-        and the tokens under ``key`` exactly like :meth:`login`, so a later
-        process refreshes them with only the store and the key.
+        :mod:`oauth_callback.device` say, then finds out who logged in and
+        saves the client registration and the tokens under ``key`` exactly
+        like :meth:`login` (``replace_account`` as there), so a later process
+        refreshes them with only the store and the key.
 
         Raises :class:`DiscoveryError` (no device endpoint),
         :class:`OAuthError` (``access_denied``, ``expired_token``, ...),
@@ -698,7 +700,9 @@ class OAuthClient:
         soon after ``cancel`` is set; ``KeyboardInterrupt`` stops it too.
         Nothing is stored on failure.
         """
-        return self._run(self._device_login_flow(store, key, on_code), cancel)
+        return self._run(
+            self._device_login_flow(store, key, on_code, replace_account), cancel
+        )
 
     async def login_device_async(
         self,
@@ -706,18 +710,22 @@ class OAuthClient:
         key: str,
         *,
         on_code: Callable[[DeviceAuthorization], object] | None = None,
+        replace_account: bool = False,
     ) -> Tokens:
         """Async :meth:`login_device` (asyncio or trio); cancel it by cancelling the task.
 
         ``on_code``: a plain function runs in a worker thread, an ``async`` one is awaited.
         """
-        return await self._run_async(self._device_login_flow(store, key, on_code))
+        return await self._run_async(
+            self._device_login_flow(store, key, on_code, replace_account)
+        )
 
     def _device_login_flow(
         self,
         store: TokenStore,
         key: str,
         on_code: Callable[[DeviceAuthorization], object] | None,
+        replace_account: bool,
     ) -> Flow[Tokens]:
         if self._device_needs_metadata():
             assert self.issuer is not None
@@ -728,7 +736,8 @@ class OAuthClient:
             return Show(show, item) if isinstance(item, DeviceAuthorization) else item
 
         tokens = yield from translated(self._device_flow(), effect)
-        yield from self._save_flow(store, key, tokens, None)
+        identity = yield from self._identify_flow(tokens, None)
+        yield from self._save_flow(store, key, tokens, None, identity, replace_account)
         logger.info("device login for %r succeeded", key)
         return tokens
 

@@ -176,6 +176,7 @@ class _DeviceCode:
     interval: float  # seconds the client must wait between polls; grows on slow_down
     status: str = "pending"  # pending | approved | denied | issued
     last_poll: float | None = None  # time.monotonic() of the previous poll
+    subject: str | None = None  # who approved
 
 
 @dataclass(frozen=True)
@@ -1483,13 +1484,14 @@ class MockProvider:
             if rec is None or rec.status != "pending" or rec.expires_at <= time.time():
                 return False
             rec.status = status
+            rec.subject = self.approving_user
             self._counters["device_approvals" if status == "approved" else "device_denials"] += 1
             return True
 
     def approve_device(self, user_code: str) -> bool:
         """Approve the pending device code with *user_code* (case, dashes and
-        spaces ignored), as a person would on the ``/device`` page. False when
-        no pending, unexpired code has it."""
+        spaces ignored), as :attr:`approving_user` would on the ``/device``
+        page. False when no pending, unexpired code has it."""
         return self._device_decide(user_code, "approved")
 
     def deny_device(self, user_code: str) -> bool:
@@ -1607,9 +1609,12 @@ class MockProvider:
             raise _TokenError("authorization_pending", "the user has not answered yet")
         rec.status = "issued"
         grant_id = secrets.token_hex(8)
-        self._grants[grant_id] = _Grant(client.client_id, rec.scope)
+        self._grants[grant_id] = _Grant(client.client_id, rec.scope, subject=rec.subject)
         refresh = self._new_refresh(grant_id, client) if self.issue_refresh_token else None
-        return self._token_payload(grant_id, client, rec.scope, refresh)
+        payload = self._token_payload(grant_id, client, rec.scope, refresh)
+        if "openid" in rec.scope.split():  # no nonce: the device flow has no front channel
+            payload["id_token"] = self._id_token(client.client_id, rec.subject, None)
+        return payload
 
     def _record_device_poll(
         self, arrived: float, form: Mapping[str, str], response: _Response

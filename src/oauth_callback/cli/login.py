@@ -220,7 +220,8 @@ def _login_with_browser(
 
 
 def _login_with_device(
-    args: argparse.Namespace, client: OAuthClient, store: TokenStore, key: str, events: Events
+    args: argparse.Namespace, client: OAuthClient, store: TokenStore, key: str, events: Events,
+    *, force: bool = False,
 ) -> Tokens:
     progress = Progress()
 
@@ -237,7 +238,7 @@ def _login_with_device(
         progress.start("Waiting for you to approve", deadline=grant.expires_at)
 
     try:
-        return client.login_device(store, key, on_code=on_code)
+        return client.login_device(store, key, on_code=on_code, replace_account=force)
     finally:
         progress.stop()
 
@@ -281,7 +282,7 @@ def cmd_login(args: argparse.Namespace) -> int:
             info(f"{PROG}: {why}")
         events.emit("method", method=method, reason=why)
         if method == "device":
-            tokens = _login_with_device(args, client, store, key, events)
+            tokens = _login_with_device(args, client, store, key, events, force=args.force)
         else:
             tokens = _login_with_browser(args, client, store, key, events,
                                          paste=method == "paste", force=args.force)
