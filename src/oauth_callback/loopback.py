@@ -1,9 +1,11 @@
 """Capture an OAuth authorization code on a loopback redirect URI (RFC 8252 7.3).
 
 :class:`CallbackServer` is a small stdlib HTTP server that binds only to
-loopback, serves each connection in its own daemon thread with a timeout, and
-completes on the first ``GET`` to the callback path whose ``Host`` header names
-the loopback address and port it serves. :func:`get_auth_code` and
+loopback, serves every connection from one event-driven thread with a deadline
+per connection (:mod:`oauth_callback._connections`), and completes on the
+first ``GET`` to exactly the callback path whose ``Host`` header names the
+loopback address and port it serves and whose ``state`` is the expected one
+(a callback with a wrong or missing state is answered and ignored). :func:`get_auth_code` and
 :func:`get_auth_code_async` wrap it for a fixed port. Its pages are in
 :mod:`oauth_callback.pages`; :func:`open_url` (from :mod:`oauth_callback.browser`,
 re-exported here) opens the authorization URL or prints it when no browser is
@@ -423,10 +425,13 @@ class CallbackServer:
     picks a free port; :attr:`port` and :attr:`redirect_uri` give the real one.
     A taken port raises :class:`PortInUseError` on start.
 
-    The first ``GET`` to ``callback_path`` with a valid ``Host`` header
-    completes the flow; the server then stops accepting connections.
-    ``expected_state`` may be given here (so the page shown to the user already
-    reflects a state mismatch) or to :meth:`wait_for_callback`.
+    The first ``GET`` to exactly ``callback_path`` with a valid ``Host``
+    header completes the flow; the server then stops accepting connections.
+    ``expected_state`` may be given here or to :meth:`wait_for_callback`; once
+    known, a callback whose state is wrong or missing gets the error page and
+    is ignored (counted, and named in the :class:`CallbackTimeout` message).
+    ``connection_timeout`` is one deadline for each connection's whole request,
+    from accept to response.
     """
 
     def __init__(
