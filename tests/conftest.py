@@ -8,8 +8,10 @@ the whole contract against each of them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -179,3 +181,24 @@ requires_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (CI runs as r
 requires_strace = pytest.mark.skipif(
     shutil.which("strace") is None, reason="needs strace (CI installs it with apt-get)"
 )
+
+
+@contextlib.contextmanager
+def sigint_delivered() -> Iterator[None]:
+    """Children started inside get Python's Ctrl-C handling (KeyboardInterrupt).
+
+    A process started with SIGINT ignored keeps it ignored across ``exec``, and
+    Python then installs no KeyboardInterrupt handler: a test run in the
+    background by a shell without job control (``pytest &``, CI runners, many
+    parallel runs under load) would spawn CLI children that ignore the SIGINT a
+    test sends, and wait for their timeout. A handler installed here is reset to
+    the default by ``exec``, so the child handles SIGINT. Main thread only.
+    """
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -30,7 +30,7 @@ from oauth_callback.models import fingerprint
 from oauth_callback.pkce import generate_pkce
 from oauth_callback.testing import MockProvider
 
-from .conftest import ROOT
+from .conftest import ROOT, sigint_delivered
 
 SECRET_ACCESS = "gho_SECRETaccess0123456789"
 SECRET_REFRESH = "ghr_SECRETrefresh0123456789"
@@ -353,11 +353,12 @@ class LoginProcess:
     """``oauth-callback login ...`` running in the background; stderr collected by a thread."""
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oauth_callback", "login", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env,
-        )
+        with sigint_delivered():  # the Ctrl-C test's SIGINT must not be ignored by inheritance
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "oauth_callback", "login", *args],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, env=env,
+            )
         self.lines: list[str] = []
         self._url: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)

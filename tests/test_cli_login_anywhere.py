@@ -23,6 +23,8 @@ import pytest
 from oauth_callback import FileStore
 from oauth_callback.testing import DEVICE_CODE_GRANT, MockProvider
 
+from .conftest import sigint_delivered
+
 ROOT = Path(__file__).resolve().parent.parent
 CODE_RE = re.compile(r"^\s+([B-Z]{4}-[B-Z]{4})\s*$")
 
@@ -54,10 +56,11 @@ class Login:
     """``oauth-callback login ...`` in the background; stderr and stdout lines collected."""
 
     def __init__(self, env: dict[str, str], *args: str, stdin: int | None = subprocess.DEVNULL) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oauth_callback", "login", *args],
-            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )
+        with sigint_delivered():  # the Ctrl-C test's SIGINT must not be ignored by inheritance
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "oauth_callback", "login", *args],
+                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            )
         self.err: list[str] = []
         self.out: list[str] = []
         self.found: queue.Queue[tuple[str, str] | None] = queue.Queue()

@@ -12,8 +12,10 @@ import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 from typing import Any
 
 from .. import __version__
@@ -325,6 +327,76 @@ def _message(exc: OAuthCallbackError) -> str:
     return text
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt,
+    so every ``finally`` runs (a login removes its session from the store)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_TERMINATING = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    for other in _TERMINATING:  # a second signal must not cut the clean-up short
+        signal.signal(other, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals_end_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Terminated` while a command runs.
+
+    Only where their disposition is the default: an ignored one (``nohup``
+    ignores SIGHUP) stays ignored. Restored on exit (``main`` may run in-process).
+    """
+    previous: dict[int, Any] = {}
+    try:
+        for signum in _TERMINATING:
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                previous[signum] = signal.signal(signum, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+# The optional packages and the extras that install them (pyproject.toml).
+_EXTRAS = {
+    "keyring": "keyring",
+    "redis": "redis",
+    "cryptography": "encryption",
+    "mcp": "mcp",
+    "segno": "qr",
+    "joserfc": "jwt",
+    "requests": "requests",
+}
+
+
+def _missing_extra(exc: ImportError) -> str | None:
+    """One line naming the extra to install, for an optional package that is missing;
+    ``None`` for any other ImportError (a bug: shown with its traceback)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ImportError):
+            text = str(seen)
+            if "pip install 'oauth-callback[" in text:
+                return text.splitlines()[0]
+            top = (seen.name or "").partition(".")[0]
+            if top in _EXTRAS:
+                return (f"this needs the optional package {top!r}, which is not installed: "
+                        f"pip install 'oauth-callback[{_EXTRAS[top]}]'")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
@@ -334,6 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         complete(parser)
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", 0) or 0)
+    with _signals_end_like_ctrl_c():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     module_name, function_name = args.run
     try:
         module = importlib.import_module(f"{__package__}.{module_name}")
@@ -341,9 +418,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
+    except Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"\n{PROG}: terminated ({name})", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except ImportError as exc:
+        line = _missing_extra(exc)
+        if line is None:
+            raise
+        log.debug("command failed", exc_info=True)
+        err(line)
+        return EXIT_USAGE
     except CliError as exc:
         err(str(exc))
         return exc.code

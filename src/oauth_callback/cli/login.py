@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 from urllib.parse import parse_qs, urlsplit
 
+from .._text import escape_control
 from ..browser import no_graphical_display, open_url
 from ..errors import OAuthCallbackError
 from ..flow import OAuthClient
@@ -143,7 +144,8 @@ def _build_client(args: argparse.Namespace, secret: str | None) -> OAuthClient:
 def _login_summary(key: str, tokens: Tokens, store: TokenStore) -> str:
     return (
         f"Logged in: key {key!r}, expires {human_expiry(tokens.expires_at)}, "
-        f"scope {tokens.scope or '-'}, refresh token {'yes' if tokens.refresh_token else 'no'} "
+        f"scope {escape_control(tokens.scope or '-')}, "
+        f"refresh token {'yes' if tokens.refresh_token else 'no'} "
         f"(stored in {store.describe()})"
     )
 

@@ -9,6 +9,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from .._text import escape_control
 from ..models import fingerprint
 from ._common import (
     EXIT_FAILURE,
@@ -104,8 +105,11 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
             row["scope"] or "-",
             "yes" if row["has_refresh_token"] else "no",
         ))
-    widths = [max(len(r[i]) for r in table) for i in range(4)]
-    for r in table:
+    # Keys, accounts and scopes come from users and providers: escaped, so no cell
+    # can send terminal control sequences (--json escapes them its own way).
+    shown = [[escape_control(cell) for cell in r] for r in table]
+    widths = [max(len(r[i]) for r in shown) for i in range(4)]
+    for r in shown:
         line = "  ".join(f"{r[i]:<{widths[i]}}" for i in range(4)) + f"  {r[4]}"
         print(line.rstrip())
     return EXIT_OK
@@ -193,6 +197,8 @@ def cmd_tokens_show(args: argparse.Namespace) -> int:
                             ("redirect uri", "redirect_uri")):
             if client[name]:
                 lines.append((label, client[name]))
+    # Every value and extra field name escaped, as in ``tokens list``.
+    lines = [(escape_control(label), escape_control(str(value))) for label, value in lines]
     width = max(len(label) for label, _ in lines) + 1
     for label, value in lines:
         print(f"{label + ':':<{width}} {value}")
