@@ -596,3 +596,43 @@ def test_doctor_reports_what_strict_modes_refuse(tmp_path: Path) -> None:
     assert "uid 4243" in found["store-symlink-owner"].message
     with pytest.raises(StorePermissionError):
         FileStore(link).get("k")
+
+
+@requires_root
+def test_mcp_refresh_on_a_full_disk_spends_nothing(tmp_path: Path) -> None:
+    """The MCP provider reserves too: no refresh request when the successor cannot be
+    stored; with space back, the same grant refreshes."""
+    pytest.importorskip("mcp", reason="the mcp extra needs Python 3.11+; CI installs it")
+    from oauth_callback.mcp import default_key
+
+    from .mcp_server import AuthMCPServer
+    from .test_mcp import connect, wait_until_expired
+
+    server = AuthMCPServer(access_ttl=2).start()
+    try:
+        with tmpfs(tmp_path / "tiny", "128k") as mnt:
+            path = mnt / "tokens.json"
+            assert connect(server.url, FileStore(path), refresh_margin=0.0) == "echo: hi"
+            old = FileStore(path).get(default_key(server.url))
+            assert old is not None
+            wait_until_expired(server, old)
+            filler = fill(mnt)
+            refreshes = server.provider.counts["refresh"]
+            with pytest.raises(BaseException) as info:
+                connect(server.url, FileStore(path), refresh_margin=0.0)
+            chain: list[BaseException] = []
+            error: BaseException | None = info.value
+            while error is not None and len(chain) < 20:
+                chain.append(error)
+                nested = getattr(error, "exceptions", None)
+                error = nested[0] if nested else (error.__cause__ or error.__context__)
+            assert any(isinstance(e, StoreWriteError) and e.errno == errno.ENOSPC
+                       for e in chain), chain
+            assert server.provider.counts["refresh"] == refreshes
+            assert FileStore(path).get(default_key(server.url)) == old
+            filler.unlink()
+            assert connect(server.url, FileStore(path), refresh_margin=0.0) == "echo: hi"
+            assert server.provider.counts["refresh"] == refreshes + 1
+            assert server.provider.counts["authorize"] == 1
+    finally:
+        server.stop()

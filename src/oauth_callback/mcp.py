@@ -233,6 +233,17 @@ class StoreTokenStorage:
 # --------------------------------------------------------------------------- locks
 
 
+@contextlib.asynccontextmanager
+async def _reserved(store: TokenStore, key: str) -> AsyncIterator[None]:
+    """``store.reserve_write(key)`` entered and left in worker threads (it allocates)."""
+    reservation = store.reserve_write(key)
+    await anyio.to_thread.run_sync(reservation.__enter__)
+    try:
+        yield
+    finally:
+        await anyio.to_thread.run_sync(reservation.__exit__, None, None, None)
+
+
 class _HeldLock:
     """Hold a thread-affine lock from async code without blocking the event loop.
 
@@ -607,8 +618,10 @@ class StoreOAuthClientProvider(OAuthClientProvider):
                 self.context.clear_tokens()
                 result.append(False)
                 return
-            response = yield await self._refresh_token()
-            result.append(await self._finish_refresh(response, tokens))
+            # Space for the successor first (StoreWriteError, nothing sent, if none).
+            async with _reserved(self.store, self.key):
+                response = yield await self._refresh_token()
+                result.append(await self._finish_refresh(response, tokens))
 
     async def _finish_refresh(self, response: httpx2.Response, used: Tokens) -> bool:
         if response.status_code == 200:

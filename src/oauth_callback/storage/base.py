@@ -228,7 +228,7 @@ class TokenStore(abc.ABC):
         return _ThreadLockContext(lock, key, timeout)
 
     def reserve_write(self, key: str) -> contextlib.AbstractContextManager[Any]:
-        """Set aside what the next write of ``key`` in this thread needs, before an
+        """Set aside what the next write of ``key`` needs, before an
         irreversible step: :class:`TokenManager` enters it before each refresh
         request, so a refresh token is never spent unless its successor can be
         stored. Raises :class:`~oauth_callback.errors.StoreWriteError` when it

@@ -19,7 +19,6 @@ import logging
 import os
 import stat
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,7 +175,7 @@ class FileStore(TokenStore):
         self._real_directory = self.layout.real_directory
         self.lock_path = self.layout.lock
         self._lock = InterProcessLock(self.lock_path, timeout=lock_timeout)
-        self._local = threading.local()  # .reservation: the thread's reserve_write()
+        self._reservations: dict[str, Reservation] = {}  # key -> its reserve_write()
         self._snapshot: _Snapshot = _EMPTY
         self._warned: set[tuple[int, int, int, int, int] | None] = set()
 
@@ -382,7 +381,7 @@ class FileStore(TokenStore):
             removed_secret.append(section == "sessions" and new is None and current is not None)
             return doc.with_value(section, key, new)
 
-        self._transact(change, backup_current=removed_secret)
+        self._transact(change, backup_current=removed_secret, key=key)
         return result[0]
 
     def clear(self) -> None:
@@ -400,6 +399,7 @@ class FileStore(TokenStore):
         *,
         keep_backup: bool = True,
         backup_current: list[bool] | None = None,
+        key: str | None = None,
     ) -> None:
         """Run ``change`` on the latest document under the write lock and save its result.
 
@@ -420,7 +420,8 @@ class FileStore(TokenStore):
             if new_doc is None:
                 return
             self._save(new_doc, snapshot, keep_backup=keep_backup,
-                       backup_current=bool(backup_current and backup_current[-1]))
+                       backup_current=bool(backup_current and backup_current[-1]),
+                       reservation=None if key is None else self._reservations.get(key))
 
     @contextlib.contextmanager
     def _os_errors(self) -> Iterator[None]:
@@ -442,7 +443,7 @@ class FileStore(TokenStore):
             raise error from exc
 
     def _save(self, doc: Document, snapshot: _Snapshot, *, keep_backup: bool = True,
-              backup_current: bool = False) -> None:
+              backup_current: bool = False, reservation: Reservation | None = None) -> None:
         data = doc.serialize()
         backup: str | None = self.backup_path if keep_backup else None
         if snapshot.corrupt_reason is not None:
@@ -456,7 +457,6 @@ class FileStore(TokenStore):
                 self.path, snapshot.mode, self.file_mode,
             )
         remove_stale(self.layout.temp_files())
-        reservation: Reservation | None = getattr(self._local, "reservation", None)
         atomic_write(self.path, data, mode=self.file_mode, durable=self.durable,
                      backup=None if backup_current else backup,
                      reservation=None if reservation is None or reservation.used else reservation,
@@ -524,18 +524,18 @@ class FileStore(TokenStore):
 
     @contextlib.contextmanager
     def reserve_write(self, key: str) -> Iterator[None]:
-        """Set aside the disk space the next write of this thread needs, before an
-        irreversible step (a refresh spends the old refresh token).
+        """Set aside the disk space the next write of ``key`` needs (from any thread),
+        before an irreversible step (a refresh spends the old refresh token).
 
         Creates the temp file of that write and allocates the current file size
         plus :data:`RESERVE_HEADROOM` bytes to it (``posix_fallocate``); the
-        first write inside the block writes into it. Raises
+        first write of ``key`` inside the block writes into it. Raises
         :class:`StoreWriteError` (e.g. ``errno.ENOSPC``) when the space is not
         there, and then nothing was changed. A normal ``set()`` does not
         reserve and costs nothing more.
         """
         self._check(key)
-        if getattr(self._local, "reservation", None) is not None:
+        if key in self._reservations:
             yield  # nested: the outer reservation serves
             return
         self._ensure_directory()
@@ -546,11 +546,11 @@ class FileStore(TokenStore):
             except FileNotFoundError:
                 size = 0
         reservation = reserve(self.path, size + RESERVE_HEADROOM, mode=self.file_mode)
-        self._local.reservation = reservation
+        self._reservations[key] = reservation
         try:
             yield
         finally:
-            self._local.reservation = None
+            del self._reservations[key]
             reservation.release()
 
     # -- maintenance --------------------------------------------------------
