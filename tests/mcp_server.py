@@ -9,7 +9,8 @@
   provider, served by uvicorn on 127.0.0.1 in a background thread. Every HTTP
   response is recorded (method, path, status) so tests can count ``401``s.
 * :func:`follow_authorize`: a headless "browser" for ``open_browser``: it
-  follows the authorize redirect with httpx2 so the loopback server gets the code.
+  follows the authorize redirect (quietly, with ``oauth_callback.testing.follow_redirects``)
+  so the loopback server gets the code.
 
 Run as a script, it is the client of the multi-process tests::
 
@@ -47,6 +48,8 @@ from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from oauth_callback.testing import follow_redirects
 
 
 class MemoryAuthProvider:
@@ -238,13 +241,11 @@ class AuthMCPServer:
 
 
 def follow_authorize(url: str) -> None:
-    """Headless browser: GET the authorize URL and follow its redirect to the loopback server."""
-    with httpx2.Client(timeout=10.0) as client:
-        response = client.get(url)
-        location = response.headers.get("location")
-        if response.status_code not in (302, 303, 307) or not location:
-            raise RuntimeError(f"authorize did not redirect: HTTP {response.status_code}")
-        client.get(location).raise_for_status()
+    """Headless browser: GET the authorize URL and follow its redirect to the loopback
+    server, logging nothing (an HTTP library would log the callback URL and its code)."""
+    status = follow_redirects(url)
+    if status != 200:
+        raise RuntimeError(f"the authorization did not end on the callback page: HTTP {status}")
 
 
 def forbid_browser(url: str) -> None:

@@ -392,3 +392,39 @@ def test_only_the_exact_callback_path_completes_the_flow(target: str) -> None:
         reply = _exchange(port, _request(port, f"/callback?code={CODE}&state={STATE}"))
         assert _status(reply) == 200
         assert server.wait_for_callback(timeout=20).code == CODE
+
+
+def test_a_state_set_after_construction_ignores_forged_callbacks_too() -> None:
+    """The MCP provider learns the state from the SDK's authorization URL: expect_state."""
+    with CallbackServer(host="127.0.0.1", port=0) as server:
+        server.expect_state(STATE)
+        port = server.port
+        assert _forge(port, STATE) == ["400 True"] * 5  # before any wait: still ignored
+        ok = _exchange(port, _request(port, f"/callback?code={CODE}&state={STATE}"))
+        assert _status(ok) == 200
+        assert server.wait_for_callback(timeout=20).code == CODE
+
+
+def test_mcp_login_survives_a_forged_callback_before_the_real_one(tmp_path: Path) -> None:
+    pytest.importorskip("mcp", reason="the mcp extra needs Python 3.11+; CI installs it")
+    import asyncio
+
+    from oauth_callback.mcp import browser_auth
+
+    from .mcp_server import AuthMCPServer, call_echo, follow_authorize
+
+    def browser(url: str) -> None:
+        redirect = parse_qs(urlsplit(url).query)["redirect_uri"][0]
+        port = urlsplit(redirect).port
+        assert port is not None
+        assert _forge(port, "-" * 8) == ["400 True"] * 5  # another user, first
+        follow_authorize(url)
+
+    server = AuthMCPServer().start()
+    try:
+        auth = browser_auth(server.url, store=FileStore(tmp_path / "tokens.json"),
+                            open_browser=browser, timeout=30.0)
+        text = asyncio.run(asyncio.wait_for(call_echo(server.url, auth), 60))
+    finally:
+        server.stop()
+    assert text == "echo: hi"

@@ -618,6 +618,14 @@ class CallbackServer:
 
     # -- internals
 
+    def expect_state(self, state: str) -> None:
+        """Set the ``state`` the callback must carry, when it was not known at
+        construction: call it before the browser is sent to the provider, so a
+        forged callback arriving before the wait begins is ignored too (once
+        the state is known, a callback with a wrong or missing one always is)."""
+        with self._lock:
+            self._expected_state = state
+
     def _begin_wait(self, expected_state: str | None) -> None:
         if not self._started:
             raise RuntimeError("CallbackServer is not started; use 'with' or call start()")

@@ -734,6 +734,8 @@ class StoreOAuthClientProvider(OAuthClientProvider):
 
     async def _redirect_handler(self, authorization_url: str) -> None:
         self._state = dict(parse_qsl(urlsplit(authorization_url).query)).get("state")
+        if self._server is not None and self._state:
+            self._server.expect_state(self._state)  # forged callbacks are ignored from now on
         info = self.context.client_info
         if (
             self.check_registration
