@@ -412,15 +412,23 @@ def test_keyring_key_is_created_once_by_the_first_write(
     assert fresh.key_id == key_id(decode_key(stored))
 
 
-def test_keyring_without_a_key_cannot_read(tmp_path: Path, key: bytes) -> None:
+def test_keyring_without_a_key_cannot_read_or_write(
+    tmp_path: Path, key: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("keyring")
+    monkeypatch.setenv("OAUTH_CALLBACK_LOCK_DIR", str(tmp_path / "locks"))
     from .test_keyring_store import DirKeyring
 
     path = tmp_path / "tokens.json"
     enc_file(path, key).set("a", Tokens("token-a"))
-    store = EncryptedStore(FileStore(path), KeyringKey(keyring_backend=DirKeyring(tmp_path / "k")))
+    backend = DirKeyring(tmp_path / "k")
+    store = EncryptedStore(FileStore(path), KeyringKey(keyring_backend=backend))
     with pytest.raises(StoreWrongKeyError, match="keychain holds no key"):
         store.get("a")
+    with pytest.raises(StoreWrongKeyError, match="keychain holds no key"):
+        store.set("b", Tokens("b"))
+    # No new key was made for a store whose records are under another one.
+    assert backend.get_password("oauth-callback-encryption", "default") is None
 
 
 def test_keyring_unusable_is_a_key_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -361,11 +361,8 @@ class EncryptedStore(TokenStore):
             return ClientInfo(MARKER, extra=outer)
         return OAuthSession(extra=outer)
 
-    def _check_store_key(self) -> None:
-        """Before the first write: refuse if the store's records are under another key."""
-        if self._checked_store:
-            return
-        self._key(create=True)
+    def _first_key_id(self) -> str | None:
+        """The key id of the first encrypted record found, ``None`` when there is none."""
         for section in _SECTIONS:
             for key in self.store._keys(section):
                 try:
@@ -373,20 +370,30 @@ class EncryptedStore(TokenStore):
                 except StoreCorruptError:
                     continue  # the inner store reports it on its own reads and writes
                 envelope = _envelope_of(inner)
-                if envelope is None:
-                    continue
                 kid = envelope.get("kid") if isinstance(envelope, dict) else None
-                if isinstance(kid, str) and kid != self._kid:
-                    raise StoreWrongKeyError(
-                        f"token store {self.store.describe()} holds records encrypted under key "
-                        f"id {kid}, not under the key from {self.key_source.description} "
-                        f"(key id {self._kid}); nothing was written. Use the store's key, or "
-                        "migrate the store to the new key ('oauth-callback tokens migrate')",
-                        path=self.store.describe(), key_source=self.key_source.description,
-                        key_id=kid, expected_key_id=self._kid,
-                    )
-                self._checked_store = True
-                return
+                if isinstance(kid, str):
+                    return kid
+        return None
+
+    def _check_store_key(self) -> None:
+        """Before the first write: refuse if the store's records are under another key.
+
+        A ``keyring`` key is created only for a store holding no encrypted record.
+        """
+        if self._checked_store:
+            return
+        found = self._first_key_id()
+        self._key(create=found is None)
+        if found is not None and found != self._kid:
+            ours = f"key id {self._kid}" if self._kid else "the keychain holds no key"
+            raise StoreWrongKeyError(
+                f"token store {self.store.describe()} holds records encrypted under key "
+                f"id {found}, not under the key from {self.key_source.description} "
+                f"({ours}); nothing was written. Use the store's key, or "
+                "migrate the store to the new key ('oauth-callback tokens migrate')",
+                path=self.store.describe(), key_source=self.key_source.description,
+                key_id=found, expected_key_id=self._kid,
+            )
         self._checked_store = True
 
     # -- TokenStore -----------------------------------------------------------------
