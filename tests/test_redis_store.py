@@ -591,3 +591,69 @@ def test_lock_waiters_are_woken_by_the_release_not_by_polling(
     # polling every 5-100 ms would try 5 times or more
     assert during <= 2, during
     assert float(out) - released < 2.0  # woken by the release, not by the 30 s lease
+
+
+def test_acquire_unless_returns_when_the_record_changes_while_another_process_holds_it(
+    server: RedisServer, url: str
+) -> None:
+    """The waiter of another process's lock is woken by the change of the tokens record
+    (announced by the write) and gives up waiting without the lock, the lock still held."""
+    store, writer = RedisStore(url), RedisStore(url)
+    store.set("shared", tok(1))
+    child = _holder(url, 30.0)  # holds the lock until told
+    try:
+        lock = store.refresh_lock("shared", timeout=15)
+        result: list[bool] = []
+        checks: list[Tokens | None] = []
+
+        def changed() -> bool:
+            checks.append(store.get("shared"))
+            return checks[-1] == tok(2)
+
+        thread = threading.Thread(target=lambda: result.append(lock.acquire_unless(changed)))
+        thread.start()
+        channel = store.redis_key("refresh-events", "shared")
+        r = server.client()
+        deadline = time.monotonic() + 10
+        while not r.pubsub_numsub(channel)[0][1]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        start = time.monotonic()
+        writer.set("shared", tok(2))
+        thread.join(10)
+        assert result == [False] and time.monotonic() - start < 5  # the holder never let go
+        assert not lock.is_locked and child.poll() is None  # the child still holds it
+        assert len(checks) <= 3  # woken by the change, not polling
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_acquire_unless_threads_of_one_process_check_together(url: str) -> None:
+    """Threads queued behind a thread of the same process that refreshed all see its
+    new record when it lets go, and none of them takes the Redis lock."""
+    store = RedisStore(url)
+    store.set("k", tok(1))
+    lock = store.refresh_lock("k", timeout=10)
+    outcomes: list[bool] = []
+    waiting = threading.Barrier(5)
+
+    def waiter() -> None:
+        waiting.wait()
+        outcomes.append(store.refresh_lock("k", timeout=10).acquire_unless(
+            lambda: store.get("k") == tok(2)))
+
+    with lock:
+        threads = [threading.Thread(target=waiter) for _ in range(4)]
+        for t in threads:
+            t.start()
+        waiting.wait()
+        time.sleep(0.2)  # they queue behind this thread
+        store.set("k", tok(2))  # the "refresh"
+    for t in threads:
+        t.join(10)
+    assert outcomes == [False] * 4
+    with store.refresh_lock("k", timeout=1):  # and the lock is free
+        pass
+    with pytest.raises(RuntimeError, match="not held"):
+        lock.release()

@@ -805,13 +805,25 @@ def _held_token(store: RedisStore, key: str) -> str:
 
 
 class _LocalHold:
-    __slots__ = ("__weakref__", "depth", "lock", "owner", "renewer", "stop", "token")
+    """What the threads of this process share about one Redis lock.
+
+    One thread at a time has the *slot* (``busy``): it is taking the Redis lock
+    or holds it. The others wait on ``cv``; when the slot is given back
+    (``generation`` moves on) they all wake at once and check, side by side,
+    whether the record changed (``acquire_unless``) before queueing again.
+    """
+
+    __slots__ = (
+        "__weakref__", "busy", "cv", "depth", "generation", "owner", "renewer", "stop", "token",
+    )
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.cv = threading.Condition(threading.Lock())
+        self.busy = 0  # ident of the thread that has the slot, 0 when free
+        self.generation = 0
         self.depth = 0
         self.token = ""
-        self.owner = 0
+        self.owner = 0  # ident of the thread holding the Redis lock (the save's fence)
         self.stop = threading.Event()
         self.renewer: threading.Thread | None = None
 
@@ -869,8 +881,10 @@ class RedisRefreshLock:
         """Take the lock (``True``), or give up waiting as soon as ``changed()`` is true
         (``False``, the lock is not held).
 
-        ``changed`` is called before waiting and each time the key's tokens
-        record is announced as changed (or a fallback poll comes round): a
+        ``changed`` is called when another thread of this process that had the
+        lock (or was waiting for it) lets go, and each time the key's tokens
+        record is announced as changed (or a fallback poll comes round) while
+        another process holds it: a
         waiter that sees the token it found expired replaced returns at once,
         without queueing for the lock only to find the work done.
         """
@@ -878,31 +892,52 @@ class RedisRefreshLock:
 
     def _acquire(self, changed: Callable[[], bool] | None) -> bool:
         hold = self._hold
+        me = threading.get_ident()
         deadline = time.monotonic() + max(self.timeout, 0.0)
-        if not hold.lock.acquire(timeout=max(self.timeout, 0.0)):
-            raise self._timed_out("held by another thread")
+        while True:
+            with hold.cv:
+                if hold.busy == me:  # re-entry
+                    hold.depth += 1
+                    return True
+                if hold.busy == 0:
+                    hold.busy = me
+                    break
+                generation = hold.generation
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._timed_out("held by another thread")
+                hold.cv.wait(remaining)
+                moved = hold.generation != generation
+            # Another thread of this process gave the slot back: it may have just
+            # refreshed, or seen the record change. Checked by all waiters at once.
+            if moved and changed is not None and changed():
+                return False
         taken = False
         try:
-            if hold.depth == 0:
-                if changed is not None and changed():
-                    return False
-                token = secrets.token_hex(16)
-                if not self._acquire_remote(token, deadline, changed):
-                    return False
-                hold.token = token
-                hold.owner = threading.get_ident()
-                hold.stop = threading.Event()
-                hold.renewer = threading.Thread(
-                    target=self._renew, args=(token, hold.stop),
-                    name=f"oauth-callback-redis-lock-renewer-{self.key}", daemon=True,
-                )
-                hold.renewer.start()
-            hold.depth += 1
+            token = secrets.token_hex(16)
+            if not self._acquire_remote(token, deadline, changed):
+                return False
+            hold.token = token
+            hold.owner = me
+            hold.stop = threading.Event()
+            hold.renewer = threading.Thread(
+                target=self._renew, args=(token, hold.stop),
+                name=f"oauth-callback-redis-lock-renewer-{self.key}", daemon=True,
+            )
+            hold.renewer.start()
+            hold.depth = 1
             taken = True
             return True
         finally:
             if not taken:
-                hold.lock.release()
+                self._give_back()
+
+    def _give_back(self) -> None:
+        hold = self._hold
+        with hold.cv:
+            hold.busy = 0
+            hold.generation += 1
+            hold.cv.notify_all()
 
     def _try(self, token: str, lease_ms: int) -> int:
         """One attempt: 0 when the lock is ours (and acknowledged), else ms until the next."""
@@ -1021,33 +1056,37 @@ class RedisRefreshLock:
         """Release one level; the last one deletes the Redis key if this holder still owns it
         and announces the release to the waiters."""
         hold = self._hold
-        try:
-            if hold.depth == 1:
-                hold.stop.set()
-                if hold.renewer is not None and hold.renewer is not threading.current_thread():
-                    hold.renewer.join()
-                hold.renewer = None
-                hold.owner = 0
-                try:
-                    owned = self.store._release_script(
-                        keys=[self.redis_key], args=[hold.token, self.channel]
-                    )
-                except redis.exceptions.RedisError as exc:
-                    log.warning(
-                        "could not release the refresh lock of %r in Redis at %s (%s); "
-                        "it expires within %gs", self.key, self.store.location,
-                        type(exc).__name__, self.store.lock_lease,
-                    )
-                else:
-                    if not owned:
-                        log.warning(
-                            "the refresh lock of %r in Redis at %s had expired before its "
-                            "release; left the current holder's lock alone",
-                            self.key, self.store.location,
-                        )
+        if hold.busy != threading.get_ident() or hold.depth == 0:
+            raise RuntimeError(f"the refresh lock of {self.key!r} is not held by this thread")
+        if hold.depth > 1:
             hold.depth -= 1
+            return
+        try:
+            hold.stop.set()
+            if hold.renewer is not None and hold.renewer is not threading.current_thread():
+                hold.renewer.join()
+            hold.renewer = None
+            hold.owner = 0
+            try:
+                owned = self.store._release_script(
+                    keys=[self.redis_key], args=[hold.token, self.channel]
+                )
+            except redis.exceptions.RedisError as exc:
+                log.warning(
+                    "could not release the refresh lock of %r in Redis at %s (%s); "
+                    "it expires within %gs", self.key, self.store.location,
+                    type(exc).__name__, self.store.lock_lease,
+                )
+            else:
+                if not owned:
+                    log.warning(
+                        "the refresh lock of %r in Redis at %s had expired before its "
+                        "release; left the current holder's lock alone",
+                        self.key, self.store.location,
+                    )
         finally:
-            hold.lock.release()
+            hold.depth = 0
+            self._give_back()
 
     @property
     def is_locked(self) -> bool:
