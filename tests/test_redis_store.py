@@ -245,18 +245,18 @@ def test_ttl_fixed_and_from_refresh_token_life(server: RedisServer, tmp_path: Pa
     plain.set("a", tok(1))
     assert pttl("a") == -1  # persistent by default
     fixed.set("a", tok(1))
-    assert 99_000 < pttl("a") <= 100_000
+    assert 80_000 < pttl("a") <= 100_000  # (a loaded machine may take seconds)
     plain.set("a", tok(2))
     assert pttl("a") == -1  # a write without TTL removes it
     life.set("b", tok(1, refresh_token="r", extra={"refresh_token_expires_in": 500}))
-    assert 499_000 < pttl("b") <= 500_000
+    assert 480_000 < pttl("b") <= 500_000
     life.set("c", tok(1, refresh_token="r", extra={"refresh_expires_in": 50},
                       expires_at=time.time() + 3600))
-    assert 3_590_000 < pttl("c") <= 3_600_000  # never before the access token expires
+    assert 3_500_000 < pttl("c") <= 3_600_000  # never before the access token expires
     life.set("d", tok(1, refresh_token="r"))
     assert pttl("d") == -1  # no field, no ttl
     both.set("d", tok(1, refresh_token="r"))
-    assert 99_000 < pttl("d") <= 100_000
+    assert 80_000 < pttl("d") <= 100_000
     life.set_client("b", ClientInfo("cid"))
     assert r.pttl(plain.redis_key("clients", "b")) == -1  # only token records expire
     short = RedisStore(server.url, prefix=prefix, ttl=0.2)
