@@ -164,3 +164,13 @@ def test_a_parameter_of_every_scheme_is_registered_in_one_place(
 
     with pytest.raises(ValueError, match=r"parameter 'wrapped' .* open_store"):
         RedisStore("redis://h/0?wrapped=x")  # the backend alone does not know it
+
+
+@pytest.mark.parametrize("value", ["redis+cluster://127.0.0.1:7000,127.0.0.1:7001", "x-y:z", "sqlite:t.db"])
+def test_filestore_default_path_refuses_store_urls_of_any_shape(
+    value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OAUTH_CALLBACK_STORE", value)
+    with pytest.raises(ValueError, match="FileStore\\(\\) needs a path"):
+        FileStore()
+    _nothing_created(tmp_path)

@@ -69,8 +69,10 @@ def default_path() -> str:
                 "(use oauth_callback.storage.url.open_store() to apply them)"
             )
     else:
-        scheme, sep, _ = value.partition(":")
-        if sep and len(scheme) > 1 and scheme.isalpha():
+        from .url import url_scheme  # (url imports this module)
+
+        scheme = url_scheme(value)
+        if scheme is not None:  # any shape: redis+cluster://... is never a directory
             raise ValueError(
                 f"${ENV_VAR} is the store URL {scheme}:...; FileStore() needs a path "
                 "(use oauth_callback.storage.url.open_store() for other stores)"

@@ -68,6 +68,7 @@ __all__ = [
     "open_store",
     "parse_store_url",
     "register_parameter",
+    "url_scheme",
 ]
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]+):")
@@ -234,6 +235,13 @@ def _unknown_scheme(scheme: str, display: str) -> ValueError:
         f"unknown store URL scheme {scheme!r} in {display!r}{extra}; known schemes: {known} "
         "(a path that looks like a URL is written file:PATH or ./PATH)"
     )
+
+
+def url_scheme(text: str) -> str | None:
+    """The scheme ``text`` starts with (rule 1 of the grammar), as written; ``None``
+    for a path (Windows drives included)."""
+    match = _SCHEME.match(text)
+    return None if match is None else match.group(1)
 
 
 def parse_store_url(url: str, *, schemes: frozenset[str] | None = None) -> StoreURL:
