@@ -408,13 +408,38 @@ def test_requests_403_and_stream(provider: MockProvider, api: ResourceServer,
     assert provider.refresh_count == 1
 
 
+def run_at_once(script: str, args: list[str], barrier: Path, n: int = 8) -> list[str]:
+    """Start ``n`` processes running ``script`` with ``args``, then ``barrier`` and the
+    child's number; each touches ``barrier/ready-N`` and waits for ``barrier/go``,
+    so they all start the measured work together. Returns each one's stdout, stripped."""
+    barrier.mkdir()
+    children = [
+        subprocess.Popen([sys.executable, "-c", script, *args, str(barrier), str(i)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=python_env())
+        for i in range(n)
+    ]
+    try:
+        wait_until(lambda: len(list(barrier.glob("ready-*"))) == n, timeout=60)
+        (barrier / "go").touch()
+        outputs = [child.communicate(timeout=60) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    for child, (_out, err) in zip(children, outputs):
+        assert child.returncode == 0, err
+    return [out.strip() for out, _err in outputs]
+
+
 REQUESTS_CHILD = r"""
 import sys, time
 from pathlib import Path
 import requests
 from oauth_callback import FileStore, TokenManager
 
-path, key, barrier, api, n = sys.argv[1:6]
+path, key, api, barrier, n = sys.argv[1:6]
 auth = TokenManager(FileStore(path), key).requests_auth()
 Path(barrier, "ready-" + n).touch()
 while not Path(barrier, "go").exists():
@@ -433,30 +458,10 @@ def test_eight_processes_with_requests_and_an_expired_token_refresh_once(
     provider.expire_access_tokens()
     old = local_expiry(store, -5)
     provider.token_delay = 0.3  # a wide race window
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
     with ResourceServer(provider, current_only=True) as api:
-        children = [
-            subprocess.Popen(
-                [sys.executable, "-c", REQUESTS_CHILD, str(path), KEY, str(barrier), api.url,
-                 str(i)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(),
-            )
-            for i in range(8)
-        ]
-        try:
-            wait_until(lambda: len(list(barrier.glob("ready-*"))) == 8, timeout=60)
-            (barrier / "go").touch()
-            outputs = [child.communicate(timeout=60) for child in children]
-        finally:
-            for child in children:
-                if child.poll() is None:
-                    child.kill()
-                    child.wait()
-    for child, (_out, err) in zip(children, outputs):
-        assert child.returncode == 0, err
+        outputs = run_at_once(REQUESTS_CHILD, [str(path), KEY, api.url], tmp_path / "barrier")
     new = stored(store)
-    assert {out.strip() for out, _ in outputs} == {f"200 Bearer {new.access_token} 0"}
+    assert set(outputs) == {f"200 Bearer {new.access_token} 0"}
     assert new.access_token != old.access_token
     assert provider.refresh_requests == 1 and provider.refresh_count == 1
     assert api.tokens_seen() == [new.access_token] * 8

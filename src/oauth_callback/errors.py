@@ -29,6 +29,7 @@ Hierarchy::
     ├── IdTokenError                    the OIDC ID Token failed validation (.claim)
     ├── AccountMismatchError            a login found another account under the key
     ├── TokenEndpointError              token endpoint unreachable / malformed reply
+    ├── MissingCredentialsError         a machine login's secret variable or key file is missing
     └── ResourceAccessError             a resource server refused the token (.status, .challenge)
         ├── TokenRejectedError          401 again after one refresh and one retry
         │   └── UnchangedTokenError     the refresh answered the token just rejected
@@ -53,6 +54,7 @@ __all__ = [
     "InsecureHostError",
     "InsufficientScopeError",
     "InvalidClientError",
+    "MissingCredentialsError",
     "OAuthCallbackError",
     "OAuthError",
     "OAuthStateError",
@@ -332,6 +334,13 @@ class InvalidClientError(OAuthError):
     RFC 6749 5.2): unknown client id, wrong secret, a private key it does not
     know, or an authentication method it does not accept. Logging in again does
     not help; the client configuration must change."""
+
+
+class MissingCredentialsError(OAuthCallbackError):
+    """The client secret or private key a stored client-credentials login needs
+    is not available: the environment variable it is read from is not set, or
+    the key file it names cannot be read. The message names the variable or the
+    file, never a secret."""
 
 
 class ResourceAccessError(OAuthCallbackError):

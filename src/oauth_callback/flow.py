@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from ._http import httpx2
 from ._text import clip
+from .assertion import PrivateKeyJWT
 from .browser import OpenBrowser
 from .device import (
     DeviceAuthorization,
@@ -51,14 +53,31 @@ from .effects import (
     ensure,
     translated,
 )
-from .errors import AccountMismatchError, DiscoveryError, OAuthError, TokenEndpointError
+from .errors import (
+    AccountMismatchError,
+    DiscoveryError,
+    MissingCredentialsError,
+    OAuthError,
+    TokenEndpointError,
+)
 from .identity import Fetch, identify_flow, oidc_nonce, userinfo_flow
 from .loopback import LoopbackOptions, RequestInfo
-from .models import ClientInfo, Identity, OAuthSession, Tokens
+from .models import (
+    GRANT_TYPE_FIELD,
+    KEY_ALGORITHM_FIELD,
+    KEY_FILE_FIELD,
+    KEY_ID_FIELD,
+    SECRET_ENV_FIELD,
+    ClientInfo,
+    Identity,
+    OAuthSession,
+    Tokens,
+)
 from .paste import judge_pasted
 from .pkce import generate_pkce, generate_state
 from .protocol import (
     AUTH_METHODS,
+    AuthMethod,
     CallbackResult,
     RawResponse,
     ServerMetadata,
@@ -67,6 +86,7 @@ from .protocol import (
     build_authorization_url,
     check_callback,
     choose_auth_method,
+    client_credentials_request,
     refresh_request,
     revocation_flow,
     revocation_request,
@@ -90,14 +110,22 @@ class OAuthClient:
     """An OAuth 2.1 client of one authorization server.
 
     Give the endpoints, or an ``issuer`` (its metadata is then discovered on
-    first use), or build it with :meth:`discover`. ``token_endpoint_auth_method``
-    ``None`` means ``none`` without a secret and ``client_secret_basic`` with
-    one. ``resource`` (RFC 8707) is sent in the authorization and token
-    requests. ``http_client`` / ``async_http_client`` are used (never closed)
-    when given; otherwise each call opens a short-lived client with ``timeout``.
+    first use), or build it with :meth:`discover`. ``resource`` (RFC 8707) is
+    sent in the authorization and token requests. ``http_client`` /
+    ``async_http_client`` are used (never closed) when given; otherwise each
+    call opens a short-lived client with ``timeout``.
 
-    Raises :class:`ValueError` for an unknown auth method or a secret-based one
-    without ``client_secret``.
+    Client authentication at the token endpoint
+    (:func:`~oauth_callback.protocol.choose_auth_method`): an explicit
+    ``token_endpoint_auth_method`` wins; else ``private_key_jwt`` when
+    ``private_key`` is given (a PEM string, or a
+    :class:`~oauth_callback.assertion.PrivateKeyJWT`; ``signing_algorithm`` and
+    ``key_id`` for the former), ``none`` without a secret, and with a secret
+    ``client_secret_basic`` unless the server's metadata lists only
+    ``client_secret_post`` (decided once the metadata is known).
+
+    Raises :class:`ValueError` for an unknown auth method, or one without what
+    it needs (a secret, a private key).
     """
 
     def __init__(
@@ -116,18 +144,28 @@ class OAuthClient:
         async_http_client: httpx2.AsyncClient | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         device_authorization_endpoint: str | None = None,
+        private_key: str | bytes | PrivateKeyJWT | None = None,
+        signing_algorithm: str = "ES256",
+        key_id: str | None = None,
     ) -> None:
         if not isinstance(client_id, str) or not client_id:
             raise ValueError("client_id must be a non-empty string")
-        method = choose_auth_method(
-            client_secret=client_secret, explicit=token_endpoint_auth_method
+        self._signer: PrivateKeyJWT | None = None
+        if private_key is not None:
+            self._signer = (
+                private_key if isinstance(private_key, PrivateKeyJWT)
+                else PrivateKeyJWT(private_key, algorithm=signing_algorithm, kid=key_id)
+            )
+        self._explicit_auth_method = token_endpoint_auth_method
+        choose_auth_method(  # validates now; the metadata may refine it later
+            client_secret=client_secret, private_key=self._signer is not None,
+            explicit=token_endpoint_auth_method,
         )
         self.client_id = client_id
         self._client_secret = client_secret
         if scope is not None and not isinstance(scope, str):
             scope = " ".join(scope)
         self.scope: str | None = scope or None
-        self.token_endpoint_auth_method = method
         if resource is None:
             resource = ()
         self.resource: tuple[str, ...] = (
@@ -149,6 +187,30 @@ class OAuthClient:
     def client_secret(self) -> str | None:
         """The client secret (``None`` for a public client)."""
         return self._client_secret
+
+    @property
+    def private_key(self) -> PrivateKeyJWT | None:
+        """The ``private_key_jwt`` signer, if any (its ``repr`` shows no key)."""
+        return self._signer
+
+    @property
+    def token_endpoint_auth_method(self) -> AuthMethod:
+        """How this client authenticates at the token endpoint (see the class docstring)."""
+        metadata = self.metadata
+        return choose_auth_method(
+            client_secret=self._client_secret,
+            private_key=self._signer is not None,
+            supported=metadata.token_endpoint_auth_methods_supported if metadata else None,
+            explicit=self._explicit_auth_method,
+        )
+
+    def _client_assertion(self) -> str | None:
+        """A fresh ``private_key_jwt`` assertion for one token request (``None``
+        for other methods); ``aud`` is the token endpoint (RFC 7523 3)."""
+        if self._signer is None or self.token_endpoint_auth_method != "private_key_jwt":
+            return None
+        assert self.token_endpoint is not None
+        return self._signer.assertion(client_id=self.client_id, audience=self.token_endpoint)
 
     def __repr__(self) -> str:
         return (
@@ -209,10 +271,14 @@ class OAuthClient:
         async_http_client: httpx2.AsyncClient | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> OAuthClient:
-        """Rebuild the client a login saved with :meth:`client_info`.
+        """Rebuild the client a login saved with :meth:`client_info` (or
+        :meth:`machine_client_info`).
 
         Without a stored ``token_endpoint`` the ``issuer``'s metadata is
-        discovered on first use. Raises :class:`ValueError` as the constructor.
+        discovered on first use. A secret that was not stored is read from the
+        environment variable the login recorded, a private key from the file
+        it recorded. Raises :class:`MissingCredentialsError` naming the
+        variable or file when that fails, :class:`ValueError` as the constructor.
         """
         metadata = _stored_metadata(info)
         resource = info.extra.get("resource")
@@ -222,9 +288,11 @@ class OAuthClient:
             or (isinstance(resource, list) and all(isinstance(r, str) for r in resource))
         ):
             resource = None
+        secret, private_key = _stored_credentials(info)
         return cls(
             info.client_id,
-            client_secret=info.client_secret,
+            client_secret=secret,
+            private_key=private_key,
             scope=info.scope,
             authorization_endpoint=info.authorization_endpoint,
             token_endpoint=info.token_endpoint,
@@ -391,6 +459,7 @@ class OAuthClient:
             client_secret=self._client_secret,
             auth_method=self.token_endpoint_auth_method,
             resource=self.resource or None,
+            client_assertion=self._client_assertion(),
         )
 
     def _refresh_request(self, refresh_token: str, scope: str | None) -> TokenRequest:
@@ -403,6 +472,21 @@ class OAuthClient:
             auth_method=self.token_endpoint_auth_method,
             scope=scope,
             resource=self.resource or None,
+            client_assertion=self._client_assertion(),
+        )
+
+    def _client_credentials_request(
+        self, scope: str | Sequence[str] | None, resource: str | Sequence[str] | None
+    ) -> TokenRequest:
+        assert self.token_endpoint is not None
+        return client_credentials_request(
+            self.token_endpoint,
+            client_id=self.client_id,
+            client_secret=self._client_secret,
+            auth_method=self.token_endpoint_auth_method,
+            client_assertion=self._client_assertion(),
+            scope=self.scope if scope is None else scope,
+            resource=(self.resource or None) if resource is None else resource,
         )
 
     def exchange_code(self, code: str, redirect_uri: str, code_verifier: str) -> Tokens:
@@ -467,11 +551,125 @@ class OAuthClient:
         yield from self._endpoints_flow()
         return (
             yield from token_flow(
-                self._refresh_request(refresh_token, scope),
+                lambda: self._refresh_request(refresh_token, scope),  # a fresh assertion per try
                 max_retries=max_retries,
                 backoff=backoff,
                 previous=previous,
             )
+        )
+
+    # -- the client credentials grant (RFC 6749 4.4) -----------------------------------
+
+    def client_credentials(
+        self,
+        *,
+        scope: str | Sequence[str] | None = None,
+        resource: str | Sequence[str] | None = None,
+        store: TokenStore | None = None,
+        key: str | None = None,
+        secret_env: str | None = None,
+        store_secret: bool = False,
+        max_retries: int = 0,
+        backoff: float = 0.2,
+    ) -> Tokens:
+        """Get an access token for the client itself (machine to machine, no person).
+
+        The client authenticates with its secret (``client_secret_basic`` or
+        ``client_secret_post``) or a ``private_key_jwt`` assertion (a fresh one,
+        unique ``jti``, for every attempt). ``scope`` / ``resource`` default to
+        the client's. No refresh token is expected: when the token expires,
+        :class:`~oauth_callback.manager.TokenManager` asks for a new one the
+        same way, once across processes.
+
+        With ``store`` and ``key`` the login is saved like any login (the
+        registration of :meth:`machine_client_info` first, then the tokens).
+        The client secret is not saved unless ``store_secret`` (do it only in an
+        encrypted store or the keychain); ``secret_env`` names the environment
+        variable a later process reads it from instead. A private key loaded
+        from a file is recorded by its path, never its content.
+
+        Network errors, 5xx and 429 are retried ``max_retries`` times. Raises
+        :class:`InvalidClientError` (wrong secret or key, unknown client, a
+        method the server refuses), another :class:`OAuthError`
+        (``unauthorized_client``, ``invalid_scope``), :class:`TokenEndpointError`,
+        :class:`ValueError` for a public client or ``store`` without ``key``.
+        """
+        return self._run(self._client_credentials_flow(
+            scope, resource, store, key, secret_env, store_secret, max_retries, backoff))
+
+    async def client_credentials_async(
+        self,
+        *,
+        scope: str | Sequence[str] | None = None,
+        resource: str | Sequence[str] | None = None,
+        store: TokenStore | None = None,
+        key: str | None = None,
+        secret_env: str | None = None,
+        store_secret: bool = False,
+        max_retries: int = 0,
+        backoff: float = 0.2,
+    ) -> Tokens:
+        """Async :meth:`client_credentials`."""
+        return await self._run_async(self._client_credentials_flow(
+            scope, resource, store, key, secret_env, store_secret, max_retries, backoff))
+
+    def _client_credentials_flow(
+        self,
+        scope: str | Sequence[str] | None,
+        resource: str | Sequence[str] | None,
+        store: TokenStore | None,
+        key: str | None,
+        secret_env: str | None,
+        store_secret: bool,
+        max_retries: int,
+        backoff: float,
+    ) -> Flow[Tokens]:
+        if (store is None) != (key is None):
+            raise ValueError("store and key go together")
+        yield from self._endpoints_flow()
+        tokens = yield from token_flow(
+            lambda: self._client_credentials_request(scope, resource),  # a fresh assertion
+            max_retries=max_retries,
+            backoff=backoff,
+        )
+        if store is not None and key is not None:
+            client = self.machine_client_info(scope, resource, secret_env=secret_env,
+                                              store_secret=store_secret)
+            yield SaveLogin(store, key, tokens, client)
+        return tokens
+
+    def machine_client_info(
+        self,
+        scope: str | Sequence[str] | None = None,
+        resource: str | Sequence[str] | None = None,
+        *,
+        secret_env: str | None = None,
+        store_secret: bool = False,
+    ) -> ClientInfo:
+        """The registration a client-credentials login saves: :meth:`client_info`
+        marked ``grantType: client_credentials`` (so :class:`TokenManager` renews
+        it with the same grant), the secret left out unless ``store_secret``
+        (``clientSecretEnv`` names where to read it), the private key by its
+        file path (``privateKeyFile``, ``signingAlgorithm``, ``keyId``)."""
+        base = self.client_info()
+        extra: dict[str, Any] = dict(base.extra)
+        extra[GRANT_TYPE_FIELD] = "client_credentials"
+        if secret_env is not None and not store_secret:
+            extra[SECRET_ENV_FIELD] = secret_env
+        signer = self._signer
+        if signer is not None and signer.source is not None:
+            extra[KEY_FILE_FIELD] = os.path.abspath(signer.source)
+            extra[KEY_ALGORITHM_FIELD] = signer.algorithm
+            if signer.kid is not None:
+                extra[KEY_ID_FIELD] = signer.kid
+        if resource is not None:
+            resources = [resource] if isinstance(resource, str) else list(resource)
+            extra["resource"] = resources[0] if len(resources) == 1 else resources
+        scope_text = scope if scope is None or isinstance(scope, str) else " ".join(scope)
+        return base.replace(
+            client_secret=self._client_secret if store_secret else None,
+            scope=scope_text if scope_text is not None else base.scope,
+            extra=extra,
         )
 
     # -- the interactive login ---------------------------------------------------------
@@ -783,6 +981,7 @@ class OAuthClient:
             client_id=self.client_id,
             client_secret=self._client_secret,
             auth_method=self.token_endpoint_auth_method,
+            client_assertion=self._client_assertion(),
         )
 
     # -- who logged in ----------------------------------------------------------------
@@ -857,6 +1056,37 @@ _METADATA_EXTRA = (
     ("userinfoEndpoint", "userinfo_endpoint"),
     ("jwksUri", "jwks_uri"),
 )
+
+
+def _stored_credentials(info: ClientInfo) -> tuple[str | None, PrivateKeyJWT | None]:
+    """The secret and private key a stored registration names (see
+    :meth:`OAuthClient.machine_client_info`)."""
+    secret = info.client_secret
+    env_name = info.extra.get(SECRET_ENV_FIELD)
+    if secret is None and isinstance(env_name, str) and env_name:
+        secret = os.environ.get(env_name) or None
+        if secret is None:
+            raise MissingCredentialsError(
+                f"the client secret of {info.client_id!r} is read from the environment "
+                f"variable {env_name}, which is not set"
+            )
+    key_file = info.extra.get(KEY_FILE_FIELD)
+    if not isinstance(key_file, str) or not key_file:
+        return secret, None
+    algorithm = info.extra.get(KEY_ALGORITHM_FIELD)
+    kid = info.extra.get(KEY_ID_FIELD)
+    try:
+        signer = PrivateKeyJWT.from_pem_file(
+            key_file,
+            algorithm=algorithm if isinstance(algorithm, str) else "ES256",
+            kid=kid if isinstance(kid, str) else None,
+        )
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise MissingCredentialsError(
+            f"the private key of {info.client_id!r} could not be read from {key_file}: {reason}"
+        ) from None
+    return secret, signer
 
 
 def _metadata_extra(metadata: ServerMetadata | None) -> dict[str, Any]:

@@ -285,27 +285,10 @@ class TokenManager:
                 raise _reauth(key, "no tokens are stored; log in first")
             if self._usable(current, seen, force=force, rejected=rejected):
                 return current
-            if not current.refresh_token:
-                raise _reauth(key, "the access token expired and no refresh token is stored")
-            client = self._client_for_refresh()
-            used = current.refresh_token
-            logger.debug("refreshing the access token of %r", key)
             # Space for the successor first: a refresh token is never spent unless the
             # new one can be stored (StoreWriteError here, and the provider is not contacted).
             with self.store.reserve_write(key):
-                try:
-                    new = client.refresh(
-                        used,
-                        previous=current,
-                        max_retries=self.max_retries,
-                        backoff=self.backoff,
-                    )
-                except OAuthError as exc:
-                    if exc.error != "invalid_grant":
-                        raise
-                    self.store.update(key, _if_unchanged(current, None))
-                    logger.info("the grant of %r is no longer valid; login required", key)
-                    raise ReauthRequired(key, exc.error, exc.description, exc.uri) from None
+                new = self._renew(current)
                 stored = self._save_refreshed(current, new)
             if stored is new:
                 return new
@@ -314,6 +297,34 @@ class TokenManager:
             if stored is None:
                 raise _reauth(key, "the tokens were removed while they were being refreshed")
             return stored
+
+    def _renew(self, current: Tokens) -> Tokens:
+        """New tokens for ``current`` (the refresh lock is held): the refresh
+        token grant, or for a client-credentials login the same grant again."""
+        key = self.key
+        if not current.refresh_token:
+            info = self.store.get_client(key)
+            if info is None or not info.is_client_credentials:
+                raise _reauth(key, "the access token expired and no refresh token is stored")
+            logger.debug("renewing the client-credentials token of %r", key)
+            return self._client_for_refresh(info).client_credentials(
+                max_retries=self.max_retries, backoff=self.backoff
+            )
+        client = self._client_for_refresh()
+        logger.debug("refreshing the access token of %r", key)
+        try:
+            return client.refresh(
+                current.refresh_token,
+                previous=current,
+                max_retries=self.max_retries,
+                backoff=self.backoff,
+            )
+        except OAuthError as exc:
+            if exc.error != "invalid_grant":
+                raise
+            self.store.update(key, _if_unchanged(current, None))
+            logger.info("the grant of %r is no longer valid; login required", key)
+            raise ReauthRequired(key, exc.error, exc.description, exc.uri) from None
 
     def _save_refreshed(self, current: Tokens, new: Tokens) -> Tokens | None:
         """Save a refresh result, retrying a failing store a few times: with a
@@ -346,10 +357,10 @@ class TokenManager:
         # shorter than ``skew`` (else every caller would refresh in turn).
         return current != seen and not current.is_expired(0)
 
-    def _client_for_refresh(self) -> OAuthClient:
+    def _client_for_refresh(self, info: ClientInfo | None = None) -> OAuthClient:
         if self.client is not None:
             return self.client
-        info = self.store.get_client(self.key)
+        info = info if info is not None else self.store.get_client(self.key)
         if info is None:
             raise _reauth(
                 self.key,

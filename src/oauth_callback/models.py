@@ -221,6 +221,18 @@ _CLIENT_FIELDS = (
 )
 
 
+# ClientInfo.extra fields of a client-credentials login (camelCase, as the record;
+# written by OAuthClient.machine_client_info, read by OAuthClient.from_client_info).
+#: ``"client_credentials"``: renew by asking again, not with a refresh token.
+GRANT_TYPE_FIELD = "grantType"
+#: The environment variable the client secret is read from (it is not stored).
+SECRET_ENV_FIELD = "clientSecretEnv"
+#: The PEM file of the ``private_key_jwt`` key, its algorithm and ``kid``.
+KEY_FILE_FIELD = "privateKeyFile"
+KEY_ALGORITHM_FIELD = "signingAlgorithm"
+KEY_ID_FIELD = "keyId"
+
+
 @dataclass(frozen=True, eq=True, repr=False)
 class ClientInfo:
     """A client registration, with enough to refresh a stored login later.
@@ -298,6 +310,12 @@ class ClientInfo:
             record["identity"] = self.identity.to_record()
         record.update((k, v) for k, v in self.extra.items() if k not in record)
         return record
+
+    @property
+    def is_client_credentials(self) -> bool:
+        """Whether this registration belongs to a client-credentials login
+        (``extra["grantType"] == "client_credentials"``): renewed by asking again."""
+        return self.extra.get(GRANT_TYPE_FIELD) == "client_credentials"
 
     def is_secret_expired(self, *, now: float | None = None) -> bool:
         """True when RFC 7591 ``client_secret_expires_at`` has passed (0 = never)."""

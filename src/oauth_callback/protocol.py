@@ -640,12 +640,14 @@ def authorization_code_request(
     client_secret: str | None = None,
     auth_method: str | None = None,
     resource: str | Sequence[str] | None = None,
+    client_assertion: str | None = None,
 ) -> TokenRequest:
     """The ``authorization_code`` grant request (RFC 6749 4.1.3, RFC 7636 4.5).
 
-    ``auth_method`` ``None`` means :func:`default_auth_method`. Raises
-    :class:`ValueError` for an unknown method or a secret-based method without
-    a secret.
+    ``auth_method`` ``None`` means :func:`default_auth_method`;
+    ``client_assertion`` is the signed JWT of ``private_key_jwt``. Raises
+    :class:`ValueError` for an unknown method or one without what it needs (a
+    secret, an assertion).
     """
     form = {
         "grant_type": "authorization_code",
@@ -660,6 +662,7 @@ def authorization_code_request(
         client_secret=client_secret,
         auth_method=auth_method,
         resource=resource,
+        client_assertion=client_assertion,
     )
 
 
@@ -672,6 +675,7 @@ def refresh_request(
     auth_method: str | None = None,
     scope: str | Sequence[str] | None = None,
     resource: str | Sequence[str] | None = None,
+    client_assertion: str | None = None,
 ) -> TokenRequest:
     """The ``refresh_token`` grant request (RFC 6749 6).
 
@@ -688,6 +692,7 @@ def refresh_request(
         client_secret=client_secret,
         auth_method=auth_method,
         resource=resource,
+        client_assertion=client_assertion,
     )
 
 
@@ -747,6 +752,7 @@ def revocation_request(
     client_id: str,
     client_secret: str | None = None,
     auth_method: str | None = None,
+    client_assertion: str | None = None,
 ) -> TokenRequest:
     """A token revocation request (RFC 7009 2.1).
 
@@ -771,6 +777,7 @@ def revocation_request(
         client_secret=client_secret,
         auth_method=auth_method,
         resource=None,
+        client_assertion=client_assertion,
     )
 
 

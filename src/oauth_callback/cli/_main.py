@@ -23,6 +23,7 @@ from ..errors import (
     CallbackError,
     DiscoveryError,
     IdTokenError,
+    MissingCredentialsError,
     OAuthCallbackError,
     OAuthError,
     ReauthRequired,
@@ -47,6 +48,10 @@ from ._common import (
 )
 
 __all__ = ["build_parser", "main"]
+
+# The token endpoint auth methods of protocol.AUTH_METHODS (a test keeps them equal),
+# spelled out so that --help imports no protocol module.
+AUTH_METHOD_CHOICES = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
 
 
 def _positive_float(text: str) -> float:
@@ -144,6 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress events on stdout, one JSON object per line (for wrappers)")
     p.add_argument("--timeout", type=_positive_float, default=300.0, metavar="SECONDS",
                    help="how long to wait for the browser's callback (default 300)")
+    p.add_argument("--auth-method", choices=AUTH_METHOD_CHOICES,
+                   help="token endpoint client authentication (default: client_secret_basic "
+                   "with a secret unless the server lists only client_secret_post; "
+                   "private_key_jwt with --private-key; none without either)")
+    m2m = p.add_argument_group(
+        "machine to machine (no browser, no person: CI jobs, servers)")
+    m2m.add_argument("--client-credentials", action="store_true",
+                     help="use the client credentials grant (RFC 6749 4.4) instead of a "
+                     f"browser login; the secret comes from ${SECRET_ENV_VAR} (read again "
+                     "on every renewal) or the key from --private-key")
+    m2m.add_argument("--private-key", metavar="FILE",
+                     help="PEM private key for private_key_jwt (RFC 7523); its path is "
+                     "recorded, never its content")
+    m2m.add_argument("--signing-alg", choices=("ES256", "ES384", "RS256", "PS256"),
+                     default="ES256", help="JWT signing algorithm for --private-key "
+                     "(default ES256)")
+    m2m.add_argument("--key-id", metavar="KID", help="'kid' header of the JWT assertions")
+    m2m.add_argument("--resource", metavar="URL", action="append",
+                     help="resource indicator (RFC 8707); repeatable")
+    m2m.add_argument("--store-secret", action="store_true",
+                     help="also store the client secret (only in an encrypted store or the "
+                     "keychain); otherwise it is read from the environment on renewal")
     p.set_defaults(run=("login", "cmd_login"))
 
     p = sub.add_parser("status", parents=[common],
@@ -301,6 +328,8 @@ def _setup_logging(verbosity: int) -> None:
 def _exit_code(exc: OAuthCallbackError) -> int:
     if isinstance(exc, (ReauthRequired, ResourceAccessError)):
         return EXIT_LOGIN_REQUIRED
+    if isinstance(exc, MissingCredentialsError):
+        return EXIT_USAGE
     if isinstance(exc, (StoreError, TokenEndpointError, DiscoveryError)):
         return EXIT_UNAVAILABLE
     if isinstance(exc, (CallbackError, OAuthError, IdTokenError)):

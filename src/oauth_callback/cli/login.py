@@ -9,6 +9,9 @@
 
 Without a display or inside SSH the device flow is chosen when the provider
 offers it, paste-back otherwise (:func:`choose_method`), said in one line.
+
+``--client-credentials`` is the fourth way, for machines: the client credentials
+grant (RFC 6749 4.4), no browser and no person (:func:`_machine_login`).
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from .._text import escape_control
 from ..browser import no_graphical_display, open_url
-from ..errors import OAuthCallbackError
+from ..errors import InvalidClientError, OAuthCallbackError
 from ..flow import OAuthClient
 from ._common import (
+    EXIT_AUTH_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     PROG,
@@ -41,6 +45,7 @@ from ._login_ui import Events, show_device_code
 from .accounts import apply_stored_login, check_server_url, login_error, remember_port
 
 if TYPE_CHECKING:
+    from ..assertion import PrivateKeyJWT
     from ..device import DeviceAuthorization
     from ..models import Tokens
     from ..storage.base import TokenStore
@@ -122,23 +127,96 @@ def default_key(url: str) -> str:
     return f"{host}:{port}" if port else host
 
 
-def _build_client(args: argparse.Namespace, secret: str | None) -> OAuthClient:
+def _build_client(args: argparse.Namespace, secret: str | None,
+                  private_key: PrivateKeyJWT | None = None) -> OAuthClient:
+    options = {
+        "scope": args.scope,
+        "client_secret": secret,
+        "private_key": private_key,
+        "token_endpoint_auth_method": args.auth_method,
+        "resource": args.resource,
+        "device_authorization_endpoint": args.device_url,
+    }
     try:
         if args.issuer:
-            return OAuthClient.discover(
-                args.issuer, args.client_id, scope=args.scope, client_secret=secret,
-                device_authorization_endpoint=args.device_url,
-            )
+            return OAuthClient.discover(args.issuer, args.client_id, **options)
         return OAuthClient(
             args.client_id,
-            client_secret=secret,
-            scope=args.scope,
             authorization_endpoint=args.authorize_url,
             token_endpoint=args.token_url,
-            device_authorization_endpoint=args.device_url,
+            **options,
         )
     except ValueError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+
+
+def _private_key(args: argparse.Namespace) -> PrivateKeyJWT | None:
+    if args.private_key is None:
+        return None
+    from ..assertion import PrivateKeyJWT
+
+    try:
+        return PrivateKeyJWT.from_pem_file(
+            os.path.abspath(os.path.expanduser(args.private_key)),
+            algorithm=args.signing_alg, kid=args.key_id,
+        )
+    except OSError as exc:
+        raise CliError(f"--private-key: cannot read {args.private_key}: "
+                       f"{exc.strerror or type(exc).__name__}", EXIT_USAGE) from None
+    except ValueError as exc:
+        raise CliError(f"--private-key: {exc}", EXIT_USAGE) from None
+
+
+def _protects_secrets(store: TokenStore) -> bool:
+    """Whether ``store`` keeps records encrypted at rest (``?encryption=``) or in
+    the OS keychain: the only places ``--store-secret`` may put a client secret."""
+    for module, name in (("oauth_callback.storage.encrypted", "EncryptedStore"),
+                         ("oauth_callback.storage.keyring", "KeyringStore")):
+        loaded = sys.modules.get(module)  # a store of that kind imported its module
+        cls = getattr(loaded, name, None) if loaded is not None else None
+        if cls is not None and isinstance(store, cls):
+            return True
+    return False
+
+
+def _machine_login(args: argparse.Namespace, store: TokenStore, secret: str | None) -> int:
+    """``login --client-credentials``: no browser, no person."""
+    if args.authorize_url:
+        raise CliError("--client-credentials uses no authorization endpoint; pass --issuer "
+                       "or --token-url", EXIT_USAGE)
+    private_key = _private_key(args)
+    if secret is None and private_key is None:
+        raise CliError(f"--client-credentials needs the client secret in ${SECRET_ENV_VAR} "
+                       "(or --private-key FILE for private_key_jwt)", EXIT_USAGE)
+    key = args.key or default_key(args.issuer or args.token_url)
+    if args.store_secret and secret is None:
+        raise CliError("--store-secret: there is no client secret to store", EXIT_USAGE)
+    if args.store_secret and not _protects_secrets(store):
+        raise CliError(f"--store-secret stores the client secret only in an encrypted store "
+                       f"(a store URL with ?encryption=...) or the keychain (keyring:); "
+                       f"{store.describe()} is neither. Without --store-secret the secret is "
+                       f"read from ${SECRET_ENV_VAR} on every renewal", EXIT_USAGE)
+    client = _build_client(args, secret, private_key)
+    try:
+        tokens = client.client_credentials(
+            store=store, key=key, store_secret=args.store_secret,
+            secret_env=SECRET_ENV_VAR if secret is not None else None,
+        )
+    except InvalidClientError as exc:
+        what = ("--private-key, --signing-alg and --key-id" if private_key is not None
+                else f"${SECRET_ENV_VAR}")
+        raise CliError(f"the token endpoint rejected the client ({exc}); check the client id "
+                       f"and {what}", EXIT_AUTH_FAILED) from None
+    if args.store_secret:
+        where = "the client secret is stored (encrypted)"
+    elif private_key is not None:
+        where = f"renewals sign with the key in {private_key.source}"
+    else:
+        where = f"renewals read the client secret from ${SECRET_ENV_VAR}"
+    print(f"Logged in with client credentials: key {key!r}, expires "
+          f"{human_expiry(tokens.expires_at)}, scope {tokens.scope or '-'}, "
+          f"{client.token_endpoint_auth_method} (stored in {store.describe()}; {where})")
+    return EXIT_OK
 
 
 def _login_summary(key: str, tokens: Tokens, store: TokenStore) -> str:
@@ -251,12 +329,16 @@ def cmd_login(args: argparse.Namespace) -> int:
     reused = bool(args.key) and apply_stored_login(args, store, args.key)
     if args.issuer and (args.authorize_url or args.token_url):
         raise CliError("pass either --issuer or --authorize-url and --token-url", EXIT_USAGE)
-    if not args.issuer and not (args.authorize_url and args.token_url):
+    if not args.issuer and not (args.authorize_url and args.token_url) and not (
+        args.client_credentials and args.token_url
+    ):
         if args.key:
             raise CliError(
                 f"no login is stored under {args.key!r} in {store.describe()} to log in "
                 "again with; pass --issuer URL --client-id ID (or --authorize-url and "
                 "--token-url)", EXIT_USAGE)
+        if args.client_credentials:
+            raise CliError("--client-credentials needs --issuer or --token-url", EXIT_USAGE)
         raise CliError("pass --issuer, or both --authorize-url and --token-url", EXIT_USAGE)
     for option, value in (("--issuer", args.issuer), ("--authorize-url", args.authorize_url),
                           ("--token-url", args.token_url)):
@@ -269,6 +351,10 @@ def cmd_login(args: argparse.Namespace) -> int:
                     "machine (process list, shell history); prefer $%s", SECRET_ENV_VAR)
     secret = (args.client_secret or os.environ.get(SECRET_ENV_VAR)
               or getattr(args, "stored_secret", None) or None)
+    if args.client_credentials:
+        return _machine_login(args, store, secret)
+    if args.store_secret:
+        raise CliError("--store-secret needs --client-credentials", EXIT_USAGE)
     key = args.key or default_key(args.issuer or args.authorize_url)
     if store.describe().startswith("memory:"):
         log.warning("--store memory: keeps the tokens in this process only: they vanish when "
@@ -278,7 +364,7 @@ def cmd_login(args: argparse.Namespace) -> int:
              f"client {args.client_id}" + (f", port {args.port}" if args.port else ""))
     events = Events(args.json)
     try:
-        client = _build_client(args, secret)
+        client = _build_client(args, secret, _private_key(args))
         method, why = choose_method(args, client)
         if why is not None:
             info(f"{PROG}: {why}")
