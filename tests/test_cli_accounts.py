@@ -446,3 +446,14 @@ def test_login_key_uses_a_secret_only_if_the_login_stored_it(
     assert "conf-secret" not in err
     r = cli(env, "tokens", "show", KEY)
     assert "account:" in r.stdout and "conf-secret" not in r.stdout
+
+
+def test_a_corrupt_store_is_explained_in_cli_terms(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "bad" / "tokens.json"
+    path.parent.mkdir(mode=0o700)
+    path.write_text("{not json")
+    path.chmod(0o600)
+    r = cli(env, "--store", str(path), "token", "k")
+    assert r.returncode == 4
+    assert error_line(r).endswith("nothing was changed. run 'oauth-callback doctor --repair'")
+    assert "FileStore.repair" not in r.stderr
