@@ -121,3 +121,45 @@ def test_client_options_must_go_together(env: dict[str, str]) -> None:
     note = cli(env, "tokens", "import", "k",
                input=json.dumps({"access_token": SECRET, "refresh_token": "r" * 20}))
     assert note.returncode == 0 and "cannot be used" in note.stderr
+
+
+def test_a_confidential_client_refreshes_with_the_secret_from_the_environment(
+    env: dict[str, str], store_path: Path
+) -> None:
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    import httpx2
+
+    from oauth_callback.pkce import generate_pkce
+
+    with MockProvider() as p:
+        client_id, secret = p.register_client(confidential=True)
+        assert secret is not None
+        verifier, challenge = generate_pkce()
+        redirect = "http://127.0.0.1:1/callback"
+        with httpx2.Client(timeout=5) as http:
+            location = http.get(p.authorization_endpoint + "?" + urlencode({
+                "response_type": "code", "client_id": client_id, "redirect_uri": redirect,
+                "code_challenge": challenge, "code_challenge_method": "S256", "state": "s",
+            })).headers["location"]
+            body = http.post(p.token_endpoint, auth=(client_id, secret), data={
+                "grant_type": "authorization_code", "redirect_uri": redirect,
+                "code": parse_qs(urlsplit(location).query)["code"][0],
+                "code_verifier": verifier,
+            }).json()
+        with_secret = {**env, "OAUTH_CALLBACK_CLIENT_SECRET": secret}
+        result = cli(with_secret, "tokens", "import", "conf", "--client-id",
+                     client_id, "--issuer", p.issuer, input=json.dumps(body))
+        assert result.returncode == 0, result.stderr
+        assert secret not in store_path.read_text()
+        p.expire_access_tokens()
+        FileStore(store_path).update(
+            "conf", lambda t: t.replace(expires_at=time.time() - 5) if t else t)
+        missing = cli(env, "token", "conf")
+        assert missing.returncode == 2 and "OAUTH_CALLBACK_CLIENT_SECRET" in missing.stderr
+        renewed = cli(with_secret, "token", "conf")
+        assert renewed.returncode == 0, renewed.stderr
+        assert p.is_access_token_active(renewed.stdout.strip()) and p.refresh_count == 1
+
+
+

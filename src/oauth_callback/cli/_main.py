@@ -267,7 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--expires-in", type=_positive_float, metavar="SECONDS",
                    help="lifetime of the access token from now (overrides expires_in)")
     q.add_argument("--scope", help="the token's scope (overrides the response's)")
-    q.add_argument("--client-id", help="client id to refresh with (a public client)")
+    q.add_argument("--client-id", help="client id to refresh with (confidential when "
+                   f"${SECRET_ENV_VAR} is set: read again at each refresh, never stored)")
+    q.add_argument("--auth-method", choices=AUTH_METHOD_CHOICES,
+                   help="how that client authenticates at the token endpoint")
     q.add_argument("--issuer", help="issuer URL of the client (endpoints are discovered)")
     q.add_argument("--token-url", metavar="URL", help="token endpoint of the client")
     q.add_argument("--overwrite", action="store_true", help="replace tokens stored under KEY")

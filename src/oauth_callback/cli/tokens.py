@@ -15,6 +15,7 @@ from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
+    SECRET_ENV_VAR,
     CliError,
     err,
     human_expiry,
@@ -365,12 +366,14 @@ def cmd_tokens_import(args: argparse.Namespace) -> int:
     """Store the token (or JSON token response) read from stdin under KEY.
 
     With ``--client-id`` and ``--issuer`` / ``--token-url`` the client
-    registration is stored too, so a refresh token can be used later (public
-    client). Refuses to replace stored tokens without ``--overwrite``.
+    registration is stored too, so a refresh token can be used later: a public
+    client, or with ``$OAUTH_CALLBACK_CLIENT_SECRET`` set a confidential one whose
+    secret is read from that variable again at each refresh (never stored).
+    Refuses to replace stored tokens without ``--overwrite``.
     """
     import time
 
-    from ..models import ClientInfo
+    from ..models import SECRET_ENV_FIELD, ClientInfo
 
     if args.client_id is None and (args.issuer or args.token_url):
         raise CliError("--issuer and --token-url need --client-id", EXIT_USAGE)
@@ -388,8 +391,15 @@ def cmd_tokens_import(args: argparse.Namespace) -> int:
         tokens = tokens.replace(**changes)
     client: ClientInfo | None = None
     if args.client_id is not None:
-        client = ClientInfo(args.client_id, issuer=args.issuer, token_endpoint=args.token_url,
-                            scope=tokens.scope, token_endpoint_auth_method="none")
+        # A confidential client: its secret is not stored, but read from the same
+        # variable when the refresh token is used (as for a client-credentials login).
+        confidential = bool(os.environ.get(SECRET_ENV_VAR))
+        client = ClientInfo(
+            args.client_id, issuer=args.issuer, token_endpoint=args.token_url,
+            scope=tokens.scope,
+            token_endpoint_auth_method=args.auth_method or (None if confidential else "none"),
+            extra={SECRET_ENV_FIELD: SECRET_ENV_VAR} if confidential else {},
+        )
     if not args.overwrite and store.get(args.key) is not None:
         raise CliError(f"{args.key!r} already holds tokens in {store.describe()}; pass "
                        "--overwrite to replace them", EXIT_FAILURE)
