@@ -279,7 +279,16 @@ def _client_main(argv: list[str]) -> int:
     parser.add_argument("--browser", choices=["headless", "forbid"], default="headless")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--refresh-margin", type=float, default=0.0)
+    parser.add_argument("--ready", help="touch this file just before waiting for a refresh lock")
     args = parser.parse_args(argv)
+
+    class SignallingStore(FileStore):
+        """Says when the provider is about to wait for the refresh lock."""
+
+        def refresh_lock(self, key, *, timeout=None):  # type: ignore[no-untyped-def]
+            if args.ready and not key.endswith("#login"):
+                open(args.ready, "w").close()
+            return super().refresh_lock(key, timeout=timeout)
 
     def headless(url: str) -> None:
         time.sleep(args.delay)  # widen the window in which another process waits
@@ -287,7 +296,7 @@ def _client_main(argv: list[str]) -> int:
 
     auth = browser_auth(
         args.url,
-        store=FileStore(args.store),
+        store=SignallingStore(args.store),
         open_browser=headless if args.browser == "headless" else forbid_browser,
         timeout=30.0,
         refresh_margin=args.refresh_margin,

@@ -318,3 +318,51 @@ def test_two_processes_at_once_authorize_once(server: AuthMCPServer, store_path:
     assert (counts["register"], counts["authorize"], counts["code_exchange"]) == (1, 1, 1)
     tokens = FileStore(store_path).get(default_key(server.url))
     assert isinstance(tokens, Tokens)
+
+
+def test_four_second_tokens_two_processes_at_once_authorize_once(store_path: Path) -> None:
+    """Issue 9 item 10 through the MCP provider: with 4 s access tokens and the default
+    30 s refresh margin, the process that waited for the other's login must use the
+    tokens it finds (margin min(30, 4 / 2) = 2 s), not open the browser again."""
+    srv = AuthMCPServer(access_ttl=4).start()
+    try:
+        procs = [spawn(srv.url, store_path, "--delay", "1.0", "--refresh-margin", "30")
+                 for _ in range(2)]
+        assert [result(p) for p in procs] == [{"text": "echo: from-child"}] * 2
+        counts = srv.provider.counts
+        assert (counts["authorize"], counts["code_exchange"]) == (1, 1)
+    finally:
+        srv.stop()
+
+
+def test_refresh_waiters_re_read_the_store_under_the_lock(
+    short_server: AuthMCPServer, store_path: Path, tmp_path: Path
+) -> None:
+    """Issue 9 item 14: the test holds the key's refresh lock until both children wait
+    for it, refreshes meanwhile (as a third process would), then lets them go. Each
+    must re-read the store under the lock and use those tokens: without the re-read
+    they would spend the rotated refresh token (invalid_grant) and log in again."""
+    from oauth_callback.manager import TokenManager
+
+    store = FileStore(store_path)
+    key = default_key(short_server.url)
+    assert connect(short_server.url, store, refresh_margin=0.0) == "echo: hi"
+    old = store.get(key)
+    assert old is not None
+    wait_until_expired(short_server, old)
+    ready = [tmp_path / f"ready-{i}" for i in range(2)]
+    with store.refresh_lock(key, timeout=30):
+        procs = [spawn(short_server.url, store_path, "--browser", "forbid", "--ready", str(r))
+                 for r in ready]
+        deadline = time.monotonic() + 60
+        while not all(r.exists() for r in ready):  # both are at the lock, waiting
+            assert time.monotonic() < deadline, "the children never reached the refresh lock"
+            assert all(p.poll() is None for p in procs), "a child ended before the lock"
+            time.sleep(0.02)
+        short_server.provider.access_ttl = 3600  # the refresh below gives a lasting token
+        renewed = TokenManager(store, key, skew=0.0).tokens()  # re-enters the held lock
+        assert renewed.access_token != old.access_token
+    assert [result(p) for p in procs] == [{"text": "echo: from-child"}] * 2
+    counts = short_server.provider.counts
+    assert counts["refresh"] == 1 and counts["authorize"] == 1
+    assert store.get(key) == renewed

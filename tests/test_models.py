@@ -114,3 +114,23 @@ def test_values_are_hashable_consistently_with_equality() -> None:
     assert len({a, b, Tokens("c")}) == 2
     assert len({ClientInfo("c"), ClientInfo("c")}) == 1
     assert len({OAuthSession("v"), OAuthSession("v")}) == 1
+
+
+def test_refresh_margin_is_bounded_by_the_lifetime() -> None:
+    t = Tokens.from_response({"access_token": "a", "expires_in": 20}, now=1000.0)
+    assert t.lifetime == 20 and t.refresh_margin(60) == 10 and t.refresh_margin(5) == 5
+    assert not t.needs_refresh(60, now=1000.0)  # fresh: used for half its life
+    assert not t.needs_refresh(60, now=1009.0)
+    assert t.needs_refresh(60, now=1010.0)
+    unknown = Tokens("a", expires_at=1020.0)  # a record without the lifetime
+    assert unknown.refresh_margin(60) == 60 and unknown.needs_refresh(60, now=1000.0)
+    assert not Tokens("a").needs_refresh(60)  # no expiry: never
+
+
+def test_lifetime_round_trips_through_the_record() -> None:
+    t = Tokens.from_response({"access_token": "a", "expires_in": 3600}, now=0)
+    record = t.to_record()
+    assert record["expiresIn"] == 3600
+    assert Tokens.from_record(record) == t
+    assert "expiresIn" not in Tokens("a").to_record()
+    assert Tokens.from_record({"accessToken": "a", "expiresIn": -5}).lifetime is None

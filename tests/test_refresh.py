@@ -273,6 +273,24 @@ def test_short_lived_tokens_are_not_refreshed_by_every_waiter(
     assert provider.refresh_requests == 1
 
 
+def test_tokens_living_less_than_skew_ten_calls_one_refresh(
+    provider: MockProvider, store_path: Path
+) -> None:
+    """Issue 9 item 10: 20 s tokens against the 60 s skew. The margin is bounded by the
+    token's own lifetime (min(skew, lifetime / 2) = 10 s), so the token a refresh
+    just brought is used, not refreshed again by each of ten calls."""
+    provider.expires_in = 20
+    store = FileStore(store_path)
+    login(provider, store)
+    expire(provider, store)
+    assert provider.refresh_requests == 0
+    tokens = [TokenManager(FileStore(store_path), KEY).access_token() for _ in range(10)]
+    assert provider.refresh_requests == 1
+    assert len(set(tokens)) == 1
+    stored = store.get(KEY)
+    assert stored is not None and stored.lifetime == 20
+
+
 # --------------------------------------------------------------------------- crashes
 
 LOCK_HOLDER = textwrap.dedent(

@@ -133,8 +133,9 @@ class TokenManager:
         return self._refresh_locked(seen)
 
     def needs_refresh(self, tokens: Tokens) -> bool:
-        """Whether :meth:`tokens` would refresh ``tokens`` (they expire within the margin)."""
-        return tokens.is_expired(self.skew)
+        """Whether :meth:`tokens` would refresh ``tokens``: :meth:`Tokens.needs_refresh`
+        (the one refresh decision, margin ``min(skew, lifetime / 2)``)."""
+        return tokens.needs_refresh(self.skew)
 
     def access_token(self) -> str:
         """The access token of :meth:`tokens`."""

@@ -141,6 +141,7 @@ def _from_oauth_token(token: OAuthToken, *, now: float | None = None) -> Tokens:
         expires_at=expires_at,
         scope=token.scope,
         token_type=token.token_type,
+        lifetime=None if token.expires_in is None else float(token.expires_in),
     )
 
 
@@ -420,6 +421,8 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         )
         self._login_key = self.key + "#login"
         self._stored_client: OAuthClientInformationFull | None = None
+        # The lifetime of the current access token (bounds the refresh margin).
+        self._lifetime: float | None = None
         self._token_endpoint: str | None = None
         self._server: CallbackServer | None = None
         self._state: str | None = None
@@ -442,6 +445,7 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         self.context.current_tokens = oauth_token
         # The absolute expiry, exactly: the SDK's is_token_valid() then sees an
         # expired token as expired (SDK issue 3250: it used to see it as fresh).
+        self._lifetime = None if tokens is None else tokens.lifetime
         self.context.token_expiry_time = (
             tokens.expires_at if tokens is not None and oauth_token is not None else None
         )
@@ -454,18 +458,20 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         self._token_endpoint = None if client is None else client.token_endpoint
 
     def _fresh(self) -> bool:
-        """True when the current access token is usable for ``refresh_margin`` more seconds."""
+        """True when the current access token needs no refresh yet
+        (:meth:`Tokens.needs_refresh`, the decision ``TokenManager`` makes too)."""
         tokens = self.context.current_tokens
         if tokens is None or not tokens.access_token:
             return False
-        expiry = self.context.token_expiry_time
-        return expiry is None or time.time() + self.refresh_margin < expiry
+        current = Tokens(tokens.access_token, expires_at=self.context.token_expiry_time,
+                         lifetime=self._lifetime)
+        return not current.needs_refresh(self.refresh_margin)
 
     def _usable(self, tokens: Tokens | None, rejected: str | None) -> bool:
         return (
             tokens is not None
             and tokens.access_token != rejected
-            and not tokens.is_expired(self.refresh_margin)
+            and not tokens.needs_refresh(self.refresh_margin)
         )
 
     def _lock(self, key: str, timeout: float, name: str) -> _HeldLock:
@@ -625,7 +631,12 @@ class StoreOAuthClientProvider(OAuthClientProvider):
 
     async def _finish_refresh(self, response: httpx2.Response, used: Tokens) -> bool:
         if response.status_code == 200:
-            return await self._handle_refresh_response(response)
+            ok = await self._handle_refresh_response(response)
+            current = self.context.current_tokens
+            self._lifetime = None if current is None or current.expires_in is None else float(
+                current.expires_in
+            )
+            return ok
         error = _oauth_error_code(response)
         logger.info(
             "token refresh for %s failed: HTTP %s %s", self.key, response.status_code, error or ""

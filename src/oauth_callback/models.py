@@ -69,7 +69,7 @@ def _ms(seconds: float) -> int:
 
 # --------------------------------------------------------------------------- Tokens
 
-_TOKEN_FIELDS = ("accessToken", "refreshToken", "expiresAt", "scope", "tokenType")
+_TOKEN_FIELDS = ("accessToken", "refreshToken", "expiresAt", "scope", "tokenType", "expiresIn")
 # Fields of an RFC 6749 token response that Tokens models directly.
 _RESPONSE_FIELDS = ("access_token", "refresh_token", "expires_in", "scope", "token_type")
 
@@ -79,7 +79,10 @@ class Tokens:
     """An access token and what came with it.
 
     ``expires_at`` is absolute, in Unix epoch **seconds** (like ``time.time()``);
-    ``None`` means the server did not say. ``extra`` holds every other field
+    ``None`` means the server did not say. ``lifetime`` is how long the token
+    lived when it was issued (the response's ``expires_in``, seconds; ``None``
+    when unknown, e.g. a record written before it was kept): it bounds the
+    refresh margin (:meth:`needs_refresh`). ``extra`` holds every other field
     (``id_token``, provider-specific fields, unknown record fields) and survives
     a store round trip untouched.
     """
@@ -90,6 +93,7 @@ class Tokens:
     scope: str | None = None
     token_type: str = "Bearer"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    lifetime: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.access_token, str) or not self.access_token:
@@ -137,6 +141,7 @@ class Tokens:
             scope=_opt_str(response, "scope"),
             token_type=token_type,
             extra=extra,
+            lifetime=None if expires_at is None else max(seconds, 0.0),
         )
 
     @classmethod
@@ -148,6 +153,7 @@ class Tokens:
         if not isinstance(access_token, str) or not access_token:
             raise ValueError("token record has no 'accessToken' string")
         expires_ms = _opt_number(record, "expiresAt")
+        lifetime = _opt_number(record, "expiresIn")
         return cls(
             access_token=access_token,
             refresh_token=_opt_str(record, "refreshToken"),
@@ -155,6 +161,7 @@ class Tokens:
             scope=_opt_str(record, "scope"),
             token_type=_opt_str(record, "tokenType") or "Bearer",
             extra={k: v for k, v in record.items() if k not in _TOKEN_FIELDS},
+            lifetime=None if lifetime is None or lifetime < 0 else float(lifetime),
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -168,6 +175,9 @@ class Tokens:
             record["scope"] = self.scope
         if self.token_type != "Bearer":
             record["tokenType"] = self.token_type
+        if self.lifetime is not None:
+            life = self.lifetime
+            record["expiresIn"] = int(life) if life.is_integer() else life
         record.update((k, v) for k, v in self.extra.items() if k not in record)
         return record
 
@@ -178,6 +188,24 @@ class Tokens:
         if self.expires_at is None:
             return False
         return (time.time() if now is None else now) + skew >= self.expires_at
+
+    def refresh_margin(self, skew: float = 60.0) -> float:
+        """How long before expiry to refresh: ``min(skew, lifetime / 2)``.
+
+        Bounded by the token's own lifetime, so a token that lives less than
+        ``skew`` (20 s against the default 60 s) is used for half its life
+        instead of being refreshed again by every caller. Unknown lifetime:
+        ``skew``.
+        """
+        if self.lifetime is None:
+            return skew
+        return min(skew, self.lifetime / 2)
+
+    def needs_refresh(self, skew: float = 60.0, *, now: float | None = None) -> bool:
+        """The one refresh decision (``TokenManager``, the MCP provider and the HTTP
+        auth objects all ask it): whether the token expires within
+        :meth:`refresh_margin` of ``skew``. Unknown expiry: never."""
+        return self.is_expired(self.refresh_margin(skew), now=now)
 
     def expires_in(self, *, now: float | None = None) -> float | None:
         """Seconds until expiry (negative once expired), ``None`` if unknown."""
