@@ -64,6 +64,7 @@ from .protocol import (
     TokenFlow,
     TokenRequest,
     _retry_after,
+    _scope_text,
     _token_request,
     is_retryable,
     parse_token_response,
@@ -150,7 +151,7 @@ def device_authorization_request(
     as :func:`~oauth_callback.protocol.authorization_code_request`.
     """
     form: dict[str, str] = {}
-    scope_text = scope if scope is None or isinstance(scope, str) else " ".join(scope)
+    scope_text = _scope_text(scope)
     if scope_text:
         form["scope"] = scope_text
     return _token_request(
