@@ -254,6 +254,8 @@ def test_cli_login_with_a_secret_then_token_after_expiry(
     first = cli(env, "token", KEY)  # valid: no secret needed
     assert first.returncode == 0 and provider.is_access_token_active(first.stdout.strip())
     expire(FileStore(store_file), provider)
+    status = cli(env, "status", KEY)  # expired, no refresh token, yet usable: asked again
+    assert status.returncode == 0 and "refreshed on next use" in status.stdout, status.stdout
     missing = cli(env, "token", KEY)
     assert missing.returncode == 2 and SECRET_VAR in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -129,14 +129,15 @@ def _provider(client: ClientInfo | None) -> str | None:
     return client.issuer or client.token_endpoint
 
 
-def _state(tokens: Tokens | None) -> tuple[str, bool]:
+def _state(tokens: Tokens | None, client: ClientInfo | None = None) -> tuple[str, bool]:
     """``(state, usable)``: ``ok``, ``refreshable`` (expired, a refresh token is
-    stored), ``expired`` (and no refresh token) or ``logged out``."""
+    stored, or a client-credentials login: asked again), ``expired`` (and no
+    refresh token) or ``logged out``."""
     if tokens is None:
         return "logged out", False
     if not tokens.is_expired(0.0):
         return "ok", True
-    if tokens.refresh_token:
+    if tokens.refresh_token or (client is not None and client.is_client_credentials):
         return "refreshable", True
     return "expired", False
 
@@ -262,7 +263,7 @@ def login_error(exc: BaseException, store: TokenStore, key: str,
 def _summary(store: TokenStore, key: str) -> dict[str, Any]:
     tokens = store.get(key)
     client = store.get_client(key)
-    state, usable = _state(tokens)
+    state, usable = _state(tokens, client)
     row: dict[str, Any] = {
         "key": key,
         "account": identity_record(client.identity if client else None),
@@ -300,7 +301,7 @@ def _check(store: TokenStore, key: str, row: dict[str, Any]) -> int:
                 client.userinfo(tokens.access_token)
                 check["userinfo"] = True
         check["ok"] = True
-        row["state"], row["usable"] = _state(tokens)
+        row["state"], row["usable"] = _state(tokens, client_info)
         row["expires_at"], row["expires_at_iso"] = tokens.expires_at, iso(tokens.expires_at)
     except (ReauthRequired, ResourceAccessError) as exc:
         check["error"] = str(exc)
