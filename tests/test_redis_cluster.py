@@ -240,3 +240,17 @@ def test_a_node_down_is_unavailable_not_corrupt(tmp_path: Path) -> None:
             assert store.get(name) == Tokens(name)
     finally:
         cluster.stop()
+
+
+def test_replica_acknowledgements_on_a_cluster_are_asked_of_the_slots_node(url: str) -> None:
+    """``replicas=N`` on a cluster: WAIT runs on the node that ran the write (this
+    cluster has no replicas, so nothing can be acknowledged: a clear error)."""
+    store = RedisStore(f"{url}&replicas=1&replicas_timeout=0.05", retry_timeout=0.3)
+    with pytest.raises(StoreUnavailableError, match="acknowledged by 0 of the 1 replicas"):
+        store.set("k", Tokens("at"))
+    assert RedisStore(url).get("k") == Tokens("at")  # it is on the primary
+    from oauth_callback import StoreLockTimeout
+
+    with pytest.raises(StoreLockTimeout, match="not acknowledged by 1 replicas"):
+        with store.refresh_lock("k", timeout=0.5):
+            pytest.fail("held a lock no replica has")
