@@ -267,3 +267,21 @@ def test_tokens_from_a_flow_keep_their_type() -> None:
 
     with httpx2.Client(transport=httpx2.MockTransport(handler)) as http:
         assert isinstance(run(flow(), http=http), Tokens)
+
+
+def test_a_registration_network_failure_is_a_registration_error() -> None:
+    from oauth_callback.errors import EndpointError, RegistrationError
+    from oauth_callback.protocol import ServerMetadata
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("refused")
+
+    metadata = ServerMetadata("https://as.example", "https://as.example/authorize",
+                              "https://as.example/token",
+                              registration_endpoint="https://as.example/register")
+    with httpx2.Client(transport=httpx2.MockTransport(handler)) as http, \
+            pytest.raises(RegistrationError, match="registration endpoint") as info:
+        OAuthClient.register(metadata, client_name="c", redirect_uris=[REDIRECT],
+                             http_client=http)
+    assert isinstance(info.value, EndpointError)
+    assert not isinstance(info.value, TokenEndpointError)

@@ -19,6 +19,7 @@ from oauth_callback import (
     CallbackTimeout,
     DiscoveryError,
     FileStore,
+    IssuerMismatchError,
     OAuthError,
     OAuthStateError,
     TokenEndpointError,
@@ -355,9 +356,9 @@ def test_check_callback_iss_rules() -> None:
 
     assert check_callback(result(iss="https://as"), "s", "https://as", iss_required=True) == "c"
     assert check_callback(result(), "s", "https://as") == "c"  # not advertised: optional
-    with pytest.raises(OAuthStateError, match="RFC 9207"):
+    with pytest.raises(IssuerMismatchError, match="RFC 9207"):
         check_callback(result(), "s", "https://as", iss_required=True)
-    with pytest.raises(OAuthStateError, match="mix-up"):
+    with pytest.raises(IssuerMismatchError, match="mix-up"):
         check_callback(result(iss="https://evil"), "s", "https://as")
     with pytest.raises(OAuthStateError):
         check_callback(result(state="other"), "s", "https://as")
@@ -490,7 +491,7 @@ def test_iss_mismatch(provider: MockProvider, store: FileStore) -> None:
         authorization_endpoint=provider.authorization_endpoint,
         token_endpoint=provider.token_endpoint,
     )
-    with pytest.raises(OAuthStateError, match="mix-up"):
+    with pytest.raises(IssuerMismatchError, match="mix-up"):
         client.login(store, KEY, open_browser=Browser(), timeout=10)
     assert provider.code_exchanges == 0
 
@@ -498,7 +499,7 @@ def test_iss_mismatch(provider: MockProvider, store: FileStore) -> None:
 def test_iss_missing_although_advertised(store: FileStore) -> None:
     with MockProvider(include_iss=False) as provider:
         client = OAuthClient.discover(provider.issuer, "test-client")
-        with pytest.raises(OAuthStateError, match="RFC 9207"):
+        with pytest.raises(IssuerMismatchError, match="RFC 9207"):
             client.login(store, KEY, open_browser=Browser(), timeout=10)
         assert provider.code_exchanges == 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -134,3 +135,24 @@ def test_lifetime_round_trips_through_the_record() -> None:
     assert Tokens.from_record(record) == t
     assert "expiresIn" not in Tokens("a").to_record()
     assert Tokens.from_record({"accessToken": "a", "expiresIn": -5}).lifetime is None
+
+
+def test_the_error_tree_in_the_docstring_names_every_exception() -> None:
+    tree = errors.__doc__ or ""
+    for name in errors.__all__:
+        assert re.search(rf"(^| ){name}( |$)", tree, re.M), f"{name} is not in the errors.py tree"
+    from oauth_callback.storage import MigrationError, MigrationVerifyError
+
+    assert MigrationError is errors.MigrationError
+    assert MigrationVerifyError is errors.MigrationVerifyError
+
+
+def test_error_kinds_of_issue_11() -> None:
+    # An RFC 9207 mix-up is not a failure of the loopback capture.
+    assert not issubclass(errors.IssuerMismatchError, errors.CallbackError)
+    # Registration and token endpoint failures share a base, neither is the other.
+    assert issubclass(errors.RegistrationError, errors.EndpointError)
+    assert issubclass(errors.TokenEndpointError, errors.EndpointError)
+    assert not issubclass(errors.RegistrationError, errors.TokenEndpointError)
+    e = errors.RegistrationError("registration endpoint answered HTTP 502", status_code=502)
+    assert e.status_code == 502 and e.retry_after is None

@@ -77,7 +77,7 @@ from .effects import (
     WaitCallback,
     translated,
 )
-from .errors import CallbackCancelled, DiscoveryError, TokenEndpointError
+from .errors import CallbackCancelled, DiscoveryError, RegistrationError, TokenEndpointError
 from .protocol import CallbackResult, RawResponse, ServerMetadata, discovery_flow
 
 if TYPE_CHECKING:
@@ -126,11 +126,12 @@ def _request_args(effect: TokenRequest | HttpGet | PostJSON) -> tuple[str, str, 
 
 def _http_failure(
     effect: TokenRequest | HttpGet | PostJSON, exc: Exception
-) -> TokenEndpointError | DiscoveryError:
+) -> TokenEndpointError | RegistrationError | DiscoveryError:
     if isinstance(effect, HttpGet):
         return DiscoveryError(_network_error(effect.what, effect.url, exc))
-    what = effect.what if isinstance(effect, PostJSON) else "token endpoint"
-    return TokenEndpointError(_network_error(what, effect.url, exc))
+    if isinstance(effect, PostJSON):
+        return RegistrationError(_network_error(effect.what, effect.url, exc))
+    return TokenEndpointError(_network_error("token endpoint", effect.url, exc))
 
 
 class _Run:

@@ -14,7 +14,7 @@ effect                the driver ...                                  and sends 
 :class:`HttpGet`      ``GET``\\ s a JSON document (metadata)            :class:`RawResponse`, or a
                                                                       :class:`DiscoveryError`
 :class:`PostJSON`     ``POST``\\ s a JSON body (registration)           :class:`RawResponse`, or a
-                                                                      :class:`TokenEndpointError`
+                                                                      :class:`RegistrationError`
 :class:`Backoff`      sleeps (cancellable)                            ``None``
 :class:`StartCallback` starts a loopback :class:`CallbackServer`      its ``redirect_uri``
 :class:`OpenURL`      shows the URL (:mod:`oauth_callback.browser`)   ``None``

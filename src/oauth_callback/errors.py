@@ -14,8 +14,10 @@ Hierarchy::
     │   ├── StoreLockTimeout            lock not acquired in time (also TimeoutError)
     │   ├── StorePermissionError        permission denied on store/lock/dir
     │   ├── StoreUnavailableError       backend unreachable (keyring, Redis, ...)
-    │   └── StoreKeyError               encryption key missing or unusable (.key_source)
-    │       └── StoreWrongKeyError      record under another key id (.key_id)
+    │   ├── StoreKeyError               encryption key missing or unusable (.key_source)
+    │   │   └── StoreWrongKeyError      record under another key id (.key_id)
+    │   └── MigrationError              records not copied by migrate() (.report)
+    │       └── MigrationVerifyError    a record read back differs from the source
     ├── CallbackError                   loopback capture
     │   ├── PortInUseError              the port is taken (.port)
     │   ├── CallbackTimeout             no callback in time (also TimeoutError)
@@ -25,10 +27,13 @@ Hierarchy::
     ├── OAuthError                      provider said error=... (.error, .description, .uri)
     │   ├── ReauthRequired              grant is gone; run the login again
     │   └── InvalidClientError          provider rejected the client (invalid_client)
+    ├── IssuerMismatchError             the response names another issuer (RFC 9207 mix-up)
     ├── DiscoveryError                  metadata missing or invalid
     ├── IdTokenError                    the OIDC ID Token failed validation (.claim)
     ├── AccountMismatchError            a login found another account under the key
-    ├── TokenEndpointError              token endpoint unreachable / malformed reply
+    ├── EndpointError                   an endpoint unreachable / malformed reply (.status_code)
+    │   ├── TokenEndpointError          the token endpoint (and device, revocation)
+    │   └── RegistrationError           the registration endpoint (RFC 7591)
     ├── MissingCredentialsError         a machine login's secret variable or key file is missing
     └── ResourceAccessError             a resource server refused the token (.status, .challenge)
         ├── TokenRejectedError          401 again after one refresh and one retry
@@ -43,6 +48,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .models import Identity
+    from .storage.migrate import MigrationReport
 
 __all__ = [
     "AccountMismatchError",
@@ -50,16 +56,21 @@ __all__ = [
     "CallbackError",
     "CallbackTimeout",
     "DiscoveryError",
+    "EndpointError",
     "IdTokenError",
     "InsecureHostError",
     "InsufficientScopeError",
     "InvalidClientError",
+    "IssuerMismatchError",
+    "MigrationError",
+    "MigrationVerifyError",
     "MissingCredentialsError",
     "OAuthCallbackError",
     "OAuthError",
     "OAuthStateError",
     "PortInUseError",
     "ReauthRequired",
+    "RegistrationError",
     "ResourceAccessError",
     "StoreCorruptError",
     "StoreDecryptError",
@@ -189,6 +200,19 @@ class StoreWrongKeyError(StoreKeyError):
         self.expected_key_id = expected_key_id
 
 
+class MigrationError(StoreError):
+    """Some records could not be copied by :func:`~oauth_callback.storage.migrate`;
+    ``report`` tells which (and what was done)."""
+
+    def __init__(self, message: str, report: MigrationReport) -> None:
+        super().__init__(message, path=report.target)
+        self.report = report
+
+
+class MigrationVerifyError(MigrationError):
+    """A record read back from the target differs from (or is missing against) the source."""
+
+
 # --------------------------------------------------------------------------- loopback
 
 
@@ -311,8 +335,8 @@ class AccountMismatchError(OAuthCallbackError):
         self.new = new
 
 
-class TokenEndpointError(OAuthCallbackError):
-    """The token endpoint could not be reached or returned a malformed reply.
+class EndpointError(OAuthCallbackError):
+    """An authorization server endpoint could not be reached or returned a malformed reply.
 
     ``status_code`` is the HTTP status (``None`` for a network failure);
     ``retry_after`` the seconds the server asked to wait (``Retry-After``).
@@ -324,6 +348,23 @@ class TokenEndpointError(OAuthCallbackError):
         super().__init__(message)
         self.status_code = status_code
         self.retry_after = retry_after
+
+
+class TokenEndpointError(EndpointError):
+    """The token endpoint (or the device authorization or revocation endpoint, which
+    speak the same protocol) could not be reached or returned a malformed reply."""
+
+
+class RegistrationError(EndpointError):
+    """The registration endpoint (RFC 7591) could not be reached or returned a
+    malformed reply (an RFC 7591 error answer is an :class:`OAuthError`)."""
+
+
+class IssuerMismatchError(OAuthCallbackError):
+    """The authorization response names another issuer than the one the login
+    started with, or lacks the ``iss`` the server advertises (RFC 9207): a
+    possible mix-up attack. Not a :class:`CallbackError`: the callback arrived
+    fine, it is its origin that is wrong."""
 
 
 # --------------------------------------------------------------------------- using the tokens

@@ -58,7 +58,7 @@ from .errors import (
     DiscoveryError,
     MissingCredentialsError,
     OAuthError,
-    TokenEndpointError,
+    RegistrationError,
 )
 from .identity import Fetch, identify_flow, oidc_nonce, userinfo_flow
 from .loopback import LoopbackOptions, RequestInfo
@@ -346,7 +346,7 @@ class OAuthClient:
         ``http://localhost/callback``: servers must accept any port on a
         loopback redirect URI (RFC 8252 7.3). Raises :class:`DiscoveryError`
         when the server has no registration endpoint, :class:`OAuthError` for
-        an RFC 7591 error answer, :class:`TokenEndpointError` for a network
+        an RFC 7591 error answer, :class:`RegistrationError` for a network
         failure or malformed answer.
         """
         flow = _registration_flow(issuer_or_metadata, client_name, redirect_uris, scope,
@@ -713,7 +713,8 @@ class OAuthClient:
         asked again; end of input only ends the paste path.
 
         Raises :class:`CallbackTimeout`, :class:`CallbackCancelled` (``cancel``
-        set), :class:`OAuthStateError` (state or issuer mismatch),
+        set), :class:`OAuthStateError` (state mismatch), :class:`IssuerMismatchError`
+        (RFC 9207 issuer mismatch),
         :class:`OAuthError` (the provider refused, or the code exchange
         failed), :class:`TokenEndpointError`, :class:`PortInUseError`,
         :class:`IdTokenError` (a bad ID Token), :class:`AccountMismatchError`
@@ -1215,8 +1216,8 @@ def _registration_flow(
         metadata, client_name, redirect_uris, scope, auth_method, extra_metadata
     )
     secrets = _registration_secrets(body)
-    answer: RawResponse | TokenEndpointError = yield PostJSON(url, body, secrets=secrets)
-    if isinstance(answer, TokenEndpointError):
+    answer: RawResponse | RegistrationError = yield PostJSON(url, body, secrets=secrets)
+    if isinstance(answer, RegistrationError):
         raise answer
     return metadata, _registration_answer(answer, secrets)
 
@@ -1228,7 +1229,7 @@ def _registration_answer(response: RawResponse, secrets: Sequence[str]) -> dict[
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        raise TokenEndpointError(
+        raise RegistrationError(
             f"registration endpoint answered HTTP {response.status} without a JSON object",
             status_code=response.status,
         )
@@ -1241,13 +1242,13 @@ def _registration_answer(response: RawResponse, secrets: Sequence[str]) -> dict[
                 clip(data.get("error_description"), secrets),
                 clip(data.get("error_uri"), secrets),
             )
-        raise TokenEndpointError(
+        raise RegistrationError(
             f"registration endpoint answered HTTP {response.status}",
             status_code=response.status,
         )
     client_id = data.get("client_id")
     if not isinstance(client_id, str) or not client_id:
-        raise TokenEndpointError(
+        raise RegistrationError(
             "registration response has no 'client_id'", status_code=response.status
         )
     secret = data.get("client_secret")

@@ -44,7 +44,7 @@ from .errors import (
     PortInUseError,
 )
 from .pages import DEFAULT_SUCCESS_HTML, render_error, status_page
-from .protocol import CallbackResult, callback_problem
+from .protocol import CallbackProblem, CallbackResult, callback_problem
 
 __all__ = [
     "CallbackResult",
@@ -237,7 +237,7 @@ def _query_params(query: str) -> dict[str, str]:
 @dataclass(frozen=True)
 class _Outcome:
     result: CallbackResult | None
-    error: OAuthError | OAuthStateError | None
+    error: CallbackProblem | None
     ignored: bool = False  # a forged callback: shown an error page, the wait goes on
 
 

@@ -37,7 +37,7 @@ from types import MappingProxyType
 from typing import IO, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
-from .errors import OAuthError, OAuthStateError
+from .errors import IssuerMismatchError, OAuthError, OAuthStateError
 from .protocol import CallbackResult, check_callback
 
 __all__ = ["PasteListener", "judge_pasted", "parse_pasted_redirect"]
@@ -127,7 +127,8 @@ def judge_pasted(
 ) -> CallbackResult | str | None:
     """:func:`parse_pasted_redirect`, then the one callback check (rule 3).
 
-    A ``state`` or ``iss`` mismatch (:class:`OAuthStateError`) becomes an
+    A ``state`` or ``iss`` mismatch (:class:`OAuthStateError`,
+    :class:`IssuerMismatchError`) becomes an
     explanation; a provider ``error`` with the right ``state`` is accepted (the
     flow raises it as :class:`OAuthError`, exactly as for a real callback).
     """
@@ -142,6 +143,8 @@ def judge_pasted(
                 "that address belongs to another sign-in (its state does not match this one); "
                 "paste the address from the tab that opened the URL above"
             )
+        return f"that address was not accepted: {exc}"
+    except IssuerMismatchError as exc:
         return f"that address was not accepted: {exc}"
     except OAuthError:
         pass  # the provider's answer, right state: the flow reports it

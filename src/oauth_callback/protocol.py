@@ -37,6 +37,7 @@ from ._text import clip
 from .errors import (
     DiscoveryError,
     InvalidClientError,
+    IssuerMismatchError,
     OAuthError,
     OAuthStateError,
     TokenEndpointError,
@@ -47,6 +48,7 @@ __all__ = [
     "AUTH_METHODS",
     "AuthMethod",
     "Backoff",
+    "CallbackProblem",
     "CallbackResult",
     "RawResponse",
     "ServerMetadata",
@@ -392,13 +394,17 @@ def _resources(resource: str | Sequence[str] | None) -> list[str]:
     return list(resource)
 
 
+#: What can be wrong with a callback (:func:`callback_problem`).
+CallbackProblem: TypeAlias = "OAuthError | OAuthStateError | IssuerMismatchError"
+
+
 def callback_problem(
     result: CallbackResult,
     expected_state: str | None,
     expected_issuer: str | None = None,
     *,
     iss_required: bool = False,
-) -> OAuthError | OAuthStateError | None:
+) -> CallbackProblem | None:
     """The one validation of an authorization callback: what is wrong with it, or ``None``.
 
     Checked in this order (the first failure is the answer):
@@ -410,7 +416,7 @@ def callback_problem(
     2. RFC 9207 (when ``expected_issuer`` is given): a present ``iss`` must
        equal it, and with ``iss_required`` (the server advertises
        ``authorization_response_iss_parameter_supported``) it must be present,
-       else :class:`OAuthStateError` (possible mix-up attack). With
+       else :class:`IssuerMismatchError` (possible mix-up attack). With
        ``expected_issuer=None`` (endpoints configured by hand, or the loopback
        server, which knows no issuer) ``iss`` is not checked.
     3. An ``error`` parameter is the provider's :class:`OAuthError`.
@@ -432,12 +438,12 @@ def callback_problem(
     if expected_issuer is not None:
         if result.iss is None:
             if iss_required:
-                return OAuthStateError(
+                return IssuerMismatchError(
                     f"the authorization response carries no 'iss' although {expected_issuer!r} "
                     "advertises it (RFC 9207); possible mix-up attack"
                 )
         elif result.iss != expected_issuer:
-            return OAuthStateError(
+            return IssuerMismatchError(
                 f"the authorization response came from issuer {result.iss!r}, expected "
                 f"{expected_issuer!r} (RFC 9207); possible mix-up attack"
             )
@@ -461,7 +467,8 @@ def check_callback(
     """Validate an authorization callback and return its ``code``.
 
     Raises what :func:`callback_problem` finds (:class:`OAuthStateError` for a
-    state or issuer mismatch, :class:`OAuthError` for an ``error``), and
+    state mismatch, :class:`IssuerMismatchError` for an issuer mismatch,
+    :class:`OAuthError` for an ``error``), and
     :class:`OAuthError` ``invalid_request`` for a callback without ``code``.
     """
     problem = callback_problem(

@@ -22,14 +22,15 @@ from .. import __version__
 from ..errors import (
     CallbackError,
     DiscoveryError,
+    EndpointError,
     IdTokenError,
+    IssuerMismatchError,
     MissingCredentialsError,
     OAuthCallbackError,
     OAuthError,
     ReauthRequired,
     ResourceAccessError,
     StoreError,
-    TokenEndpointError,
 )
 from ._common import (
     EXIT_AUTH_FAILED,
@@ -333,9 +334,9 @@ def _exit_code(exc: OAuthCallbackError) -> int:
         return EXIT_LOGIN_REQUIRED
     if isinstance(exc, MissingCredentialsError):
         return EXIT_USAGE
-    if isinstance(exc, (StoreError, TokenEndpointError, DiscoveryError)):
+    if isinstance(exc, (StoreError, EndpointError, DiscoveryError)):
         return EXIT_UNAVAILABLE
-    if isinstance(exc, (CallbackError, OAuthError, IdTokenError)):
+    if isinstance(exc, (CallbackError, OAuthError, IdTokenError, IssuerMismatchError)):
         return EXIT_AUTH_FAILED
     return EXIT_FAILURE
 
@@ -477,8 +478,9 @@ def _run(args: argparse.Namespace) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FAILURE
-    except (ValueError, TypeError) as exc:
-        # Bad input the parser could not catch (an empty key, a malformed URL).
+    except ValueError as exc:
+        # Bad input the parser could not catch (an empty key, a malformed URL). Not
+        # TypeError: that is a bug, and its traceback must show.
         log.debug("command failed", exc_info=True)
         err(str(exc))
         return EXIT_USAGE

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-from ..errors import StoreCorruptError, StoreError
+from ..errors import MigrationError, MigrationVerifyError, StoreCorruptError
 from .base import Section, TokenStore
 
 __all__ = [
@@ -179,18 +179,6 @@ class MigrationReport:
             ],
             "missing": list(self.missing),
         }
-
-
-class MigrationError(StoreError):
-    """Some records could not be copied; ``report`` tells which (and what was done)."""
-
-    def __init__(self, message: str, report: MigrationReport) -> None:
-        super().__init__(message, path=report.target)
-        self.report = report
-
-
-class MigrationVerifyError(MigrationError):
-    """A record read back from the target differs from (or is missing against) the source."""
 
 
 def _describe(store: TokenStore) -> str:
