@@ -310,3 +310,37 @@ def test_demo_logs_no_secret_with_every_logger_at_debug(tmp_path: Path) -> None:
     for token in printed:
         assert token not in result.stderr
     assert not _SECRETISH.search(result.stderr), _SECRETISH.search(result.stderr)
+
+
+def test_mcp_login_logs_no_secret_at_debug(
+    tmp_path: Path, all_logs_at_debug: list[logging.LogRecord]
+) -> None:
+    """The MCP provider, the SDK's OAuth client and our test browser, every logger at DEBUG."""
+    pytest.importorskip("mcp", reason="the mcp extra needs Python 3.11+; CI installs it")
+    import asyncio
+
+    from oauth_callback.mcp import browser_auth
+
+    from .mcp_server import AuthMCPServer, call_echo, follow_authorize
+
+    urls: list[str] = []
+
+    def browser(url: str) -> None:
+        urls.append(url)
+        follow_authorize(url)
+
+    server = AuthMCPServer().start()
+    try:
+        auth = browser_auth(server.url, store=FileStore(tmp_path / "tokens.json"),
+                            open_browser=browser, timeout=30.0)
+        assert asyncio.run(asyncio.wait_for(call_echo(server.url, auth), 60)) == "echo: hi"
+        issued = [*server.provider.access_tokens, *server.provider.refresh_tokens]
+    finally:
+        server.stop()
+    state = re.search(r"[?&]state=([^&]+)", urls[0])
+    assert state is not None and issued
+    text = "\n".join(f"{r.name} {r.getMessage()}" for r in all_logs_at_debug)
+    assert "HTTP Request: POST" in text  # the SDK's requests were captured
+    for value in [*issued, state.group(1)]:
+        assert value not in text
+    assert not re.search(r"(?:code|state)=(?!<redacted>)[^&\s\"']", text)
