@@ -428,3 +428,19 @@ def test_mcp_login_survives_a_forged_callback_before_the_real_one(tmp_path: Path
     finally:
         server.stop()
     assert text == "echo: hi"
+
+
+def test_an_oversized_request_head_gets_431_and_the_flow_goes_on() -> None:
+    with CallbackServer(host="127.0.0.1", port=0, expected_state=STATE) as server:
+        port = server.port
+        start = f"GET /callback?code=evil&state={STATE} HTTP/1.1\r\nX-Fill: ".encode()
+        # One byte over the 64 KiB limit, and no end of head: the server answers only
+        # once it has read every byte (so its close resets nothing unread).
+        huge = start + b"f" * (65_537 - len(start))
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(huge)
+            reply = _read_all(sock)
+        assert _status(reply) == 431
+        ok = _exchange(port, _request(port, f"/callback?code={CODE}&state={STATE}"))
+        assert _status(ok) == 200
+        assert server.wait_for_callback(timeout=20).code == CODE
