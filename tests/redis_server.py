@@ -317,6 +317,8 @@ def session_cluster() -> RedisCluster:
     """The test session's shared 3-master cluster, started on first use."""
     global _cluster, _cluster_dir
     require_redis()
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli is not installed (it comes with redis-server: apt-get install redis-tools)")
     if _cluster is None:
         _cluster_dir = tempfile.mkdtemp(prefix="oauth-callback-redis-cluster-")
         cluster = RedisCluster(_cluster_dir)

@@ -8,6 +8,7 @@ while the store is in use.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +19,11 @@ import pytest
 
 from .redis_server import RedisCluster, prefix_for, session_cluster, skip_reason
 
-pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+pytestmark = [
+    pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""),
+    pytest.mark.skipif(shutil.which("redis-cli") is None,
+                       reason="redis-cli is not installed (apt-get install redis-tools)"),
+]
 
 redis = pytest.importorskip("redis", reason="redis-py is not installed (pip install 'oauth-callback[redis]')")
 

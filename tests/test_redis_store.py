@@ -658,3 +658,33 @@ def test_acquire_unless_threads_of_one_process_check_together(url: str) -> None:
         pass
     with pytest.raises(RuntimeError, match="not held"):
         lock.release()
+
+
+def test_a_waiting_manager_takes_the_replaced_token_without_the_lock(
+    server: RedisServer, url: str
+) -> None:
+    """TokenManager waiting for another process's refresh: the refresher's save wakes
+    it and it returns the new token while the lock is still held (no convoy through
+    the lock to find the work done)."""
+    from oauth_callback.manager import TokenManager
+
+    store = RedisStore(url)
+    store.set("shared", Tokens("old", refresh_token="rt-1", expires_at=time.time() - 5))
+    child = _holder(url, 30.0)  # the refresher, holding the lock until told
+    try:
+        got: list[str] = []
+        manager = TokenManager(RedisStore(url), "shared", lock_timeout=30)
+        thread = threading.Thread(target=lambda: got.append(manager.access_token()))
+        thread.start()
+        channel = store.redis_key("refresh-events", "shared")
+        deadline = time.monotonic() + 10
+        while not server.client().pubsub_numsub(channel)[0][1]:  # it waits for the lock
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        store.set("shared", Tokens("new", refresh_token="rt-2", expires_at=time.time() + 3600))
+        thread.join(10)
+        assert got == ["new"]
+        assert child.poll() is None  # the refresher still holds the lock
+    finally:
+        child.kill()
+        child.wait()

@@ -24,11 +24,12 @@ that was lost with the process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     DiscoveryError,
@@ -280,7 +281,9 @@ class TokenManager:
         self, seen: Tokens | None, *, force: bool = False, rejected: str | None = None
     ) -> Tokens:
         key = self.key
-        with self.store.refresh_lock(key, timeout=self.lock_timeout):
+        with self._refresh_lock(seen, force=force, rejected=rejected) as replaced:
+            if replaced is not None:
+                return replaced  # another process refreshed while we waited
             current = self.store.get(key)
             if current is None:
                 raise _reauth(key, "no tokens are stored; log in first")
@@ -326,6 +329,39 @@ class TokenManager:
             self.store.update(key, _if_unchanged(current, None))
             logger.info("the grant of %r is no longer valid; login required", key)
             raise ReauthRequired(key, exc.error, exc.description, exc.uri) from None
+
+    @contextlib.contextmanager
+    def _refresh_lock(
+        self, seen: Tokens | None, *, force: bool, rejected: str | None
+    ) -> Iterator[Tokens | None]:
+        """Hold the refresh lock for the block (yields ``None``); or, with a lock that
+        can be woken by a change of the record (``acquire_unless``: the Redis lock),
+        yield the usable tokens another holder saved while we waited, without
+        taking the lock (no convoy through it only to find the work done)."""
+        lock: Any = self.store.refresh_lock(self.key, timeout=self.lock_timeout)
+        acquire_unless = getattr(lock, "acquire_unless", None)
+        if acquire_unless is None:
+            with lock:
+                yield None
+            return
+        found: list[Tokens] = []
+
+        def replaced() -> bool:
+            current = self.store.get(self.key)
+            if current is not None and current != seen and self._usable(
+                current, seen, force=force, rejected=rejected
+            ):
+                found.append(current)
+                return True
+            return False
+
+        if not acquire_unless(replaced):
+            yield found[-1]
+            return
+        try:
+            yield None
+        finally:
+            lock.release()
 
     def _save_refreshed(self, current: Tokens, new: Tokens) -> Tokens | None:
         """Save a refresh result, retrying a failing store a few times: with a
