@@ -27,19 +27,12 @@ from oauth_callback.flow import OAuthClient
 from oauth_callback.loopback import CallbackServer
 from oauth_callback.testing import MockProvider, follow_redirects
 
+from .test_loopback import HAS_IPV6
+
 pytestmark = pytest.mark.timeout(60)
 
 CODE = "real-code-0123456789"
 STATE = "real-state-0123456789"
-
-
-def _ipv6_available() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def _request(port: int, target: str, host: str | None = None) -> bytes:
@@ -93,14 +86,14 @@ def _listening_addresses(port: int) -> list[str]:
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "::1", "[::1]"])
 def test_every_listener_is_bound_to_loopback(host: str) -> None:
     """A LAN attacker can send any Host header: only the bind address keeps it out."""
-    if ":" in host and not _ipv6_available():
+    if ":" in host and not HAS_IPV6:
         pytest.skip("IPv6 loopback (::1) is not available on this machine")
     with CallbackServer(host=host, port=0) as server:
         addresses = _listening_addresses(server.port)
         assert addresses, "the server's listening sockets were not found"
         for address in addresses:
             assert address in ("127.0.0.1", "::1"), address
-        expected = {"127.0.0.1", "::1"} if host == "localhost" and _ipv6_available() else None
+        expected = {"127.0.0.1", "::1"} if host == "localhost" and HAS_IPV6 else None
         if expected is not None:
             assert set(addresses) == expected
 
