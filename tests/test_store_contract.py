@@ -391,3 +391,48 @@ def test_keys_must_be_valid_unicode_on_every_backend(store: TokenStore) -> None:
     with pytest.raises(ValueError, match="Unicode"):
         store.set("\ud800x", Tokens("x"))
     assert store.keys() == []
+
+
+class TestPublicApiOfIssue11:
+    """update_session, keys of every section and check_key: what migrate, the MCP
+    adapter and the CLI use instead of the backends' private methods."""
+
+    def test_update_session(self, store: TokenStore) -> None:
+        s = OAuthSession("v" * 64, "state-1", time.time())
+        assert store.update_session("k", lambda cur: s if cur is None else cur) == s
+        assert store.get_session("k") == s
+        same = store.update_session("k", lambda cur: cur)
+        assert same == s
+        with pytest.raises(TypeError, match="OAuthSession or None"):
+            store.update_session("k", lambda cur: "x")  # type: ignore[arg-type,return-value]
+        assert store.update_session("k", lambda cur: None) is None
+        assert store.get_session("k") is None
+
+    def test_keys_of_every_section(self, store: TokenStore) -> None:
+        store.set("t", tok(1))
+        store.set_client("c", ClientInfo("cid"))
+        store.set_session("s", OAuthSession("v" * 64, "st", time.time()))
+        store.set_client("t", ClientInfo("cid2"))
+        assert store.keys() == store.keys("tokens") == ["t"]
+        assert sorted(store.keys("clients")) == ["c", "t"]
+        assert store.keys("sessions") == ["s"]
+        with pytest.raises(ValueError, match="section"):
+            store.keys("bogus")  # type: ignore[arg-type]
+
+    def test_check_key(self, store: TokenStore) -> None:
+        assert store.check_key("ok") == "ok"
+        for bad in ("", "\ud800"):
+            with pytest.raises(ValueError):
+                store.check_key(bad)
+        with pytest.raises(TypeError):
+            store.check_key(3)  # type: ignore[arg-type]
+        for reserved in store.reserved_keys:
+            with pytest.raises(ValueError, match="reserved"):
+                store.check_key(reserved)
+
+    @pytest.mark.asyncio
+    async def test_async_twins(self, store: TokenStore) -> None:
+        s = OAuthSession("v" * 64, "state-2", time.time())
+        assert await store.update_session_async("k", lambda cur: s) == s
+        assert await store.keys_async("sessions") == ["k"]
+        assert await store.update_session_async("k", lambda cur: None) is None

@@ -206,7 +206,7 @@ class StoreTokenStorage:
 
     def __init__(self, store: TokenStore, key: str, *, server_url: str | None = None) -> None:
         self.store = store
-        self.key = store._check(key)
+        self.key = store.check_key(key)
         self.server_url = server_url
 
     def __repr__(self) -> str:
@@ -394,7 +394,7 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         check_registration: bool = True,
     ) -> None:
         self.store = store
-        self.key = store._check(key)
+        self.key = store.check_key(key)
         self.storage = StoreTokenStorage(store, self.key, server_url=server_url)
         super().__init__(
             server_url,

@@ -60,9 +60,7 @@ __all__ = [
 def account_keys(store: TokenStore) -> list[str]:
     """Every key with tokens or a client registration, tokens' order first."""
     keys = list(store.keys())
-    # TokenStore lists the client section only privately so far (issue 11 adds a
-    # public listing of every section); one place to change when it lands.
-    for key in store._keys("clients"):
+    for key in store.keys("clients"):
         if key not in keys:
             keys.append(key)
     return keys

@@ -22,11 +22,13 @@ from typing import Any, Literal, TypeVar
 
 from ..models import ClientInfo, OAuthSession, Tokens
 
-__all__ = ["Section", "TokenStore", "Updater", "validate_key"]
+__all__ = ["SECTIONS", "Section", "TokenStore", "Updater", "validate_key"]
 
 T = TypeVar("T")
 Updater = Callable[[T | None], T | None]
 Section = Literal["tokens", "clients", "sessions"]
+#: Every section of a store, in the order records of one key are best written.
+SECTIONS: tuple[Section, ...] = ("tokens", "clients", "sessions")
 
 
 def validate_key(key: object, *, reserved: frozenset[str] = frozenset()) -> str:
@@ -101,9 +103,15 @@ class TokenStore(abc.ABC):
         """Remove the tokens stored under ``key`` (client and session stay)."""
         self._modify("tokens", self._check(key), lambda _current: None)
 
-    def keys(self) -> list[str]:
-        """The keys that have tokens, in storage order."""
-        return self._keys("tokens")
+    def keys(self, section: Section = "tokens") -> list[str]:
+        """The keys that have a record in ``section`` (default: tokens), in storage order.
+
+        ``"clients"`` lists the keys with a client registration, ``"sessions"``
+        those with an authorization in progress (a key may be in any of them).
+        """
+        if section not in SECTIONS:
+            raise ValueError(f"unknown store section {section!r}; use one of {SECTIONS}")
+        return self._keys(section)
 
     def update(self, key: str, fn: Updater[Tokens]) -> Tokens | None:
         """Atomically replace the tokens under ``key`` with ``fn(current)``.
@@ -151,6 +159,10 @@ class TokenStore(abc.ABC):
         """Remove the authorization in progress for ``key``."""
         self._modify("sessions", self._check(key), lambda _current: None)
 
+    def update_session(self, key: str, fn: Updater[OAuthSession]) -> OAuthSession | None:
+        """Atomic read-modify-write of the authorization in progress (as :meth:`update`)."""
+        return self._modify("sessions", self._check(key), _checked(fn, OAuthSession, "session"))  # type: ignore[no-any-return]
+
     # -- async twins ----------------------------------------------------------
 
     async def get_async(self, key: str) -> Tokens | None:
@@ -169,9 +181,9 @@ class TokenStore(abc.ABC):
         """Async :meth:`clear`."""
         await _in_thread(self.clear)
 
-    async def keys_async(self) -> list[str]:
+    async def keys_async(self, section: Section = "tokens") -> list[str]:
         """Async :meth:`keys`."""
-        return await _in_thread(self.keys)
+        return await _in_thread(self.keys, section)
 
     async def update_async(self, key: str, fn: Updater[Tokens]) -> Tokens | None:
         """Async :meth:`update`; ``fn`` runs in the worker thread."""
@@ -206,6 +218,12 @@ class TokenStore(abc.ABC):
     async def delete_session_async(self, key: str) -> None:
         """Async :meth:`delete_session`."""
         await _in_thread(self.delete_session, key)
+
+    async def update_session_async(
+        self, key: str, fn: Updater[OAuthSession]
+    ) -> OAuthSession | None:
+        """Async :meth:`update_session`."""
+        return await _in_thread(self.update_session, key, fn)
 
     # -- refresh coordination ---------------------------------------------------
 
@@ -246,8 +264,14 @@ class TokenStore(abc.ABC):
         """Where this store keeps its data, for messages: a path, URL or name, never a secret."""
         return type(self).__name__
 
-    def _check(self, key: str) -> str:
+    def check_key(self, key: str) -> str:
+        """``key`` if this store can hold it, else :class:`ValueError` (empty, not valid
+        Unicode, or one of :attr:`reserved_keys`) or :class:`TypeError` (not a str):
+        what every method checks first, for callers that keep a key for later."""
         return validate_key(key, reserved=self.reserved_keys)
+
+    def _check(self, key: str) -> str:  # what the backends call
+        return self.check_key(key)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections). The store is unusable afterwards."""

@@ -199,19 +199,14 @@ def _updater(store: TokenStore, section: Section) -> Callable[[str, Callable[[An
         return store.update
     if section == "clients":
         return store.update_client
-
-    def update_session(key: str, fn: Callable[[Any], Any]) -> Any:
-        # No public update_session: the same atomic primitive update() uses.
-        return store._modify("sessions", store._check(key), fn)
-
-    return update_session
+    return store.update_session
 
 
 def _source_keys(source: TokenStore, keys: Iterable[str] | None) -> tuple[list[str], list[str]]:
     """(keys to migrate in source order, requested keys the source has nothing for)."""
     present: dict[str, None] = {}
     for section in ("tokens", "clients", "sessions"):
-        for key in source._keys(section):
+        for key in source.keys(section):
             present.setdefault(key, None)
     if keys is None:
         return list(present), []
