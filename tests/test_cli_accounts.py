@@ -457,3 +457,22 @@ def test_a_corrupt_store_is_explained_in_cli_terms(env: dict[str, str], tmp_path
     assert r.returncode == 4
     assert error_line(r).endswith("nothing was changed. run 'oauth-callback doctor --repair'")
     assert "FileStore.repair" not in r.stderr
+
+
+def test_a_stored_secret_never_goes_to_another_server(
+    env: dict[str, str], store_path: Path, provider: MockProvider
+) -> None:
+    store = FileStore(store_path)
+    store.set_client(KEY, ClientInfo(provider.client_id, client_secret="old-server-secret",
+                                     issuer="https://old.example", scope="old-scope",
+                                     extra={"loginPort": 1}))
+    proc = LoginProcess(env, "--issuer", provider.issuer, "--client-id", provider.client_id,
+                        "--key", KEY, "--no-browser", "--timeout", "20")
+    url = proc.url()
+    assert "old-scope" not in url and "localhost%3A1%2F" not in url
+    with httpx2.Client(follow_redirects=True, timeout=10) as http:
+        http.get(url)
+    code, _out, err = proc.finish()
+    assert code == 0, err  # a public client: a secret sent along would be refused
+    assert all("client_secret" not in r for r in provider.token_requests)
+    assert "Logging in again" not in err

@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 __all__ = [
     "account_keys",
     "apply_stored_login",
-    "remember_port",
     "check_server_url",
     "cmd_logout",
     "cmd_status",
@@ -51,6 +50,7 @@ __all__ = [
     "login_error",
     "missing_store_directory",
     "no_store_message",
+    "remember_port",
 ]
 
 
@@ -150,8 +150,9 @@ PORT_FIELD = "loginPort"
 
 def _stored_port(client: ClientInfo) -> int:
     port = client.extra.get(PORT_FIELD)
-    return port if isinstance(port, int) and not isinstance(port, bool) and \
-        0 < port < 65536 else 0
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        return 0
+    return port
 
 
 def remember_port(store: TokenStore, key: str, port: int) -> None:
@@ -161,26 +162,32 @@ def remember_port(store: TokenStore, key: str, port: int) -> None:
                             if c is not None else None)
 
 
+def _same_server(args: argparse.Namespace, client: ClientInfo) -> bool:
+    if args.issuer:
+        stored = client.issuer or ""
+        return bool(stored) and args.issuer.rstrip("/") == stored.rstrip("/")
+    return bool(args.token_url) and args.token_url == client.token_endpoint
+
+
 def apply_stored_login(args: argparse.Namespace, store: TokenStore, key: str) -> bool:
     """Fill what ``login --key KEY`` was not given from the client registration stored
     under ``key``: issuer (or endpoints), client id, scope and port. Flags given win.
     Returns whether a stored registration was used. A client secret is never
     taken from here unless the earlier login stored it (as ``args.stored_secret``,
     used after ``--client-secret`` and ``$OAUTH_CALLBACK_CLIENT_SECRET``)."""
-    given_server = bool(args.issuer or args.authorize_url or args.token_url)
     client = store.get_client(key)
     if client is None:
         return False
-    if not given_server:
-        if client.issuer:
-            args.issuer = client.issuer
-        elif client.authorization_endpoint and client.token_endpoint:
-            args.authorize_url = client.authorization_endpoint
-            args.token_url = client.token_endpoint
-        else:
-            return False
-    elif args.client_id is None:
-        return False  # another server: the stored client id belongs to the old one
+    if args.issuer or args.authorize_url or args.token_url:
+        if not _same_server(args, client):
+            return False  # another server: nothing stored for the old one applies
+    elif client.issuer:
+        args.issuer = client.issuer
+    elif client.authorization_endpoint and client.token_endpoint:
+        args.authorize_url = client.authorization_endpoint
+        args.token_url = client.token_endpoint
+    else:
+        return False
     if args.client_id is None:
         args.client_id = client.client_id
     if args.client_id == client.client_id:
