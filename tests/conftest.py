@@ -202,3 +202,19 @@ def sigint_delivered() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the MCP conformance table (ours vs. the bare SDK) when it ran."""
+    module = sys.modules.get("tests.test_conformance")
+    results = getattr(module, "RESULTS", None)
+    if not results:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write("MCP conformance (@modelcontextprotocol/conformance): ours vs. bare SDK")
+    for scenario, r in results.items():
+        write(f"  {scenario:<45} ours: {r['ours']:<16} sdk: {r['sdk']}")
+    ours = sum(r["ours"].startswith("pass") for r in results.values())
+    sdk = sum(r["sdk"].startswith("pass") for r in results.values())
+    write(f"MCP conformance summary: ours passed {ours}/{len(results)}, bare SDK passed {sdk}/{len(results)}")
