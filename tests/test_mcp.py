@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -366,3 +367,45 @@ def test_refresh_waiters_re_read_the_store_under_the_lock(
     counts = short_server.provider.counts
     assert counts["refresh"] == 1 and counts["authorize"] == 1
     assert store.get(key) == renewed
+
+
+def _fixed_provider(tmp_path: Path, **kwargs: object) -> Any:
+    from mcp.shared.auth import OAuthMetadata
+
+    from oauth_callback import FileStore
+    from oauth_callback.mcp import browser_auth
+
+    provider = browser_auth(
+        "http://127.0.0.1:1/mcp", store=FileStore(tmp_path / "t.json"),
+        client_id="pre", client_secret="s3cret", open_browser=False, **kwargs,  # type: ignore[arg-type]
+    )
+
+    def metadata(supported: list[str] | None) -> OAuthMetadata:
+        return OAuthMetadata(
+            issuer="http://127.0.0.1:1", authorization_endpoint="http://127.0.0.1:1/authorize",
+            token_endpoint="http://127.0.0.1:1/token",
+            token_endpoint_auth_methods_supported=supported,
+        )
+
+    provider.context.client_info = provider._fixed_client  # as _initialize() does
+    return provider, metadata
+
+
+def test_preregistered_client_uses_basic_unless_server_lists_only_post(tmp_path: Path) -> None:
+    provider, metadata = _fixed_provider(tmp_path)
+    assert provider.context.client_info.token_endpoint_auth_method == "client_secret_basic"
+    provider.context.oauth_metadata = metadata(["client_secret_basic", "client_secret_post"])
+    provider._choose_fixed_auth_method()
+    assert provider.context.client_info.token_endpoint_auth_method == "client_secret_basic"
+    provider.context.oauth_metadata = metadata(["client_secret_post"])
+    provider._choose_fixed_auth_method()
+    assert provider.context.client_info.token_endpoint_auth_method == "client_secret_post"
+    assert provider._fixed_client.token_endpoint_auth_method == "client_secret_post"
+
+
+def test_preregistered_client_explicit_auth_method_wins(tmp_path: Path) -> None:
+    provider, metadata = _fixed_provider(tmp_path, token_endpoint_auth_method="client_secret_post")
+    assert provider.context.client_info.token_endpoint_auth_method == "client_secret_post"
+    provider.context.oauth_metadata = metadata(["client_secret_basic"])
+    provider._choose_fixed_auth_method()
+    assert provider.context.client_info.token_endpoint_auth_method == "client_secret_post"

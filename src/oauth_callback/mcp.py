@@ -59,6 +59,7 @@ from .browser import OpenBrowser, open_url_async
 from .errors import OAuthError
 from .loopback import CallbackServer, LoopbackOptions
 from .models import ClientInfo, Tokens
+from .protocol import choose_auth_method
 from .storage.base import TokenStore
 
 __all__ = [
@@ -392,6 +393,7 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         success_html: str | None = None,
         error_html: str | None = None,
         check_registration: bool = True,
+        token_endpoint_auth_method: str | None = None,
     ) -> None:
         self.store = store
         self.key = store.check_key(key)
@@ -419,6 +421,7 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         self._loopback = LoopbackOptions(
             host, port, callback_path, success_html=success_html, error_html=error_html
         )
+        self._explicit_auth_method = token_endpoint_auth_method
         self._login_key = self.key + "#login"
         self._stored_client: OAuthClientInformationFull | None = None
         # The lifetime of the current access token (bounds the refresh margin).
@@ -743,10 +746,32 @@ class StoreOAuthClientProvider(OAuthClientProvider):
             self._state = None
             server.close()
 
+    def _choose_fixed_auth_method(self) -> None:
+        """Fit a pre-registered client's token endpoint authentication to the server.
+
+        Called once the authorization server's metadata is known: Basic unless
+        ``token_endpoint_auth_methods_supported`` lists only ``client_secret_post``
+        (:func:`~oauth_callback.protocol.choose_auth_method`, RFC 6749 2.3.1); an
+        explicit ``token_endpoint_auth_method`` always wins.
+        """
+        fixed = self._fixed_client
+        metadata = self.context.oauth_metadata
+        if fixed is None or metadata is None or self._explicit_auth_method is not None:
+            return
+        method = choose_auth_method(
+            client_secret=fixed.client_secret,
+            supported=metadata.token_endpoint_auth_methods_supported,
+        )
+        if method != fixed.token_endpoint_auth_method:
+            fixed = fixed.model_copy(update={"token_endpoint_auth_method": method})
+            self._fixed_client = fixed
+            self.context.client_info = fixed
+
     async def _redirect_handler(self, authorization_url: str) -> None:
         self._state = dict(parse_qsl(urlsplit(authorization_url).query)).get("state")
         if self._server is not None and self._state:
             self._server.expect_state(self._state)  # forged callbacks are ignored from now on
+        self._choose_fixed_auth_method()
         info = self.context.client_info
         if (
             self.check_registration
@@ -824,6 +849,7 @@ def browser_auth(
     client_metadata_url: str | None = None,
     success_html: str | None = None,
     error_html: str | None = None,
+    token_endpoint_auth_method: str | None = None,
 ) -> StoreOAuthClientProvider:
     """OAuth for an MCP server at ``server_url``, logging in through the browser.
 
@@ -841,6 +867,12 @@ def browser_auth(
     it, a callable is given the URL (a plain function runs in a worker thread,
     an ``async`` one is awaited). ``timeout`` bounds the wait for the callback;
     a token expiring within ``refresh_margin`` seconds is refreshed first.
+
+    A pre-registered confidential client (``client_id`` and ``client_secret``)
+    authenticates at the token endpoint with ``client_secret_basic`` (RFC 6749
+    2.3.1: every server supports it) unless the server's metadata lists only
+    ``client_secret_post``; ``token_endpoint_auth_method`` forces one
+    (``client_secret_basic``, ``client_secret_post`` or ``none``).
     """
     if store is None:
         from .storage.file import FileStore
@@ -862,7 +894,9 @@ def browser_auth(
         client_info = OAuthClientInformationFull(
             client_id=client_id,
             client_secret=client_secret,
-            token_endpoint_auth_method="client_secret_post" if client_secret else "none",
+            token_endpoint_auth_method=choose_auth_method(
+                client_secret=client_secret, explicit=token_endpoint_auth_method
+            ),
             scope=scope,
         )
     return StoreOAuthClientProvider(
@@ -880,4 +914,5 @@ def browser_auth(
         client_metadata_url=client_metadata_url,
         success_html=success_html,
         error_html=error_html,
+        token_endpoint_auth_method=token_endpoint_auth_method,
     )
