@@ -159,3 +159,7 @@ def test_scenario(scenario: str, tmp_path: Path) -> None:
     else:
         assert sdk_ok, f"the bare SDK fails {scenario} (a harness problem?):\n{sdk_out[-3000:]}"
     assert ours_ok, f"oauth_callback.mcp fails {scenario}:\n{ours_out[-4000:]}"
+    # The suite records one check per request it sees: as many as the bare SDK
+    # means no needless request (e.g. no registration probe on a step-up, which
+    # would mint an authorization code that is never used).
+    assert ours_checks == sdk_checks, (scenario, ours_checks, sdk_checks)

@@ -429,6 +429,9 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         self._token_endpoint: str | None = None
         self._server: CallbackServer | None = None
         self._state: str | None = None
+        # False during a step-up re-authorization: the client was just used
+        # successfully, so probing its registration would only mint a code.
+        self._probe_registration = True
 
     def __repr__(self) -> str:
         return f"<StoreOAuthClientProvider {self.context.server_url} key={self.key!r}>"
@@ -669,6 +672,7 @@ class StoreOAuthClientProvider(OAuthClientProvider):
                         return
                     tokens = None
             step_up = _is_step_up(response)
+            self._probe_registration = not step_up
             if step_up:
                 if self._fixed_client is None:
                     self.context.client_info = (
@@ -775,6 +779,7 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         info = self.context.client_info
         if (
             self.check_registration
+            and self._probe_registration
             and self._fixed_client is None
             and info is not None
             and info is self._stored_client
