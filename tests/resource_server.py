@@ -8,7 +8,8 @@ in-process, like token introspection) and answers like a real API:
   error="invalid_token"`` for an unknown, expired or revoked one, and a bare
   ``Bearer realm=...`` challenge without any ``Authorization``;
 * ``/admin``: needs scope ``admin`` (``403`` ``insufficient_scope``, with ``scope``);
-* ``/basic``: always ``401`` with a ``Basic`` challenge (not ours to refresh).
+* ``/basic``: always ``401`` with a ``Basic`` challenge (not ours to refresh);
+* ``/.well-known/oauth-protected-resource[/api]``: RFC 9728 metadata naming the provider.
 
 ``current_only``: only the provider's newest access token is accepted (every
 older one gets ``invalid_token``); ``reject_all``: every token is refused.
@@ -69,6 +70,11 @@ class ResourceServer:
 
     def answer(self, path: str, token: str | None, body: bytes) -> tuple[int, dict[str, str], bytes]:
         self.record(path, token)
+        if path.startswith("/.well-known/oauth-protected-resource"):
+            # RFC 9728 metadata: this API trusts the mock provider (for the MCP
+            # client-credentials tests, which discover the server from here).
+            prm = {"resource": f"{self.url}/api", "authorization_servers": [self.provider.issuer]}
+            return 200, {"Content-Type": "application/json"}, json.dumps(prm).encode()
         if path == "/basic":
             return 401, {"WWW-Authenticate": f'Basic realm="{REALM}"'}, b""
         if token is None:

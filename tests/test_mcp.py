@@ -409,3 +409,69 @@ def test_preregistered_client_explicit_auth_method_wins(tmp_path: Path) -> None:
     provider.context.oauth_metadata = metadata(["client_secret_basic"])
     provider._choose_fixed_auth_method()
     assert provider.context.client_info.token_endpoint_auth_method == "client_secret_post"
+
+
+_CC_CHILD = r"""
+import asyncio, json, sys
+import httpx2
+from oauth_callback import FileStore
+from oauth_callback.mcp import client_credentials_auth
+
+url, store_path, client_id, secret = sys.argv[1:5]
+auth = client_credentials_auth(url, client_id=client_id, client_secret=secret,
+                               store=FileStore(store_path), key="machine")
+
+async def main() -> None:
+    async with httpx2.AsyncClient(auth=auth, timeout=30) as http:
+        r = await http.get(url)
+        print(json.dumps({"status": r.status_code, "body": r.json()}))
+
+asyncio.run(main())
+"""
+
+
+def _run_cc_children(
+    url: str, store: Path, client_id: str, secret: str, n: int
+) -> list[dict[str, Any]]:
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _CC_CHILD, url, str(store), client_id, secret],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(n)
+    ]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def test_client_credentials_auth_four_processes_one_token_request(tmp_path: Path) -> None:
+    """Discovery through RFC 9728 metadata, the grant once for four processes at
+    once, and once more (a renewal) after the stored token expired."""
+    from oauth_callback import FileStore
+    from oauth_callback.testing import MockProvider
+
+    from .resource_server import ResourceServer
+
+    with MockProvider(auth_methods=["client_secret_basic"]) as provider, \
+            ResourceServer(provider) as api:
+        client_id, secret = provider.register_machine_client()
+        assert secret is not None
+        provider.token_delay = 1.5  # a slow grant: the four processes overlap in it
+        store_path = tmp_path / "tokens.json"
+        results = _run_cc_children(f"{api.url}/api", store_path, client_id, secret, 4)
+        assert [r["status"] for r in results] == [200] * 4
+        assert {r["body"]["client_id"] for r in results} == {client_id}
+        assert provider.client_credentials_count == 1
+        store = FileStore(store_path)
+        stored = store.get("machine")
+        assert stored is not None and stored.refresh_token is None
+        client = store.get_client("machine")
+        assert client is not None and client.client_secret is None  # the secret is never stored
+        assert secret not in store_path.read_text()
+
+        store.update("machine", lambda t: t.replace(expires_at=time.time() - 1) if t else None)
+        results = _run_cc_children(f"{api.url}/api", store_path, client_id, secret, 4)
+        assert [r["status"] for r in results] == [200] * 4
+        assert provider.client_credentials_count == 2  # one renewal for all four

@@ -206,11 +206,14 @@ class OAuthClient:
 
     def _client_assertion(self) -> str | None:
         """A fresh ``private_key_jwt`` assertion for one token request (``None``
-        for other methods); ``aud`` is the token endpoint (RFC 7523 3)."""
+        for other methods). ``aud`` is the authorization server's issuer
+        identifier when it is known (what RFC 7523bis requires, and what the MCP
+        authorization spec's servers check), else the token endpoint (RFC 7523 3)."""
         if self._signer is None or self.token_endpoint_auth_method != "private_key_jwt":
             return None
         assert self.token_endpoint is not None
-        return self._signer.assertion(client_id=self.client_id, audience=self.token_endpoint)
+        audience = self.issuer or self.token_endpoint
+        return self._signer.assertion(client_id=self.client_id, audience=audience)
 
     def __repr__(self) -> str:
         return (

@@ -60,9 +60,10 @@ from .errors import OAuthError
 from .loopback import CallbackServer, LoopbackOptions
 from .models import ClientInfo, Tokens
 from .protocol import choose_auth_method
-from .storage.base import TokenStore
+from .storage.base import TokenStore, validate_key
 
 __all__ = [
+    "ClientCredentialsAuth",
     "StoreOAuthClientProvider",
     "StoreTokenStorage",
     "browser_auth",
@@ -920,4 +921,206 @@ def browser_auth(
         success_html=success_html,
         error_html=error_html,
         token_endpoint_auth_method=token_endpoint_auth_method,
+    )
+
+
+# --------------------------------------------------------------------------- machine to machine
+
+
+def _protected_resource_metadata_urls(server_url: str) -> list[str]:
+    """Where RFC 9728 3.1 puts the MCP server's protected-resource metadata:
+    the path-aware well-known URL first, then the origin's."""
+    parts = urlsplit(server_url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    path = parts.path.rstrip("/")
+    urls = [f"{origin}/.well-known/oauth-protected-resource{path}"] if path else []
+    urls.append(f"{origin}/.well-known/oauth-protected-resource")
+    return urls
+
+
+class ClientCredentialsAuth(httpx2.Auth):
+    """An ``httpx2.Auth`` for an MCP server, with tokens from the client-credentials grant.
+
+    Build it with :func:`client_credentials_auth`. On first use it discovers
+    the authorization server from the MCP server's protected-resource
+    metadata (RFC 9728; the ``resource_metadata`` of a ``401`` challenge
+    when the well-known URLs have none), then its metadata (RFC 8414 / OIDC),
+    obtains a token with the client-credentials grant unless ``store`` already
+    holds a usable one under ``key``, and from then on sends it through
+    :meth:`TokenManager.httpx_auth() <oauth_callback.manager.TokenManager.httpx_auth>`:
+    renewed before it expires, **once across processes** sharing the store
+    (the refresh lock of the key), and one renewal and one retry when the
+    server answers ``401``.
+    """
+
+    requires_response_body = True
+
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        client_id: str,
+        client_secret: str | None,
+        private_key: str | None,
+        signing_algorithm: str,
+        scope: str | None,
+        store: TokenStore,
+        key: str,
+        token_endpoint_auth_method: str | None,
+        timeout: float,
+    ) -> None:
+        if client_secret is None and private_key is None:
+            raise ValueError("client_credentials_auth needs client_secret or private_key")
+        self.server_url = server_url
+        self.store = store
+        self.key = validate_key(key, reserved=store.reserved_keys)
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._private_key = private_key
+        self._signing_algorithm = signing_algorithm
+        self._scope = scope
+        self._explicit_method = token_endpoint_auth_method
+        self._timeout = timeout
+        self._inner: httpx2.Auth | None = None
+        self._lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<ClientCredentialsAuth {self.server_url} key={self.key!r}>"
+
+    async def _discover(self, challenge: str | None) -> tuple[str, str]:
+        """(authorization server issuer, resource) from protected-resource metadata."""
+        urls = _protected_resource_metadata_urls(self.server_url)
+        if challenge:
+            urls.insert(0, challenge)
+        async with httpx2.AsyncClient(timeout=self._timeout) as http:
+            for url in urls:
+                try:
+                    response = await http.get(url)
+                except httpx2.HTTPError:
+                    continue
+                if response.status_code != 200:
+                    continue
+                try:
+                    data = response.json()
+                    issuer = str(data["authorization_servers"][0])
+                except (ValueError, KeyError, IndexError, TypeError):
+                    continue
+                return issuer, str(data.get("resource") or self.server_url)
+        raise OAuthError(
+            "invalid_resource",
+            f"no protected-resource metadata (RFC 9728) found for {self.server_url}",
+        )
+
+    async def _manager_auth(self, challenge: str | None) -> httpx2.Auth:
+        from .flow import OAuthClient
+        from .manager import TokenManager
+
+        async with self._lock:
+            if self._inner is not None:
+                return self._inner
+            issuer, resource = await self._discover(challenge)
+            client = await OAuthClient.discover_async(
+                issuer, self._client_id, timeout=self._timeout
+            )
+            method = choose_auth_method(
+                client_secret=self._client_secret,
+                private_key=self._private_key is not None,
+                supported=client.metadata.token_endpoint_auth_methods_supported
+                if client.metadata is not None
+                else None,
+                explicit=self._explicit_method,
+            )
+            client = OAuthClient(
+                self._client_id,
+                client_secret=self._client_secret,
+                private_key=self._private_key,
+                signing_algorithm=self._signing_algorithm,
+                scope=self._scope,
+                resource=resource,
+                metadata=client.metadata,
+                token_endpoint_auth_method=method,
+                timeout=self._timeout,
+            )
+            manager = TokenManager(self.store, self.key, client)
+            stored = await self.store.get_async(self.key)
+            if stored is None or manager.needs_refresh(stored):
+                # Under the key's refresh lock, so processes starting at once ask once.
+                async with _HeldLock(
+                    lambda: self.store.refresh_lock(self.key, timeout=60.0),
+                    "oauth-callback-client-credentials",
+                ):
+                    stored = await self.store.get_async(self.key)
+                    if stored is None or manager.needs_refresh(stored):
+                        await client.client_credentials_async(store=self.store, key=self.key)
+            self._inner = manager.httpx_auth()
+            return self._inner
+
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        challenge = None
+        if self._inner is None and not await self._has_tokens():
+            # Let the server name its metadata (a 401 with resource_metadata).
+            response = yield request
+            if response.status_code != 401:
+                return
+            await response.aread()
+            challenge = extract_field_from_www_auth(response, "resource_metadata")
+        inner = await self._manager_auth(challenge)
+        flow = inner.async_auth_flow(request)
+        outgoing = await flow.__anext__()
+        while True:
+            response = yield outgoing
+            try:
+                outgoing = await flow.asend(response)
+            except StopAsyncIteration:
+                return
+
+    async def _has_tokens(self) -> bool:
+        return await self.store.get_async(self.key) is not None
+
+
+def client_credentials_auth(
+    server_url: str,
+    *,
+    client_id: str,
+    client_secret: str | None = None,
+    private_key: str | None = None,
+    signing_algorithm: str = "ES256",
+    scope: str | None = None,
+    store: TokenStore | None = None,
+    key: str | None = None,
+    token_endpoint_auth_method: str | None = None,
+    timeout: float = 30.0,
+) -> ClientCredentialsAuth:
+    """OAuth for an MCP server, machine to machine: the client-credentials grant (RFC 6749 4.4).
+
+    The client authenticates with ``client_secret`` (``client_secret_basic``
+    unless the server lists only ``client_secret_post``) or, when
+    ``private_key`` (a PEM string) is given, with a ``private_key_jwt``
+    assertion (RFC 7523) signed with ``signing_algorithm`` (``ES256``,
+    ``ES384``, ``RS256``, ``PS256``); ``token_endpoint_auth_method`` forces a
+    method. Tokens go to ``store`` (default: :class:`FileStore` at its default
+    path) under ``key`` (default: :func:`default_key` of ``server_url``) and are
+    renewed once across processes sharing the store. Neither the secret nor
+    the key is written to the store. Raises :class:`ValueError` without a
+    secret or a key; the first request raises
+    :class:`~oauth_callback.errors.InvalidClientError` when the server rejects
+    the client.
+    """
+    if store is None:
+        from .storage.file import FileStore
+
+        store = FileStore()
+    return ClientCredentialsAuth(
+        server_url,
+        client_id=client_id,
+        client_secret=client_secret,
+        private_key=private_key,
+        signing_algorithm=signing_algorithm,
+        scope=scope,
+        store=store,
+        key=key if key is not None else default_key(server_url),
+        token_endpoint_auth_method=token_endpoint_auth_method,
+        timeout=timeout,
     )
