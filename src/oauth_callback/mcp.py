@@ -31,7 +31,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -67,7 +67,9 @@ __all__ = [
     "StoreOAuthClientProvider",
     "StoreTokenStorage",
     "browser_auth",
+    "client_credentials_auth",
     "default_key",
+    "identity_assertion_auth",
 ]
 
 logger = logging.getLogger("oauth_callback.mcp")
@@ -1123,4 +1125,52 @@ def client_credentials_auth(
         key=key if key is not None else default_key(server_url),
         token_endpoint_auth_method=token_endpoint_auth_method,
         timeout=timeout,
+    )
+
+
+def identity_assertion_auth(
+    server_url: str,
+    *,
+    client_id: str,
+    client_secret: str,
+    issuer: str,
+    assertion_provider: Callable[[str, str], Awaitable[str]],
+    scope: str | None = None,
+    store: TokenStore | None = None,
+    key: str | None = None,
+    token_endpoint_auth_method: str = "client_secret_basic",
+) -> httpx2.Auth:
+    """Enterprise-managed authorization (SEP-990, cross-app access), tokens in our stores.
+
+    The ``mcp`` SDK's ``IdentityAssertionOAuthProvider`` (the RFC 7523
+    jwt-bearer grant with an Identity Assertion JWT from your identity
+    provider, which ``assertion_provider(audience, resource)`` obtains) with
+    its tokens kept in ``store`` under ``key`` (defaults as for
+    :func:`browser_auth`) through :class:`StoreTokenStorage`, so they survive a
+    restart. ``issuer`` is the MCP authorization server, as configuration (it
+    is never discovered from the resource server). Unlike :func:`browser_auth`
+    and :func:`client_credentials_auth`, renewals are coordinated within one
+    provider object only, not across processes.
+    """
+    from mcp.client.auth.extensions.identity_assertion import IdentityAssertionOAuthProvider
+
+    if store is None:
+        from .storage.file import FileStore
+
+        store = FileStore()
+    key = validate_key(key if key is not None else default_key(server_url),
+                       reserved=store.reserved_keys)
+    if token_endpoint_auth_method not in ("client_secret_basic", "client_secret_post"):
+        raise ValueError(
+            "token_endpoint_auth_method must be client_secret_basic or client_secret_post"
+        )
+    return IdentityAssertionOAuthProvider(
+        server_url=server_url,
+        storage=StoreTokenStorage(store, key, server_url=server_url),
+        client_id=client_id,
+        client_secret=client_secret,
+        issuer=issuer,
+        assertion_provider=assertion_provider,
+        scope=scope,
+        token_endpoint_auth_method=token_endpoint_auth_method,  # type: ignore[arg-type]
     )

@@ -106,11 +106,17 @@ def ours(server_url: str, tmp: Path) -> httpx2.Auth | None:
 
     store = FileStore(tmp / "tokens.json")
     ctx = context()
+    if SCENARIO == "auth/cross-app-access-complete-flow":
+        return oc_mcp.identity_assertion_auth(
+            server_url,
+            client_id=ctx["client_id"],
+            client_secret=ctx["client_secret"],
+            issuer=asyncio.run(authorization_server(server_url)),
+            assertion_provider=id_jag_provider(ctx),
+            store=store,
+        )
     if SCENARIO.startswith("auth/client-credentials"):
-        cc = getattr(oc_mcp, "client_credentials_auth", None)
-        if cc is None:
-            raise SystemExit("oauth_callback.mcp.client_credentials_auth is not available")
-        return cc(  # type: ignore[no-any-return]
+        return oc_mcp.client_credentials_auth(
             server_url,
             client_id=ctx["client_id"],
             client_secret=ctx.get("client_secret"),
