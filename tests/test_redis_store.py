@@ -688,3 +688,84 @@ def test_a_waiting_manager_takes_the_replaced_token_without_the_lock(
     finally:
         child.kill()
         child.wait()
+
+
+class _ReplyDropper:
+    """A loopback TCP proxy to Redis that, when armed, forwards the next EVALSHA to the
+    server and then closes the client's connection instead of passing the reply on:
+    the write happened, the client never heard of it (a lost reply)."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.upstream = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.dropped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            pending = threading.Event()
+            threading.Thread(target=self._up, args=(client, server, pending), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, pending), daemon=True).start()
+
+    def _up(self, client, server, pending) -> None:  # type: ignore[no-untyped-def]
+        while data := self._recv(client):
+            if self.armed.is_set() and b"EVALSHA" in data.upper():
+                self.armed.clear()
+                pending.set()
+            server.sendall(data)
+        server.close()
+
+    def _down(self, server, client, pending) -> None:  # type: ignore[no-untyped-def]
+        while data := self._recv(server):
+            if pending.is_set():
+                client.close()  # the reply is lost with the connection
+                self.dropped.set()
+                return
+            client.sendall(data)
+        client.close()
+
+    @staticmethod
+    def _recv(sock) -> bytes:  # type: ignore[no-untyped-def]
+        try:
+            return sock.recv(65536)
+        except OSError:
+            return b""
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_write_whose_reply_was_lost_is_not_applied_twice(server: RedisServer, tmp_path: Path) -> None:
+    """redis-py sends a command again after a lost reply; the compare-and-set carries
+    the write's nonce, so the second copy finds its own write and the update function
+    is not run again (an increment stays one increment)."""
+    proxy = _ReplyDropper(server.port)
+    try:
+        store = RedisStore(f"redis://127.0.0.1:{proxy.port}/0?prefix={prefix_for(tmp_path)}")
+        calls: list[int] = []
+
+        def incr(cur: Tokens | None) -> Tokens:
+            n = 0 if cur is None else cur.extra["n"]
+            calls.append(n)
+            return Tokens("x", extra={"n": n + 1})
+
+        store.update("k", incr)  # loads the script
+        proxy.armed.set()
+        result = store.update("k", incr)
+        assert proxy.dropped.is_set()  # the reply of the write was lost, and it was retried
+        assert result is not None and result.extra["n"] == 2
+        assert calls == [0, 1]  # fn ran once per update
+        assert RedisStore(server.url, prefix=prefix_for(tmp_path)).get("k").extra["n"] == 2  # type: ignore[union-attr]
+    finally:
+        proxy.close()
