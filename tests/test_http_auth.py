@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import anyio
 import httpx2
@@ -465,3 +466,63 @@ def test_eight_processes_with_requests_and_an_expired_token_refresh_once(
     assert new.access_token != old.access_token
     assert provider.refresh_requests == 1 and provider.refresh_count == 1
     assert api.tokens_seen() == [new.access_token] * 8
+
+
+class _EchoingAPI:
+    """A hostile resource server: 401 ``invalid_token`` whose description echoes the
+    token it was sent, raw and percent-encoded."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import quote
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                token = self.headers.get("Authorization", "").partition(" ")[2]
+                challenge = (f'Bearer error="invalid_token", error_description="bad {token} '
+                             f'({quote(token, safe="")})", error_uri="https://x/{token}"')
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", challenge)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_resource_server_echoing_the_token_never_gets_it_into_the_error(
+    provider: MockProvider, store: MemoryStore
+) -> None:
+    api = _EchoingAPI()
+    try:
+        with httpx2.Client(auth=manager(store).httpx_auth()) as http:
+            response = http.get(api.url)
+        sent = response.request.headers["Authorization"].partition(" ")[2]
+        with pytest.raises(TokenRejectedError) as info:
+            check_response(response)
+        challenge = info.value.challenge
+        assert isinstance(challenge, BearerChallenge)
+        texts = [str(info.value), repr(info.value), repr(challenge),
+                 challenge.error_description or "", challenge.error_uri or ""]
+        for text in texts:
+            assert sent not in text
+            assert quote(sent, safe="") not in text
+        assert "<redacted>" in (challenge.error_description or "")
+        # requests too (its response also knows the request it answers)
+        response2 = requests.get(api.url, auth=manager(store).requests_auth(), timeout=30)
+        sent2 = response2.request.headers["Authorization"].partition(" ")[2]
+        with pytest.raises(TokenRejectedError) as info2:
+            check_response(response2)
+        assert sent2 not in (info2.value.challenge.error_description or "")
+    finally:
+        api.close()

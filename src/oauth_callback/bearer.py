@@ -35,7 +35,7 @@ exceptions rather than status codes.
 from __future__ import annotations
 
 import re
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, TypeAlias, TypeVar
@@ -163,12 +163,15 @@ class BearerChallenge:
     )
 
     @classmethod
-    def from_challenge(cls, challenge: Challenge) -> BearerChallenge:
+    def from_challenge(cls, challenge: Challenge, secrets: Iterable[str] = ()) -> BearerChallenge:
+        """``secrets`` (the access token that was sent) are redacted from the
+        texts in every encoding: a hostile resource server may echo them."""
         p = challenge.params
+        secrets = tuple(secrets)
         return cls(
-            error=clip(p.get("error")),
-            error_description=clip(p.get("error_description")),
-            error_uri=clip(p.get("error_uri")),
+            error=clip(p.get("error"), secrets),
+            error_description=clip(p.get("error_description"), secrets),
+            error_uri=clip(p.get("error_uri"), secrets),
             scope=tuple(p.get("scope", "").split()),
             realm=p.get("realm"),
             resource_metadata=p.get("resource_metadata"),
@@ -176,17 +179,35 @@ class BearerChallenge:
         )
 
 
-def bearer_challenge(response_or_headers: Any) -> BearerChallenge | None:
+def bearer_challenge(
+    response_or_headers: Any, secrets: Iterable[str] = ()
+) -> BearerChallenge | None:
     """The ``Bearer`` challenge of a response (httpx, httpx2, requests, or a
-    headers mapping with case-insensitive ``get``), or ``None`` when there is none."""
+    headers mapping with case-insensitive ``get``), or ``None`` when there is none.
+
+    ``secrets`` are redacted from its texts; for a response whose request is
+    known (httpx, requests), the access token that request sent is too."""
+    secrets = (*secrets, *_sent_token(response_or_headers))
     headers = getattr(response_or_headers, "headers", response_or_headers)
     value = headers.get("www-authenticate") if headers is not None else None
     if value is None and isinstance(headers, Mapping):
         value = next((v for k, v in headers.items() if k.lower() == "www-authenticate"), None)
     for challenge in parse_challenges(value if isinstance(value, str) else None):
         if challenge.scheme == "bearer":
-            return BearerChallenge.from_challenge(challenge)
+            return BearerChallenge.from_challenge(challenge, secrets)
     return None
+
+
+def _sent_token(response: Any) -> tuple[str, ...]:
+    """The Bearer token the response's request carried, if it can be known."""
+    try:
+        request = getattr(response, "request", None)
+        value = request.headers.get("authorization") if request is not None else None
+    except (AttributeError, RuntimeError):  # httpx raises RuntimeError without a request
+        return ()
+    if isinstance(value, str) and value[:7].lower() == "bearer ":
+        return (value[7:].strip(),)
+    return ()
 
 
 def is_token_rejection(status: int, headers: Any) -> bool:
@@ -274,7 +295,7 @@ def bearer_flow(*, replayable: bool = True) -> BearerFlow:
             "the resource server rejected the access token and the refresh answered the "
             "same token again; not retrying (it would loop)",
             status=401,
-            challenge=bearer_challenge(response),
+            challenge=bearer_challenge(response, (tokens.access_token,)),
         )
     if replayable:
         yield SendRequest(authorization_header(renewed))
