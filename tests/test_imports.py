@@ -43,12 +43,12 @@ def test_import_oauth_callback_is_light() -> None:
     assert _loaded_after("import oauth_callback") == []
 
 
-def test_import_loads_only_the_errors_module() -> None:
+def test_import_loads_only_errors_and_the_lazy_loader() -> None:
     probe = ("import sys, oauth_callback; "
              "print(sorted(m for m in sys.modules if m.startswith('oauth_callback')))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60, check=True)
-    assert done.stdout.strip() == "['oauth_callback', 'oauth_callback.errors']"
+    assert done.stdout.strip() == "['oauth_callback', 'oauth_callback._lazy', 'oauth_callback.errors']"
 
 
 def test_stores_import_lazily_by_name() -> None:

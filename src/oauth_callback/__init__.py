@@ -10,10 +10,10 @@ only reads a stored token never pays for the login machinery.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import errors as _errors
+from ._lazy import lazy_exports
 from .errors import *  # noqa: F403 - every exception, eagerly (errors.py is pure and small)
 
 if TYPE_CHECKING:  # what the lazy names are, for mypy and IDEs
@@ -102,14 +102,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

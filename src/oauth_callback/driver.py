@@ -135,14 +135,32 @@ def _http_failure(
 
 
 class _Run:
-    """What one run of a flow holds: the HTTP client (opened on first use) and the
-    callback server, both released by :meth:`close` on every exit path."""
+    """One run of a flow: the flow's progress (:meth:`resume`), the HTTP client (opened
+    on first use) and the callback server, closed by :meth:`close_server` on every
+    exit path. Both drivers share it; only the performing of effects differs."""
 
-    def __init__(self, http: Any, timeout: float) -> None:
-        self.given = http
+    def __init__(self, flow: Flow[Any], http: Any, timeout: float) -> None:
+        self.flow = flow
         self.http = http
         self.timeout = timeout
         self.server: CallbackServer | None = None
+        self.effect: Any = None
+        self.reply: Any = None
+        self.error: BaseException | None = None
+        self.result: Any = None
+
+    def resume(self) -> bool:
+        """Hand the flow the last answer (or throw it the last failure) and take its
+        next effect into :attr:`effect`; ``False`` once it returned (:attr:`result`)."""
+        reply, error, self.reply, self.error, self.effect = (
+            self.reply, self.error, None, None, None
+        )
+        try:
+            self.effect = self.flow.send(reply) if error is None else self.flow.throw(error)
+        except StopIteration as stop:
+            self.result = stop.value
+            return False
+        return True
 
     def start(self, effect: StartCallback) -> str:
         self.close_server()
@@ -218,23 +236,15 @@ def run(
     is opened on the first HTTP effect. Setting ``cancel`` ends a
     :class:`Backoff` or :class:`WaitCallback` with :class:`CallbackCancelled`.
     """
-    state = _Run(http, timeout)
+    state = _Run(flow, http, timeout)
     try:
         with contextlib.ExitStack() as stack:
-            reply: Any = None
-            error: BaseException | None = None
-            while True:
+            while state.resume():
                 try:
-                    effect = flow.send(reply) if error is None else flow.throw(error)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-                reply, error = None, None
-                try:
-                    reply = _perform(effect, state, stack, cancel)
-                except BaseException as exc:
-                    error = exc
-                finally:
-                    del effect
+                    state.reply = _perform(state.effect, state, stack, cancel)
+                except BaseException as exc:  # thrown into the flow by resume()
+                    state.error = exc
+        return state.result  # type: ignore[no-any-return]
     finally:
         state.close_server()
 
@@ -286,23 +296,15 @@ async def run_async(
     Cancel it by cancelling the task: the cancellation is thrown into the flow,
     whose clean-up effects still run (shielded). ``http`` as in :func:`run`.
     """
-    state = _Run(http, timeout)
+    state = _Run(flow, http, timeout)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            reply: Any = None
-            error: BaseException | None = None
-            while True:
+            while state.resume():
                 try:
-                    effect = flow.send(reply) if error is None else flow.throw(error)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-                reply, error = None, None
-                try:
-                    reply = await _perform_async(effect, state, stack)
-                except BaseException as exc:
-                    error = exc
-                finally:
-                    del effect
+                    state.reply = await _perform_async(state.effect, state, stack)
+                except BaseException as exc:  # thrown into the flow by resume()
+                    state.error = exc
+        return state.result  # type: ignore[no-any-return]
     finally:
         state.close_server()
 

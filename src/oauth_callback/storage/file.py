@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import os
 import stat
@@ -489,6 +488,8 @@ class FileStore(TokenStore):
 
     def _move_aside(self) -> str:
         """Keep a copy of the bad file as ``<path>.corrupt-<timestamp>`` (a hard link)."""
+        import datetime  # here: only a corrupt file needs it; every start pays imports
+
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         aside = f"{self.layout.corrupt_prefix}{stamp}"
         target = os.path.realpath(self.path)

@@ -1,0 +1,37 @@
+"""Lazy module attributes (PEP 562): names imported from their module on first access.
+
+The one implementation behind ``oauth_callback`` and ``oauth_callback.storage``,
+which keep ``import`` cheap (no HTTP client, ``sqlite3``, ``redis`` or
+``keyring`` until a name that needs them is used).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["lazy_exports"]
+
+
+def lazy_exports(
+    package: str, namespace: dict[str, Any], names: Mapping[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A module's ``(__getattr__, __dir__)`` serving ``names`` (name -> relative module).
+
+    The first access imports the module and caches the value in ``namespace``
+    (the module's ``globals()``), so later accesses cost nothing.
+    """
+
+    def __getattr__(name: str) -> Any:
+        module = names.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, package), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*namespace, *names})
+
+    return __getattr__, __dir__
