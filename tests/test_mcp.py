@@ -475,3 +475,32 @@ def test_client_credentials_auth_four_processes_one_token_request(tmp_path: Path
         results = _run_cc_children(f"{api.url}/api", store_path, client_id, secret, 4)
         assert [r["status"] for r in results] == [200] * 4
         assert provider.client_credentials_count == 2  # one renewal for all four
+
+
+# --------------------------------------------------------------------------- SDK internals
+
+
+def test_a_missing_sdk_internal_fails_at_import() -> None:
+    """Every private part of the SDK we touch is checked when oauth_callback.mcp is imported."""
+    code = ("import mcp.client.auth as a\n"
+            "del a.OAuthClientProvider._handle_refresh_response\n"
+            "try:\n"
+            "    import oauth_callback.mcp\n"
+            "except ImportError as exc:\n"
+            "    print('refused:', exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    assert "refused:" in done.stdout and "_handle_refresh_response" in done.stdout, done.stderr
+
+
+def test_our_names_may_not_collide_with_the_sdks() -> None:
+    from oauth_callback.mcp import StoreOAuthClientProvider, _sdk_compat
+
+    _sdk_compat.check_own_names(StoreOAuthClientProvider)  # as at import: no clash today
+
+    class Clashing(StoreOAuthClientProvider):
+        def _select_authorization_server(self) -> None:  # an SDK method we do not override
+            return None
+
+    with pytest.raises(ImportError, match="_select_authorization_server"):
+        _sdk_compat.check_own_names(Clashing)

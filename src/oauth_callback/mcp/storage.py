@@ -1,0 +1,200 @@
+"""The MCP SDK's ``TokenStorage`` on our stores, and the key of an MCP server."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+
+from ..models import ClientInfo, Tokens
+from ..storage.base import TokenStore
+from ._sdk_compat import (
+    OAuthClientInformationFull,
+    OAuthToken,
+    ValidationError,
+)
+
+__all__ = ["StoreTokenStorage", "default_key"]
+
+logger = logging.getLogger("oauth_callback.mcp")
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# ClientInfo.extra key naming the MCP server a registration was made for.
+_SERVER_URL_FIELD = "mcpServerUrl"
+# OAuthClientInformationFull fields that ClientInfo models directly.
+_MAPPED_CLIENT_FIELDS = frozenset(
+    {
+        "client_id",
+        "client_secret",
+        "client_id_issued_at",
+        "client_secret_expires_at",
+        "issuer",
+        "scope",
+        "token_endpoint_auth_method",
+    }
+)
+# Token endpoint errors meaning "this client registration is not (or no longer) valid".
+_STALE_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+
+
+def default_key(server_url: str) -> str:
+    """The store key for ``server_url``: ``"mcp:"`` + normalized origin and path.
+
+    Scheme and host are lower-cased, a default port is dropped, query,
+    fragment, userinfo and a trailing ``/`` are ignored:
+    ``default_key("HTTPS://Example.com:443/mcp/")`` is ``"mcp:https://example.com/mcp"``.
+    """
+    parts = urlsplit(server_url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"server_url must be an absolute http(s) URL, got {server_url!r}")
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    return f"mcp:{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def _to_oauth_token(tokens: Tokens, *, now: float | None = None) -> OAuthToken | None:
+    """``tokens`` as the SDK's ``OAuthToken``, ``expires_in`` = lifetime remaining now (>= 0)."""
+    expires_in: int | None = None
+    if tokens.expires_at is not None:
+        remaining = tokens.expires_at - (time.time() if now is None else now)
+        expires_in = max(0, int(remaining))  # rounds down: never claims more than is left
+    try:
+        return OAuthToken(
+            access_token=tokens.access_token,
+            token_type=tokens.token_type,  # type: ignore[arg-type]  # validated below
+            expires_in=expires_in,
+            scope=tokens.scope,
+            refresh_token=tokens.refresh_token,
+        )
+    except ValidationError:
+        logger.warning("stored token of type %r is not usable by the MCP SDK", tokens.token_type)
+        return None
+
+
+def _from_oauth_token(token: OAuthToken, *, now: float | None = None) -> Tokens:
+    expires_at = None
+    if token.expires_in is not None:
+        expires_at = (time.time() if now is None else now) + token.expires_in
+    return Tokens(
+        access_token=token.access_token,
+        refresh_token=token.refresh_token,
+        expires_at=expires_at,
+        scope=token.scope,
+        token_type=token.token_type,
+        lifetime=None if token.expires_in is None else float(token.expires_in),
+    )
+
+
+def _client_to_record(info: OAuthClientInformationFull, server_url: str | None) -> ClientInfo:
+    data = info.model_dump(mode="json", exclude_none=True)
+    extra: dict[str, Any] = {k: v for k, v in data.items() if k not in _MAPPED_CLIENT_FIELDS}
+    if server_url is not None:
+        extra[_SERVER_URL_FIELD] = server_url
+    redirect_uris = data.get("redirect_uris") or []
+    return ClientInfo(
+        client_id=info.client_id,
+        client_secret=info.client_secret,
+        client_id_issued_at=info.client_id_issued_at,
+        client_secret_expires_at=info.client_secret_expires_at,
+        issuer=info.issuer,
+        redirect_uri=redirect_uris[0] if redirect_uris else None,
+        scope=info.scope,
+        token_endpoint_auth_method=info.token_endpoint_auth_method,
+        extra=extra,
+    )
+
+
+def _client_from_record(client: ClientInfo) -> OAuthClientInformationFull | None:
+    data: dict[str, Any] = {k: v for k, v in client.extra.items() if k != _SERVER_URL_FIELD}
+    pairs: tuple[tuple[str, Any], ...] = (
+        ("client_id", client.client_id),
+        ("client_secret", client.client_secret),
+        ("client_id_issued_at", _opt_int(client.client_id_issued_at)),
+        ("client_secret_expires_at", _opt_int(client.client_secret_expires_at)),
+        ("issuer", client.issuer),
+        ("scope", client.scope),
+        ("token_endpoint_auth_method", client.token_endpoint_auth_method),
+    )
+    data.update((name, value) for name, value in pairs if value is not None)
+    if "redirect_uris" not in data and client.redirect_uri:
+        data["redirect_uris"] = [client.redirect_uri]
+    try:
+        return OAuthClientInformationFull.model_validate(data)
+    except ValidationError:
+        logger.warning("stored client registration %r is not usable; ignoring it", client.client_id)
+        return None
+
+
+def _opt_int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+# --------------------------------------------------------------------------- storage
+
+
+class StoreTokenStorage:
+    """The MCP SDK's ``TokenStorage`` on a :class:`TokenStore`, under one ``key``.
+
+    Tokens are kept with an absolute expiry: ``set_tokens`` turns the relative
+    ``expires_in`` into ``expires_at``; ``get_tokens`` returns an ``OAuthToken``
+    whose ``expires_in`` is what remains *now* (``0`` once expired), so a reload
+    never treats an expired token as fresh. The client registration is kept per
+    key too, with the issuer it was registered with and ``server_url`` (as
+    ``mcpServerUrl`` in :attr:`ClientInfo.extra`). Every store call runs in a
+    worker thread (the ``_async`` twins).
+    """
+
+    def __init__(self, store: TokenStore, key: str, *, server_url: str | None = None) -> None:
+        self.store = store
+        self.key = store.check_key(key)
+        self.server_url = server_url
+
+    def __repr__(self) -> str:
+        return f"StoreTokenStorage({self.store!r}, {self.key!r})"
+
+    async def get_tokens(self) -> OAuthToken | None:
+        """The stored tokens, ``expires_in`` being the lifetime left now."""
+        tokens = await self.store.get_async(self.key)
+        return None if tokens is None else _to_oauth_token(tokens)
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        """Store ``tokens``, converting ``expires_in`` to an absolute expiry."""
+        await self.store.set_async(self.key, _from_oauth_token(tokens))
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        """The stored client registration, or ``None`` (also when it does not parse)."""
+        client = await self.store.get_client_async(self.key)
+        return None if client is None else _client_from_record(client)
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        """Store the client registration (with its issuer and the server URL)."""
+        await self.store.set_client_async(self.key, _client_to_record(client_info, self.server_url))
+
+
+# --------------------------------------------------------------------------- locks
+
+
+@contextlib.asynccontextmanager
+async def _reserved(store: TokenStore, key: str) -> AsyncIterator[None]:
+    """``store.reserve_write(key)`` entered and left in worker threads (it allocates)."""
+    reservation = store.reserve_write(key)
+    await anyio.to_thread.run_sync(reservation.__enter__)
+    try:
+        yield
+    finally:
+        await anyio.to_thread.run_sync(reservation.__exit__, None, None, None)
+
+
