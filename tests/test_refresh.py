@@ -620,3 +620,74 @@ def test_a_failing_save_after_a_refresh_is_retried(provider: MockProvider) -> No
     assert stored.access_token == token != old.access_token
     assert provider.refresh_requests == 1
     assert provider.is_refresh_token_active(stored.refresh_token or "")
+
+
+WAITER_COUNTING_LOCKS = textwrap.dedent(
+    """
+    import os, sys
+    from oauth_callback.errors import StoreLockTimeout
+    from oauth_callback.locking import InterProcessLock
+    from oauth_callback.manager import TokenManager
+    from oauth_callback.storage.url import open_store
+
+    url, key, marks, index = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    taken = []
+    original = InterProcessLock.acquire
+
+    def acquire(self, timeout=None):
+        # Counts the refresh-lock acquisitions of this process; marks it waiting
+        # once an attempt found the lock held (the parent holds it).
+        if ".refresh-" not in self.path:
+            return original(self, timeout)
+        try:
+            original(self, timeout=0)
+        except StoreLockTimeout:
+            open(os.path.join(marks, "waiting-" + index), "w").close()
+            if timeout == 0:
+                raise
+            original(self, timeout)
+        taken.append(1)
+
+    InterProcessLock.acquire = acquire
+    store = open_store(url)
+    token = TokenManager(store, key, lock_timeout=30).access_token()
+    print(token, len(taken), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("backend", ["file", "sqlite"])
+def test_waiters_of_a_file_refresh_lock_return_the_new_token_without_taking_it(
+    provider: MockProvider, tmp_path: Path, backend: str
+) -> None:
+    """8 processes wait for the refresh lock while its holder refreshes: on the release
+    each sees the token replaced and returns it without taking the lock (no convoy
+    through it one at a time only to find the work done) - and there is one refresh."""
+    url = PERSISTENT[backend](tmp_path)
+    store = open_store(url)
+    login(provider, store)
+    old = expire(provider, store)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    children: list[subprocess.Popen[str]] = []
+    try:
+        with store.refresh_lock(KEY, timeout=30):
+            children = [_spawn(WAITER_COUNTING_LOCKS, url, KEY, str(marks), str(i))
+                        for i in range(8)]
+            wait_until(lambda: len(list(marks.glob("waiting-*"))) == 8, timeout=60)
+            # The holder refreshes (re-entering its lock) while all 8 wait.
+            new = TokenManager(store, KEY, lock_timeout=30).access_token()
+        outputs = [child.communicate(timeout=60) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                _kill(child)
+    for child, (_out, err) in zip(children, outputs):
+        assert child.returncode == 0, err
+    results = [out.split() for out, _err in outputs]
+    assert new != old.access_token
+    assert [token for token, _ in results] == [new] * 8
+    assert [int(taken) for _, taken in results] == [0] * 8
+    assert provider.refresh_requests == 1
+    assert provider.invalid_grant_count == 0 and provider.reuse_detected == 0
+    store.close()

@@ -26,6 +26,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
@@ -47,13 +48,73 @@ class _Shared:
     re-entrant thread lock and the one OS file lock it guards (so nesting in a
     thread re-enters instead of deadlocking on a second descriptor)."""
 
-    __slots__ = ("__weakref__", "file_lock", "lock", "mode", "path")
+    __slots__ = ("__weakref__", "file_lock", "lock", "mode", "path", "watch")
 
     def __init__(self, path: str, mode: int, file_lock: _FileLockLike) -> None:
         self.path = path
         self.mode = mode
         self.lock = threading.RLock()
         self.file_lock = file_lock
+        self.watch = _ReleaseWatch(path, mode)
+
+
+class _ReleaseWatch:
+    """Wakes every thread of this process waiting for a release of the lock file, at once.
+
+    At most one watcher thread per lock file and process sleeps in a blocking
+    ``flock(LOCK_SH)`` on its own descriptor (it conflicts with the holder's
+    ``LOCK_EX``, whichever process or thread holds it); the kernel wakes it on
+    the release, it lets go at once and bumps ``generation``. A blocking
+    ``flock`` cannot be interrupted, so a waiter that times out just stops
+    waiting: the watcher ends with the holder's release (or death), never
+    holding anything meanwhile but a wait, and is reused by later waiters.
+    """
+
+    __slots__ = ("cv", "failed", "generation", "mode", "path", "running")
+
+    def __init__(self, path: str, mode: int) -> None:
+        self.path = path
+        self.mode = mode
+        self.cv = threading.Condition(threading.Lock())
+        self.generation = 0
+        self.running = False
+        self.failed = False
+
+    def wait(self, deadline: float | None) -> bool:
+        """Wait for the next release: ``False`` on timeout or where it cannot be watched."""
+        with self.cv:
+            if self.failed:
+                return False
+            generation = self.generation
+            if not self.running:
+                self.running = True
+                threading.Thread(target=self._watch, daemon=True,
+                                 name="oauth-callback-lock-watch").start()
+            while self.generation == generation:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self.cv.wait(remaining)
+            return not self.failed
+
+    def _watch(self) -> None:
+        assert fcntl is not None
+        failed = False
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_CLOEXEC", 0), self.mode)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # sleeps until no LOCK_EX is held
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+        except OSError:
+            failed = True  # waiters fall back to queueing for the lock
+        with self.cv:
+            self.failed = self.failed or failed
+            self.running = False
+            self.generation += 1
+            self.cv.notify_all()
 
 
 def _shared_for(path: str, mode: int) -> _Shared:
@@ -82,6 +143,7 @@ def _reset_after_fork() -> None:
     _registry_lock = threading.Lock()
     for shared in list(_shared_locks.values()):
         shared.lock = threading.RLock()
+        shared.watch = _ReleaseWatch(shared.path, shared.mode)  # its thread is not here
         if isinstance(shared.file_lock, _Flock):
             shared.file_lock.forget()
         else:
@@ -252,6 +314,42 @@ class InterProcessLock:
             self._shared.lock.release()
             raise
         self._pid = os.getpid()
+
+    def acquire_unless(self, changed: Callable[[], bool]) -> bool:
+        """Take the lock (``True``), or give up waiting as soon as ``changed()`` is true
+        after a release by the holder (``False``, the lock is not held).
+
+        A waiter does not queue for the lock: it sleeps until the holder (a
+        thread or another process) releases it, and every waiter then calls
+        ``changed()`` side by side; only if it is false does it take the lock.
+        So when a refresher saves new tokens and releases, its waiters return
+        them at once instead of passing through the lock one at a time only to
+        find the work done. Times out as :meth:`acquire` does
+        (:class:`StoreLockTimeout`). Where the release cannot be watched
+        (no ``flock``), the same as :meth:`acquire`.
+        """
+        wait = self.timeout
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            try:
+                self.acquire(timeout=0)  # free (or re-entered by this thread)
+                return True
+            except StoreLockTimeout:
+                pass
+            if fcntl is None or not isinstance(self._shared.file_lock, _Flock):
+                break
+            if not self._shared.watch.wait(deadline):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise StoreLockTimeout(
+                        f"timed out after {wait:g}s waiting for lock {self.path}",
+                        path=self.path,
+                    )
+                break  # the release cannot be watched here: queue for it
+            if changed():
+                return False
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        self.acquire(timeout=remaining)
+        return True
 
     def release(self) -> None:
         """Release one level of the lock (a no-op in a child forked while it was held)."""
