@@ -70,7 +70,7 @@ class _ReleaseWatch:
     holding anything meanwhile but a wait, and is reused by later waiters.
     """
 
-    __slots__ = ("cv", "failed", "generation", "mode", "path", "running")
+    __slots__ = ("cv", "failed", "generation", "mode", "path", "released", "running")
 
     def __init__(self, path: str, mode: int) -> None:
         self.path = path
@@ -79,12 +79,16 @@ class _ReleaseWatch:
         self.generation = 0
         self.running = False
         self.failed = False
+        self.released = False
 
-    def wait(self, deadline: float | None) -> bool:
-        """Wait for the next release: ``False`` on timeout or where it cannot be watched."""
+    def wait(self, deadline: float | None) -> bool | None:
+        """Wait for the next release of a held lock: ``True`` when it came, ``False``
+        when the lock was free as the watcher looked (queue for it then: waiting
+        again would only spin, and shared probes would starve the taker), ``None``
+        on timeout or where releases cannot be watched."""
         with self.cv:
             if self.failed:
-                return False
+                return None
             generation = self.generation
             if not self.running:
                 self.running = True
@@ -93,18 +97,22 @@ class _ReleaseWatch:
             while self.generation == generation:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    return False
+                    return None
                 self.cv.wait(remaining)
-            return not self.failed
+            return None if self.failed else self.released
 
     def _watch(self) -> None:
         assert fcntl is not None
-        failed = False
+        failed = released = False
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
                          | getattr(os, "O_CLOEXEC", 0), self.mode)
             try:
-                fcntl.flock(fd, fcntl.LOCK_SH)  # sleeps until no LOCK_EX is held
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    fcntl.flock(fd, fcntl.LOCK_SH)  # sleeps until no LOCK_EX is held
+                    released = True
                 fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
                 os.close(fd)
@@ -112,6 +120,7 @@ class _ReleaseWatch:
             failed = True  # waiters fall back to queueing for the lock
         with self.cv:
             self.failed = self.failed or failed
+            self.released = released
             self.running = False
             self.generation += 1
             self.cv.notify_all()
@@ -321,7 +330,8 @@ class InterProcessLock:
 
         A waiter does not queue for the lock: it sleeps until the holder (a
         thread or another process) releases it, and every waiter then calls
-        ``changed()`` side by side; only if it is false does it take the lock.
+        ``changed()`` side by side; only if it is false does it try for the lock
+        again (it queues for it, as :meth:`acquire`, once the lock is found free).
         So when a refresher saves new tokens and releases, its waiters return
         them at once instead of passing through the lock one at a time only to
         find the work done. Times out as :meth:`acquire` does
@@ -338,15 +348,15 @@ class InterProcessLock:
                 pass
             if fcntl is None or not isinstance(self._shared.file_lock, _Flock):
                 break
-            if not self._shared.watch.wait(deadline):
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise StoreLockTimeout(
-                        f"timed out after {wait:g}s waiting for lock {self.path}",
-                        path=self.path,
-                    )
-                break  # the release cannot be watched here: queue for it
-            if changed():
+            released = self._shared.watch.wait(deadline)
+            if released is None and deadline is not None and time.monotonic() >= deadline:
+                raise StoreLockTimeout(
+                    f"timed out after {wait:g}s waiting for lock {self.path}", path=self.path
+                )
+            if released and changed():
                 return False
+            if not released:
+                break  # free when looked at, or not watchable: queue for it
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         self.acquire(timeout=remaining)
         return True
