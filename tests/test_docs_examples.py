@@ -82,3 +82,72 @@ def test_example_runs(where: str, code: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, (
         f"{where} exited {proc.returncode}\n--- stdout\n{proc.stdout[-2000:]}\n--- stderr\n{proc.stderr[-3000:]}"
     )
+
+
+# --------------------------------------------------------------------------- shell examples
+
+SHELL_LANGS = ("console", "sh", "bash", "shell")
+LOCAL_COMMANDS = ("demo", "doctor", "status", "completion", "tokens list", "tokens keygen")
+
+
+def cli_lines() -> list[tuple[str, str]]:
+    """(``file:line``, command) of every ``oauth-callback ...`` command in a shell block."""
+    out = []
+    for path in markdown_files():
+        text = path.read_text(encoding="utf-8")
+        for m in FENCE.finditer(text):
+            if m.group("info").strip().split(" ")[0].lower() not in SHELL_LANGS:
+                continue
+            start = text.count("\n", 0, m.start()) + 2
+            for offset, line in enumerate(m.group("body").splitlines()):
+                command = line.strip().removeprefix("$ ")
+                if command.startswith("oauth-callback "):
+                    for sep in (" #", " | ", " && ", " ||", " >", " 2>"):
+                        command = command.split(sep)[0]
+                    command = command.strip().removesuffix("&&").removesuffix("\\").strip()
+                    out.append((f"{path.relative_to(ROOT)}:{start + offset}", command))
+    return out
+
+
+CLI_LINES = cli_lines()
+
+
+def test_every_documented_command_parses() -> None:
+    """Every ``oauth-callback`` command shown in the docs is accepted by the real parser."""
+    import shlex
+
+    from oauth_callback.cli._main import build_parser
+
+    assert len(CLI_LINES) >= 10
+    for where, command in CLI_LINES:
+        argv = shlex.split(command.replace("$OAUTH_CALLBACK_STORE", "file:/tmp/x.json"))[1:]
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit as exc:
+            raise AssertionError(f"{where}: {command!r} is not a valid command") from exc
+
+
+@pytest.mark.parametrize(
+    ("where", "command"),
+    [(w, c) for w, c in CLI_LINES if c.removeprefix("oauth-callback ").startswith(LOCAL_COMMANDS)],
+    ids=lambda v: v if ":" in str(v) else None,
+)
+def test_local_command_runs(where: str, command: str, tmp_path: Path) -> None:
+    """The documented commands that need no provider run, in a fresh HOME, without a usage
+    error or a traceback."""
+    import shlex
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OAUTH_CALLBACK_")}
+    env.update(HOME=str(home), PYTHONPATH=str(ROOT / "src"))
+    env.pop("DISPLAY", None)
+    argv = shlex.split(command.replace("~", str(home)))[1:]
+    if argv[:1] == ["demo"]:
+        argv.append("--no-browser")
+    proc = subprocess.run([sys.executable, "-m", "oauth_callback", *argv], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 2, f"{where}: usage error\n{proc.stderr[-2000:]}"
+    assert "Traceback" not in proc.stderr, f"{where}\n{proc.stderr[-3000:]}"
+    if argv[:1] in (["demo"], ["completion"]) or argv[:2] == ["tokens", "keygen"]:
+        assert proc.returncode == 0, f"{where}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
