@@ -501,6 +501,30 @@ def test_finished_login_leaves_no_verifier_or_state_in_the_backup(tmp_path: Path
     assert FileStore(path).get(KEY) is not None
 
 
+def test_deleted_tokens_and_clients_leave_no_secret_in_the_backup(tmp_path: Path) -> None:
+    """delete() and logout's removals make the backup a copy of the new file: a
+    deleted refresh token (maybe still valid at the provider) leaves the disk."""
+    from oauth_callback import ClientInfo
+
+    path = tmp_path / "s" / "tokens.json"
+    store = FileStore(path)
+    store.set("keep", Tokens("kept-access"))
+    store.set("gone", Tokens("gone-access-5f1e", refresh_token="gone-refresh-9c2d"))
+    store.set_client("gone", ClientInfo(client_id="cid", client_secret="gone-secret-77ab"))
+    store.set("keep", Tokens("kept-access-2"))  # the backup now holds every secret above
+    assert b"gone-refresh-9c2d" in (path.parent / "tokens.json.bak").read_bytes()
+    store.delete("gone")
+    store.delete_client("gone")
+    for name in ("tokens.json", "tokens.json.bak"):
+        data = (path.parent / name).read_bytes()
+        for secret in (b"gone-access-5f1e", b"gone-refresh-9c2d", b"gone-secret-77ab"):
+            assert secret not in data, (name, secret)
+    assert FileStore(path).get("keep") == Tokens("kept-access-2")
+    # A replacing write still keeps the previous version as the backup.
+    store.set("keep", Tokens("kept-access-3"))
+    assert b"kept-access-2" in (path.parent / "tokens.json.bak").read_bytes()
+
+
 def test_clear_removes_corrupt_copies_and_backup(tmp_path: Path) -> None:
     path = tmp_path / "s" / "tokens.json"
     store = FileStore(path)

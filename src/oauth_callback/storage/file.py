@@ -377,9 +377,10 @@ class FileStore(TokenStore):
             result.append(new)
             if new is current:
                 return None
-            # A finished (or abandoned) login's PKCE verifier and state must not
-            # stay behind in the backup.
-            removed_secret.append(section == "sessions" and new is None and current is not None)
+            # A removed record (a finished login's PKCE verifier and state, deleted
+            # or logged-out tokens, a forgotten client secret) must not stay
+            # behind in the backup: the backup becomes a copy of the new file.
+            removed_secret.append(new is None and current is not None)
             return doc.with_value(section, key, new)
 
         self._transact(change, backup_current=removed_secret, key=key)
@@ -389,8 +390,8 @@ class FileStore(TokenStore):
         """Remove every token, client and session (unknown metadata is kept).
 
         The backup and every corrupt copy go too, so no cleared secret stays
-        on disk. (After ``delete``, the previous version stays in the backup
-        until the next write replaces it.)
+        on disk. (``delete`` and every other removal make the backup a copy of
+        the new file, so a removed record does not stay in it either.)
         """
         self._transact(lambda doc: Document({}, {}, doc.meta, {}, {}), keep_backup=False)
 
