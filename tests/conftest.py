@@ -171,6 +171,19 @@ def run_python(code: str, *args: str, timeout: float = 60.0, check: bool = True,
     return result
 
 
+def cli_env(store_path: Path) -> dict[str, str]:
+    """The environment of a CLI child: this checkout's package, the store at
+    ``store_path``, and nothing that would open a browser, pick the device flow
+    (SSH) or lend a client secret."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + e.get("PYTHONPATH", "")
+    e["OAUTH_CALLBACK_STORE"] = str(store_path)
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER", "OAUTH_CALLBACK_CLIENT_SECRET",
+                 "SSH_CONNECTION", "SSH_TTY", "SSH_CLIENT"):
+        e.pop(name, None)
+    return e
+
+
 def python_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")

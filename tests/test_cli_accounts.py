@@ -4,7 +4,6 @@ polish, every command a real subprocess against a real MockProvider."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -29,15 +28,9 @@ def store_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def env(store_path: Path) -> dict[str, str]:
-    from .conftest import ROOT
+    from .conftest import cli_env
 
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + e.get("PYTHONPATH", "")
-    e["OAUTH_CALLBACK_STORE"] = str(store_path)
-    for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER", "OAUTH_CALLBACK_CLIENT_SECRET",
-                 "SSH_CONNECTION", "SSH_TTY", "SSH_CLIENT"):
-        e.pop(name, None)
-    return e
+    return cli_env(store_path)
 
 
 @pytest.fixture

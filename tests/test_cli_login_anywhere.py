@@ -7,7 +7,6 @@ Every test runs the real command in a subprocess against the in-process mock pro
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import signal
@@ -36,13 +35,9 @@ def store_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def env(store_path: Path) -> dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + e.get("PYTHONPATH", "")
-    e["OAUTH_CALLBACK_STORE"] = str(store_path)
-    for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER", "OAUTH_CALLBACK_CLIENT_SECRET",
-                 "SSH_CONNECTION", "SSH_TTY", "SSH_CLIENT"):
-        e.pop(name, None)
-    return e
+    from .conftest import cli_env
+
+    return cli_env(store_path)
 
 
 @pytest.fixture
