@@ -40,7 +40,7 @@ error, Ctrl-C) is *thrown* into the flow at its ``yield``, so :func:`ensure`
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from .protocol import Backoff, CallbackResult, TokenRequest
@@ -75,17 +75,14 @@ R = TypeVar("R")
 Y = TypeVar("Y")
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class HttpGet:
     """``GET url`` with ``headers`` (default ``Accept: application/json``); ``what``
     names it in errors. The ``repr`` never shows the headers (a Bearer token)."""
 
     url: str
-    what: str = "metadata URL"
-    headers: Mapping[str, str] | None = None
-
-    def __repr__(self) -> str:
-        return f"HttpGet(url={self.url!r})"
+    what: str = field(default="metadata URL", repr=False)
+    headers: Mapping[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, repr=False)
@@ -121,7 +118,7 @@ class OpenURL:
         return "OpenURL(<authorization url>)"
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class WaitCallback:
     """Wait for the callback of the running server; the answer is its
     :class:`~oauth_callback.protocol.CallbackResult` (the server's own checks done).
@@ -134,12 +131,9 @@ class WaitCallback:
     """
 
     timeout: float | None
-    expected_state: str | None = None
-    paste: IO[str] | None = None
-    judge: Callable[[str], CallbackResult | str | None] | None = None
-
-    def __repr__(self) -> str:
-        return f"WaitCallback(timeout={self.timeout!r})"
+    expected_state: str | None = field(default=None, repr=False)
+    paste: IO[str] | None = field(default=None, repr=False)
+    judge: Callable[[str], CallbackResult | str | None] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -156,16 +150,14 @@ class Show:
     value: Any
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class SaveSession:
-    """Keep the authorization in progress: ``store.set_session(key, session)``."""
+    """Keep the authorization in progress: ``store.set_session(key, session)``
+    (the ``repr`` shows only the key)."""
 
-    store: TokenStore
+    store: TokenStore = field(repr=False)
     key: str
-    session: OAuthSession
-
-    def __repr__(self) -> str:
-        return f"SaveSession(key={self.key!r})"
+    session: OAuthSession = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -184,19 +176,17 @@ class DeleteSession:
     key: str
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True)
 class SaveLogin:
     """Save what a login earned: ``store.set_client(key, client)`` (when given) first,
     then ``store.set(key, tokens)``: tokens without the client that can refresh them
-    would force a new login, a client without new tokens is harmless."""
+    would force a new login, a client without new tokens is harmless. The ``repr``
+    shows only the key."""
 
-    store: TokenStore
+    store: TokenStore = field(repr=False)
     key: str
-    tokens: Tokens
-    client: ClientInfo | None = None
-
-    def __repr__(self) -> str:
-        return f"SaveLogin(key={self.key!r})"
+    tokens: Tokens = field(repr=False)
+    client: ClientInfo | None = field(default=None, repr=False)
 
 
 Effect: TypeAlias = (

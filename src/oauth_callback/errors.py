@@ -110,13 +110,9 @@ class StoreCorruptError(StoreError):
     """
 
 
-class StoreDecryptError(StoreCorruptError):
-    """An encrypted record does not decrypt with the store's key although the key id matches.
-
-    The ciphertext was modified, or copied from another key name or section
-    (the associated data binds it to both), or the record is in a format this
-    version does not know. ``key_source`` names where the key came from.
-    """
+class _KeySourced(StoreError):
+    """A store error that names where the encryption key comes from (``key_source``:
+    ``env:NAME``, ``file:PATH``, ``keyring``; never the key itself)."""
 
     def __init__(
         self,
@@ -127,6 +123,15 @@ class StoreDecryptError(StoreCorruptError):
     ) -> None:
         super().__init__(message, path=path)
         self.key_source = key_source
+
+
+class StoreDecryptError(StoreCorruptError, _KeySourced):
+    """An encrypted record does not decrypt with the store's key although the key id matches.
+
+    The ciphertext was modified, or copied from another key name or section
+    (the associated data binds it to both), or the record is in a format this
+    version does not know. ``key_source`` names where the key came from.
+    """
 
 
 class StoreWriteError(StoreError):
@@ -158,7 +163,7 @@ class StoreUnavailableError(StoreError):
     """The backend cannot be reached or used (no keyring backend, Redis down, ...)."""
 
 
-class StoreKeyError(StoreError):
+class StoreKeyError(_KeySourced):
     """The encryption key of an encrypted store is missing or unusable.
 
     ``key_source`` names where the key comes from (``env:NAME``, ``file:PATH``,
@@ -166,16 +171,6 @@ class StoreKeyError(StoreError):
     readable by others or owned by someone else, or a value that is not the
     base64url form of 32 bytes.
     """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        path: str | os.PathLike[str] | None = None,
-        key_source: str | None = None,
-    ) -> None:
-        super().__init__(message, path=path)
-        self.key_source = key_source
 
 
 class StoreWrongKeyError(StoreKeyError):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._auth_base import TokenAuthBase
 from ._http import httpx2
-from .bearer import SendRequest, bearer_flow
+from .bearer import CurrentToken, RefreshRejected, SendRequest, bearer_flow
 
 __all__ = ["HttpxTokenAuth"]
 
@@ -59,35 +59,40 @@ def _replayable(request: Any) -> bool:
     return True
 
 
+class _Steps:
+    """One request's run of :func:`~oauth_callback.bearer.bearer_flow`, for both
+    auth flows: iterating it yields the token effects to answer, and ``None`` when
+    the request is to be sent (its ``Authorization`` header is set by then); the
+    answer of each step goes to :attr:`reply`. It stops when the flow ends."""
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.reply: Any = None
+        self._flow = bearer_flow(replayable=_replayable(request))
+
+    def __iter__(self) -> _Steps:
+        return self
+
+    def __next__(self) -> CurrentToken | RefreshRejected | None:
+        reply, self.reply = self.reply, None
+        effect = self._flow.send(reply)  # StopIteration when the flow ends
+        if isinstance(effect, SendRequest):
+            self.request.headers["Authorization"] = effect.authorization
+            return None
+        return effect
+
+
 class HttpxTokenAuth(TokenAuthBase, _AuthBase):
     """An ``httpx2`` (and ``httpx``) ``Auth`` sending the manager's access token."""
 
     def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
-        flow = bearer_flow(replayable=_replayable(request))
-        effect = next(flow)
-        while True:
-            reply: Any
-            if isinstance(effect, SendRequest):
-                request.headers["Authorization"] = effect.authorization
-                reply = yield request
-            else:
-                reply = self.tokens_for(effect)
-            try:
-                effect = flow.send(reply)
-            except StopIteration:
-                return
+        steps = _Steps(request)
+        for effect in steps:
+            steps.reply = (yield request) if effect is None else self.tokens_for(effect)
 
     async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
-        flow = bearer_flow(replayable=_replayable(request))
-        effect = next(flow)
-        while True:
-            reply: Any
-            if isinstance(effect, SendRequest):
-                request.headers["Authorization"] = effect.authorization
-                reply = yield request
-            else:
-                reply = await self.tokens_for_async(effect)
-            try:
-                effect = flow.send(reply)
-            except StopIteration:
-                return
+        steps = _Steps(request)
+        for effect in steps:
+            steps.reply = (
+                (yield request) if effect is None else await self.tokens_for_async(effect)
+            )
