@@ -17,7 +17,9 @@ import logging
 import re
 from collections.abc import Iterable
 
-try:
+from .._extras import requires_extra
+
+with requires_extra("oauth_callback.mcp", "the MCP SDK", "mcp"):
     from mcp.client.auth import OAuthClientProvider, OAuthFlowError
     from mcp.client.auth.utils import extract_field_from_www_auth
     from mcp.shared.auth import (
@@ -27,10 +29,6 @@ try:
         OAuthToken,
     )
     from pydantic import AnyUrl, ValidationError
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "oauth_callback.mcp needs the MCP SDK: pip install 'oauth-callback[mcp]'"
-    ) from exc
 
 __all__ = [
     "PRIVATE_ATTRIBUTES",

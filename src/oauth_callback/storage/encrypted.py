@@ -93,13 +93,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-try:
+from .._extras import requires_extra
+
+with requires_extra("EncryptedStore", "the cryptography package", "encryption"):
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-except ImportError as _exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "EncryptedStore needs the cryptography package: pip install 'oauth-callback[encryption]'"
-    ) from _exc
 
 from ..errors import StoreCorruptError, StoreDecryptError, StoreKeyError, StoreWrongKeyError
 from ..models import ClientInfo, OAuthSession, Tokens

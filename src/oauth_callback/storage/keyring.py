@@ -70,17 +70,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-try:
+from .._extras import requires_extra
+
+with requires_extra("KeyringStore", "the keyring package", "keyring"):
     import keyring
     import keyring.backend
     import keyring.errors
     from keyring.backends import chainer as _chainer
     from keyring.backends import fail as _fail
     from keyring.backends import null as _null
-except ImportError as _exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "KeyringStore needs the keyring package: pip install 'oauth-callback[keyring]'"
-    ) from _exc
 
 from ..errors import StoreCorruptError, StoreError, StoreUnavailableError
 from ..fs import ensure_private_directory

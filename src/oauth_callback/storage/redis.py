@@ -64,15 +64,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
-try:
+from .._extras import requires_extra
+
+with requires_extra("RedisStore", "redis-py", "redis"):
     import redis
     import redis.exceptions
     from redis.backoff import ExponentialWithJitterBackoff
     from redis.retry import Retry
-except ImportError as _exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "RedisStore needs redis-py: pip install 'oauth-callback[redis]'"
-    ) from _exc
 
 from ..errors import StoreCorruptError, StoreError, StoreLockTimeout, StoreUnavailableError
 from ..models import Tokens
