@@ -69,13 +69,21 @@ def _parse_section(
         raise DocumentError(f"'{RESERVED_KEY}.{name}' must be an object")
     parsed: dict[str, Any] = {}
     for key, record in raw.items():
-        try:
-            parsed[key] = kind.from_record(record)
-        except ValueError as exc:
-            if lenient:
-                continue
-            raise DocumentError(f"'{RESERVED_KEY}.{name}.{key}': {exc}") from None
+        value = _decode(kind, record, f"'{RESERVED_KEY}.{name}.{key}'", lenient=lenient)
+        if value is not None:
+            parsed[key] = value
     return parsed
+
+
+def _decode(kind: Any, record: Any, where: str, *, lenient: bool) -> Any:
+    """``kind.from_record(record)``; an invalid record is ``None`` (skipped) when
+    ``lenient``, else a :class:`DocumentError` naming ``where``."""
+    try:
+        return kind.from_record(record)
+    except ValueError as exc:
+        if lenient:
+            return None
+        raise DocumentError(f"{where}: {exc}") from None
 
 
 _DECODER = json.JSONDecoder()
@@ -216,12 +224,10 @@ class Document:
                 sessions = _parse_section(value, "sessions", OAuthSession, lenient=lenient)
                 meta = {k: v for k, v in value.items() if k not in ("clients", "sessions")}
                 continue
-            try:
-                tokens[key] = Tokens.from_record(value)
-            except ValueError as exc:
-                if lenient:
-                    continue
-                raise DocumentError(f"record {key!r}: {exc}") from None
+            token = _decode(Tokens, value, f"record {key!r}", lenient=lenient)
+            if token is None:
+                continue
+            tokens[key] = token
             entries[key] = value
         if fragments is not None:
             fragments = {k: f for k, f in fragments.items() if k in entries or k == RESERVED_KEY}
