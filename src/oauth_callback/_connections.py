@@ -44,12 +44,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["ConnectionLoop", "Reply", "fd_budget"]
 
 logger = logging.getLogger("oauth_callback.loopback")
 
+_T = TypeVar("_T")
 _RECV_SIZE = 65536
 _ACCEPTS_PER_WAKE = 64  # accepts per readiness event: one listener cannot starve the rest
 _PAUSE_ON_EMFILE = 0.05  # seconds without accepting when no descriptor can be freed
@@ -281,14 +282,21 @@ class ConnectionLoop:
             self._selector.register(sock, selectors.EVENT_READ, conn)
             self._read(conn)  # a request already there is handled before any eviction
 
-    def _read(self, conn: _Connection) -> None:
+    def _socket_call(self, conn: _Connection, call: Callable[[], _T], ended: str) -> _T | None:
+        """``call()`` on ``conn``'s non-blocking socket; ``None`` when it would block (the
+        selector calls again) or failed (logged as ``ended``, the connection finished)."""
         try:
-            data = conn.sock.recv(_RECV_SIZE)
+            return call()
         except (BlockingIOError, InterruptedError):
-            return
+            return None
         except OSError as exc:
-            logger.debug("connection ended: %s", type(exc).__name__)
+            logger.debug("%s: %s", ended, type(exc).__name__)
             self._finish(conn)
+            return None
+
+    def _read(self, conn: _Connection) -> None:
+        data = self._socket_call(conn, lambda: conn.sock.recv(_RECV_SIZE), "connection ended")
+        if data is None:
             return
         if not data:  # the client went away before sending a complete request
             self._finish(conn)
@@ -319,13 +327,10 @@ class ConnectionLoop:
         self._write(conn)
 
     def _write(self, conn: _Connection) -> None:
-        try:
-            sent = conn.sock.send(conn.out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            logger.debug("connection ended while answering: %s", type(exc).__name__)
-            self._finish(conn)
+        sent = self._socket_call(
+            conn, lambda: conn.sock.send(conn.out), "connection ended while answering"
+        )
+        if sent is None:
             return
         conn.out = conn.out[sent:]
         if not conn.out:
