@@ -47,15 +47,13 @@ The device code is a secret (it redeems the grant): it is in no message or
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
-from ._text import clip
 from .errors import OAuthError, TokenEndpointError
 from .models import Tokens
 from .protocol import (
@@ -63,12 +61,18 @@ from .protocol import (
     RawResponse,
     TokenFlow,
     TokenRequest,
+    _error_answer,
+    _json_object,
     _retry_after,
-    _scope_text,
     _token_request,
     is_retryable,
     parse_token_response,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .protocol import ClientAuthentication
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -137,51 +141,32 @@ class DeviceAuthorization:
 def device_authorization_request(
     endpoint: str,
     *,
-    client_id: str,
-    client_secret: str | None = None,
-    auth_method: str | None = None,
     scope: str | Sequence[str] | None = None,
     resource: str | Sequence[str] | None = None,
+    **client: Unpack[ClientAuthentication],
 ) -> TokenRequest:
     """The device authorization request (RFC 8628 3.1), a form ``POST`` to ``endpoint``.
 
-    The client authenticates as at the token endpoint (``auth_method`` ``None``:
+    The client authenticates as at the token endpoint (``client``: the
+    :class:`~oauth_callback.protocol.ClientAuthentication`; ``auth_method`` ``None``:
     ``none`` without a secret, ``client_secret_basic`` with one); ``scope`` is
     space-joined, ``resource`` (RFC 8707) repeated. Raises :class:`ValueError`
     as :func:`~oauth_callback.protocol.authorization_code_request`.
     """
     form: dict[str, str] = {}
-    scope_text = _scope_text(scope)
-    if scope_text:
-        form["scope"] = scope_text
-    return _token_request(
-        endpoint,
-        form,
-        client_id=client_id,
-        client_secret=client_secret,
-        auth_method=auth_method,
-        resource=resource,
-    )
+    return _token_request(endpoint, form, scope=scope, resource=resource, **client)
 
 
 def device_token_request(
     token_endpoint: str,
     *,
     device_code: str,
-    client_id: str,
-    client_secret: str | None = None,
-    auth_method: str | None = None,
     resource: str | Sequence[str] | None = None,
+    **client: Unpack[ClientAuthentication],
 ) -> TokenRequest:
     """The device access token request (RFC 8628 3.4) that :func:`device_poll_flow` repeats."""
-    return _token_request(
-        token_endpoint,
-        {"grant_type": DEVICE_CODE_GRANT, "device_code": device_code},
-        client_id=client_id,
-        client_secret=client_secret,
-        auth_method=auth_method,
-        resource=resource,
-    )
+    form = {"grant_type": DEVICE_CODE_GRANT, "device_code": device_code}
+    return _token_request(token_endpoint, form, resource=resource, **client)
 
 
 def _malformed(status: int, what: str) -> TokenEndpointError:
@@ -248,25 +233,18 @@ def parse_device_authorization_response(
     user code or URI with control characters. Messages never quote the body;
     provider text has ``secrets`` redacted.
     """
-    try:
-        data: Any = json.loads(body) if body else None
-    except ValueError:
-        data = None
-    if isinstance(data, Mapping) and isinstance(data.get("error"), str) and data["error"] and (
+    data = _json_object(body)
+    if data is not None and isinstance(data.get("error"), str) and data["error"] and (
         400 <= status < 500 or 200 <= status < 300
     ):
-        raise OAuthError(
-            clip(data["error"], secrets) or "unknown_error",
-            clip(data.get("error_description"), secrets),
-            clip(data.get("error_uri"), secrets),
-        )
+        raise _error_answer(data, secrets)
     if not 200 <= status < 300:
         raise TokenEndpointError(
             f"device authorization endpoint answered HTTP {status}",
             status_code=status,
             retry_after=_retry_after(headers),
         )
-    if not isinstance(data, Mapping):
+    if data is None:
         raise _malformed(status, f"not a JSON object ({len(body)} bytes)")
     device_code = data.get("device_code")
     if not isinstance(device_code, str) or not device_code:

@@ -17,7 +17,6 @@ put in an exception message or shown in a ``repr``.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import threading
@@ -26,7 +25,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from ._http import httpx2
-from ._text import clip
 from .assertion import PrivateKeyJWT
 from .browser import OpenBrowser
 from .device import (
@@ -57,7 +55,6 @@ from .errors import (
     AccountMismatchError,
     DiscoveryError,
     MissingCredentialsError,
-    OAuthError,
     RegistrationError,
 )
 from .identity import Fetch, identify_flow, oidc_nonce, userinfo_flow
@@ -79,9 +76,12 @@ from .protocol import (
     AUTH_METHODS,
     AuthMethod,
     CallbackResult,
+    ClientAuthentication,
     RawResponse,
     ServerMetadata,
     TokenRequest,
+    _error_answer,
+    _json_object,
     authorization_code_request,
     build_authorization_url,
     check_callback,
@@ -203,6 +203,16 @@ class OAuthClient:
             supported=metadata.token_endpoint_auth_methods_supported if metadata else None,
             explicit=self._explicit_auth_method,
         )
+
+    def _authentication(self, *, assertion: bool = True) -> ClientAuthentication:
+        """How this client authenticates a request to the token endpoint (with a
+        fresh ``private_key_jwt`` assertion unless ``assertion`` is false)."""
+        return {
+            "client_id": self.client_id,
+            "client_secret": self._client_secret,
+            "auth_method": self.token_endpoint_auth_method,
+            "client_assertion": self._client_assertion() if assertion else None,
+        }
 
     def _client_assertion(self) -> str | None:
         """A fresh ``private_key_jwt`` assertion for one token request (``None``
@@ -458,11 +468,8 @@ class OAuthClient:
             code=code,
             redirect_uri=redirect_uri,
             code_verifier=code_verifier,
-            client_id=self.client_id,
-            client_secret=self._client_secret,
-            auth_method=self.token_endpoint_auth_method,
             resource=self.resource or None,
-            client_assertion=self._client_assertion(),
+            **self._authentication(),
         )
 
     def _refresh_request(self, refresh_token: str, scope: str | None) -> TokenRequest:
@@ -470,12 +477,9 @@ class OAuthClient:
         return refresh_request(
             self.token_endpoint,
             refresh_token=refresh_token,
-            client_id=self.client_id,
-            client_secret=self._client_secret,
-            auth_method=self.token_endpoint_auth_method,
             scope=scope,
             resource=self.resource or None,
-            client_assertion=self._client_assertion(),
+            **self._authentication(),
         )
 
     def _client_credentials_request(
@@ -484,12 +488,9 @@ class OAuthClient:
         assert self.token_endpoint is not None
         return client_credentials_request(
             self.token_endpoint,
-            client_id=self.client_id,
-            client_secret=self._client_secret,
-            auth_method=self.token_endpoint_auth_method,
-            client_assertion=self._client_assertion(),
             scope=self.scope if scope is None else scope,
             resource=(self.resource or None) if resource is None else resource,
+            **self._authentication(),
         )
 
     def exchange_code(self, code: str, redirect_uri: str, code_verifier: str) -> Tokens:
@@ -862,18 +863,15 @@ class OAuthClient:
                 "browser instead (over SSH: login --no-browser, then paste the redirect)"
             )
         assert self.token_endpoint is not None
-        token_endpoint = self.token_endpoint
-        client_id, secret = self.client_id, self._client_secret
-        method, resource = self.token_endpoint_auth_method, self.resource or None
+        token_endpoint, resource = self.token_endpoint, self.resource or None
+        client = self._authentication(assertion=False)
         request = device_authorization_request(
-            endpoint, client_id=client_id, client_secret=secret, auth_method=method,
-            scope=self.scope, resource=resource,
+            endpoint, scope=self.scope, resource=resource, **client
         )
         return device_login_flow(
             request,
             lambda grant: device_token_request(
-                token_endpoint, device_code=grant.device_code, client_id=client_id,
-                client_secret=secret, auth_method=method, resource=resource,
+                token_endpoint, device_code=grant.device_code, resource=resource, **client
             ),
         )
 
@@ -982,10 +980,7 @@ class OAuthClient:
             endpoint,
             token=token,
             token_type_hint=token_type_hint,
-            client_id=self.client_id,
-            client_secret=self._client_secret,
-            auth_method=self.token_endpoint_auth_method,
-            client_assertion=self._client_assertion(),
+            **self._authentication(),
         )
 
     # -- who logged in ----------------------------------------------------------------
@@ -1227,11 +1222,8 @@ def _registration_flow(
 
 def _registration_answer(response: RawResponse, secrets: Sequence[str]) -> dict[str, Any]:
     """Judge a registration response (RFC 7591 3.2): the new client's arguments."""
-    try:
-        data = json.loads(response.body)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
+    data = _json_object(response.body)
+    if data is None:
         raise RegistrationError(
             f"registration endpoint answered HTTP {response.status} without a JSON object",
             status_code=response.status,
@@ -1240,11 +1232,7 @@ def _registration_answer(response: RawResponse, secrets: Sequence[str]) -> dict[
         error = data.get("error")
         if isinstance(error, str) and error and response.status < 500:
             # The same redaction and control-character stripping as token errors.
-            raise OAuthError(
-                clip(error, secrets) or "unknown_error",
-                clip(data.get("error_description"), secrets),
-                clip(data.get("error_uri"), secrets),
-            )
+            raise _error_answer(data, secrets)
         raise RegistrationError(
             f"registration endpoint answered HTTP {response.status}",
             status_code=response.status,

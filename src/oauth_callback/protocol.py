@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypedDict, cast
 from urllib.parse import parse_qsl, quote_plus, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from ._text import clip
@@ -44,12 +44,16 @@ from .errors import (
 )
 from .models import Tokens, fingerprint
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "AUTH_METHODS",
     "AuthMethod",
     "Backoff",
     "CallbackProblem",
     "CallbackResult",
+    "ClientAuthentication",
     "RawResponse",
     "ServerMetadata",
     "TokenFlow",
@@ -540,6 +544,28 @@ class TokenRequest:
     __str__ = __repr__
 
 
+class _ClientId(TypedDict):
+    client_id: str
+
+
+class ClientAuthentication(_ClientId, total=False):
+    """How a client authenticates a form ``POST`` to the token endpoint (and to the
+    device authorization and revocation endpoints, which speak its protocol): the
+    keyword arguments every request builder of this module (and of
+    :mod:`oauth_callback.device`) takes.
+
+    ``client_id`` (required); ``client_secret``; ``auth_method`` (``None`` or left
+    out: :func:`default_auth_method`); ``client_assertion``, the signed JWT of
+    ``private_key_jwt`` (a fresh one per request). A builder raises
+    :class:`ValueError` for an unknown method or one without what it needs (a
+    secret, an assertion).
+    """
+
+    client_secret: str | None
+    auth_method: str | None
+    client_assertion: str | None
+
+
 def default_auth_method(client_secret: str | None) -> AuthMethod:
     """``none`` for a public client, ``client_secret_basic`` when there is a secret."""
     return "none" if client_secret is None else "client_secret_basic"
@@ -591,12 +617,19 @@ def _token_request(
     url: str,
     form: dict[str, str],
     *,
-    client_id: str,
-    client_secret: str | None,
-    auth_method: str | None,
+    scope: str | Sequence[str] | None = None,
     resource: str | Sequence[str] | None,
+    client_id: str,
+    client_secret: str | None = None,
+    auth_method: str | None = None,
     client_assertion: str | None = None,
 ) -> TokenRequest:
+    """A form ``POST`` to ``url`` of the token endpoint's protocol: ``form``, plus
+    ``scope`` (space-joined) when given, the client authentication
+    (:class:`ClientAuthentication`) and ``resource`` (RFC 8707, repeated)."""
+    scope_text = _scope_text(scope)
+    if scope_text:
+        form["scope"] = scope_text
     method = auth_method or default_auth_method(client_secret)
     if method not in AUTH_METHODS:
         raise ValueError(
@@ -643,16 +676,13 @@ def authorization_code_request(
     code: str,
     redirect_uri: str,
     code_verifier: str,
-    client_id: str,
-    client_secret: str | None = None,
-    auth_method: str | None = None,
     resource: str | Sequence[str] | None = None,
-    client_assertion: str | None = None,
+    **client: Unpack[ClientAuthentication],
 ) -> TokenRequest:
     """The ``authorization_code`` grant request (RFC 6749 4.1.3, RFC 7636 4.5).
 
-    ``auth_method`` ``None`` means :func:`default_auth_method`;
-    ``client_assertion`` is the signed JWT of ``private_key_jwt``. Raises
+    ``client`` is the :class:`ClientAuthentication` (``client_id``,
+    ``client_secret``, ``auth_method``, ``client_assertion``). Raises
     :class:`ValueError` for an unknown method or one without what it needs (a
     secret, an assertion).
     """
@@ -662,56 +692,31 @@ def authorization_code_request(
         "redirect_uri": redirect_uri,
         "code_verifier": code_verifier,
     }
-    return _token_request(
-        token_endpoint,
-        form,
-        client_id=client_id,
-        client_secret=client_secret,
-        auth_method=auth_method,
-        resource=resource,
-        client_assertion=client_assertion,
-    )
+    return _token_request(token_endpoint, form, resource=resource, **client)
 
 
 def refresh_request(
     token_endpoint: str,
     *,
     refresh_token: str,
-    client_id: str,
-    client_secret: str | None = None,
-    auth_method: str | None = None,
     scope: str | Sequence[str] | None = None,
     resource: str | Sequence[str] | None = None,
-    client_assertion: str | None = None,
+    **client: Unpack[ClientAuthentication],
 ) -> TokenRequest:
     """The ``refresh_token`` grant request (RFC 6749 6).
 
-    Raises as :func:`authorization_code_request`.
+    ``client`` and the errors as :func:`authorization_code_request`.
     """
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-    scope_text = _scope_text(scope)
-    if scope_text:
-        form["scope"] = scope_text
-    return _token_request(
-        token_endpoint,
-        form,
-        client_id=client_id,
-        client_secret=client_secret,
-        auth_method=auth_method,
-        resource=resource,
-        client_assertion=client_assertion,
-    )
+    return _token_request(token_endpoint, form, scope=scope, resource=resource, **client)
 
 
 def client_credentials_request(
     token_endpoint: str,
     *,
-    client_id: str,
-    client_secret: str | None = None,
-    auth_method: str | None = None,
-    client_assertion: str | None = None,
     scope: str | Sequence[str] | None = None,
     resource: str | Sequence[str] | None = None,
+    **client: Unpack[ClientAuthentication],
 ) -> TokenRequest:
     """The ``client_credentials`` grant request (RFC 6749 4.4.2).
 
@@ -722,8 +727,9 @@ def client_credentials_request(
     :class:`ValueError` for a public client (``none``: RFC 6749 4.4 is for
     confidential clients only), an unknown method, or one without what it needs.
     """
-    method = auth_method or (
-        "private_key_jwt" if client_assertion else default_auth_method(client_secret)
+    method = client.get("auth_method") or (
+        "private_key_jwt" if client.get("client_assertion")
+        else default_auth_method(client.get("client_secret"))
     )
     if method == "none":
         raise ValueError(
@@ -731,18 +737,8 @@ def client_credentials_request(
             "(a client secret or a private key)"
         )
     form = {"grant_type": "client_credentials"}
-    scope_text = _scope_text(scope)
-    if scope_text:
-        form["scope"] = scope_text
-    return _token_request(
-        token_endpoint,
-        form,
-        client_id=client_id,
-        client_secret=client_secret,
-        auth_method=method,
-        resource=resource,
-        client_assertion=client_assertion,
-    )
+    client["auth_method"] = method
+    return _token_request(token_endpoint, form, scope=scope, resource=resource, **client)
 
 
 # --------------------------------------------------------------------------- revocation (RFC 7009)
@@ -756,10 +752,7 @@ def revocation_request(
     *,
     token: str,
     token_type_hint: str | None = None,
-    client_id: str,
-    client_secret: str | None = None,
-    auth_method: str | None = None,
-    client_assertion: str | None = None,
+    **client: Unpack[ClientAuthentication],
 ) -> TokenRequest:
     """A token revocation request (RFC 7009 2.1).
 
@@ -777,14 +770,27 @@ def revocation_request(
     form = {"token": token}
     if token_type_hint is not None:
         form["token_type_hint"] = token_type_hint
-    return _token_request(
-        revocation_endpoint,
-        form,
-        client_id=client_id,
-        client_secret=client_secret,
-        auth_method=auth_method,
-        resource=None,
-        client_assertion=client_assertion,
+    return _token_request(revocation_endpoint, form, resource=None, **client)
+
+
+def _json_object(body: bytes) -> Mapping[str, Any] | None:
+    """The JSON object ``body`` holds; ``None`` when it is empty, not JSON or not an object."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        return None
+    return data if isinstance(data, Mapping) else None
+
+
+def _error_answer(
+    data: Mapping[str, Any], secrets: Iterable[str], kind: type[OAuthError] = OAuthError
+) -> OAuthError:
+    """The :class:`OAuthError` (or ``kind``) an RFC 6749 5.2 error object ``data``
+    stands for, the provider's text clipped and with ``secrets`` redacted."""
+    return kind(
+        clip(data.get("error"), secrets) or "unknown_error",
+        clip(data.get("error_description"), secrets),
+        clip(data.get("error_uri"), secrets),
     )
 
 
@@ -802,19 +808,11 @@ def parse_revocation_response(
     """
     if status == 200:
         return
-    data: Any
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        data = None
-    error = data.get("error") if isinstance(data, Mapping) else None
+    data = _json_object(body)
+    error = data.get("error") if data is not None else None
     if isinstance(error, str) and error and 400 <= status < 500 and status != 429:
-        assert isinstance(data, Mapping)
-        raise OAuthError(
-            clip(error, secrets) or "unknown_error",
-            clip(data.get("error_description"), secrets),
-            clip(data.get("error_uri"), secrets),
-        )
+        assert data is not None
+        raise _error_answer(data, secrets)
     detail = f" ({clip(error, secrets)})" if isinstance(error, str) and error else ""
     raise TokenEndpointError(
         f"revocation endpoint answered HTTP {status}{detail}",
@@ -876,20 +874,16 @@ def parse_token_response(
     provider text (``error``, ``error_description``, ``error_uri``) is shown
     with ``secrets`` (what the request sent) redacted.
     """
-    data: Any
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        data = None
+    data = _json_object(body)
     if status >= 500 or status == 429:
-        error = data.get("error") if isinstance(data, Mapping) else None
+        error = data.get("error") if data is not None else None
         detail = f" ({clip(error, secrets)})" if isinstance(error, str) else ""
         raise TokenEndpointError(
             f"token endpoint answered HTTP {status}{detail}",
             status_code=status,
             retry_after=_retry_after(headers),
         )
-    if not isinstance(data, Mapping):
+    if data is None:
         kind = _content_type(headers) or "no content type"
         raise TokenEndpointError(
             f"token endpoint answered HTTP {status} with a body that is not a JSON object "
@@ -898,10 +892,8 @@ def parse_token_response(
         )
     error = data.get("error")
     if isinstance(error, str) and error and (400 <= status < 500 or 200 <= status < 300):
-        raise (InvalidClientError if error == "invalid_client" else OAuthError)(
-            clip(error, secrets) or "unknown_error",
-            clip(data.get("error_description"), secrets),
-            clip(data.get("error_uri"), secrets),
+        raise _error_answer(
+            data, secrets, InvalidClientError if error == "invalid_client" else OAuthError
         )
     if not 200 <= status < 300:
         raise TokenEndpointError(
