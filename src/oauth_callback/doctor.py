@@ -152,6 +152,25 @@ def _store_dir(path: str) -> str:
     return FileLayout.of(path).real_directory
 
 
+def _unstattable(exc: OSError, check: str, label: str, path: str, *, absent: str | None,
+                 severity: Severity = Severity.ERROR, fix: str | None = None) -> list[Finding]:
+    """What a check reports when ``stat`` of ``path`` (named ``label``) raised ``exc``:
+    ``absent`` as an INFO (nothing when ``None``) if it does not exist, else "cannot stat"."""
+    if isinstance(exc, FileNotFoundError):
+        return [] if absent is None else [Finding(check, Severity.INFO, absent, path=path)]
+    return [Finding(check, severity, f"cannot stat {label}: {exc.strerror}", fix=fix, path=path)]
+
+
+def _readable_by_others(check: str, label: str, path: str, mode: int, why: str) -> Finding:
+    """A file that holds tokens is readable by group or others: an ERROR that
+    :func:`repair` fixes (``chmod 600``)."""
+    return Finding(
+        check, Severity.ERROR,
+        f"{label} {path} has mode {mode:04o}: readable by {_who(mode & 0o077)}; {why}",
+        fix=f"chmod 600 {path}  (or: oauth-callback doctor --repair)",
+        path=path, repairable=True)
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -160,14 +179,12 @@ def check_directory(path: str) -> list[Finding]:
     directory = _store_dir(path)
     try:
         st = os.stat(directory)
-    except FileNotFoundError:
-        return [Finding("directory", Severity.INFO,
-                        f"directory {directory} does not exist yet; the first write creates "
-                        "it with mode 0700", path=directory)]
     except OSError as exc:
-        return [Finding("directory", Severity.ERROR,
-                        f"cannot stat directory {directory}: {exc.strerror}",
-                        fix="check the permissions of its parent directories", path=directory)]
+        return _unstattable(
+            exc, "directory", f"directory {directory}", directory,
+            absent=f"directory {directory} does not exist yet; the first write creates it "
+            "with mode 0700",
+            fix="check the permissions of its parent directories")
     if not stat.S_ISDIR(st.st_mode):
         return [Finding("directory", Severity.ERROR, f"{directory} is not a directory",
                         fix="choose another store path (--store)", path=directory)]
@@ -210,13 +227,11 @@ def check_store_file(path: str) -> list[Finding]:
     """The store file itself: a regular file, mode ``0600``, owned by the user."""
     try:
         lst = os.lstat(path)
-    except FileNotFoundError:
-        return [Finding("store-file", Severity.INFO,
-                        f"no store file at {path} yet (nothing stored); the first write creates it "
-                        "with mode 0600", path=path)]
     except OSError as exc:
-        return [Finding("store-file", Severity.ERROR, f"cannot stat {path}: {exc.strerror}",
-                        fix="check the permissions of the store directory", path=path)]
+        return _unstattable(
+            exc, "store-file", path, path, fix="check the permissions of the store directory",
+            absent=f"no store file at {path} yet (nothing stored); the first write creates it "
+            "with mode 0600")
     findings: list[Finding] = []
     target = path
     if stat.S_ISLNK(lst.st_mode):
@@ -257,12 +272,8 @@ def check_store_file(path: str) -> list[Finding]:
             fix="keep one path: remove the other hard link (find / -samefile "
             f"{target}), or make it a symlink", path=target))
     if mode & 0o077:
-        findings.append(Finding(
-            "store-mode", Severity.ERROR,
-            f"store file {target} has mode {mode:04o}: readable by {_who(mode & 0o077)}; "
-            "tokens must be private (0600)",
-            fix=f"chmod 600 {target}  (or: oauth-callback doctor --repair)",
-            path=target, repairable=True))
+        findings.append(_readable_by_others("store-mode", "store file", target, mode,
+                                            "tokens must be private (0600)"))
     elif mode & 0o600 != 0o600:
         findings.append(Finding(
             "store-mode", Severity.WARNING,
@@ -334,14 +345,10 @@ def check_backup(path: str) -> list[Finding]:
     backup = FileLayout.of(path).backup
     try:
         st = os.lstat(backup)
-    except FileNotFoundError:
-        if os.path.exists(path):
-            return [Finding("backup", Severity.INFO,
-                            f"no backup {backup} yet; the next write keeps one", path=backup)]
-        return []
     except OSError as exc:
-        return [Finding("backup", Severity.WARNING, f"cannot stat {backup}: {exc.strerror}",
-                        path=backup)]
+        absent = f"no backup {backup} yet; the next write keeps one"
+        return _unstattable(exc, "backup", backup, backup, severity=Severity.WARNING,
+                            absent=absent if os.path.exists(path) else None)
     if not stat.S_ISREG(st.st_mode):
         return [Finding("backup", Severity.WARNING, f"backup {backup} is not a regular file",
                         fix=f"remove it (rm {backup}); the next write keeps a new one",
@@ -349,12 +356,8 @@ def check_backup(path: str) -> list[Finding]:
     findings: list[Finding] = []
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
-        findings.append(Finding(
-            "backup-mode", Severity.ERROR,
-            f"backup {backup} has mode {mode:04o}: readable by {_who(mode & 0o077)}; it holds "
-            "tokens too",
-            fix=f"chmod 600 {backup}  (or: oauth-callback doctor --repair)",
-            path=backup, repairable=True))
+        findings.append(_readable_by_others("backup-mode", "backup", backup, mode,
+                                            "it holds tokens too"))
     try:
         doc = _parse_file(backup)
     except (OSError, DocumentError) as exc:
@@ -461,11 +464,9 @@ def probe_lock(lock_path: str, wait: float = _LOCK_PROBE_SECONDS) -> bool | None
 def _check_one_lock(lock_path: str, what: str, check: str) -> list[Finding]:
     try:
         st = os.lstat(lock_path)
-    except FileNotFoundError:
-        return []
     except OSError as exc:
-        return [Finding(check, Severity.WARNING, f"cannot stat {what} {lock_path}: {exc.strerror}",
-                        path=lock_path)]
+        return _unstattable(exc, check, f"{what} {lock_path}", lock_path, absent=None,
+                            severity=Severity.WARNING)
     if stat.S_ISLNK(st.st_mode):
         return [Finding(
             check, Severity.ERROR,
@@ -528,12 +529,8 @@ def check_corrupt_copies(path: str) -> list[Finding]:
             continue
         mode = stat.S_IMODE(st.st_mode)
         if stat.S_ISREG(st.st_mode) and mode & 0o077:
-            findings.append(Finding(
-                "corrupt-copy-mode", Severity.ERROR,
-                f"corrupt copy {copy} has mode {mode:04o}: readable by {_who(mode & 0o077)}; "
-                "it may hold tokens",
-                fix=f"chmod 600 {copy}  (or: oauth-callback doctor --repair)",
-                path=copy, repairable=True))
+            findings.append(_readable_by_others("corrupt-copy-mode", "corrupt copy", copy, mode,
+                                                "it may hold tokens"))
         else:
             findings.append(Finding(
                 "corrupt-copy", Severity.INFO,
@@ -570,6 +567,17 @@ def diagnose(path: str | os.PathLike[str]) -> list[Finding]:
 def _names(keys: list[str], limit: int = 10) -> str:
     shown = ", ".join(repr(k) for k in keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _records(check: str, severity: Severity, records: list[str], verbs: tuple[str, str],
+             state: str, *, fix: str, where: str) -> Finding:
+    """A finding listing the ``section:key`` records in one state: "<n> record(s) <verb>
+    <state>: 'a', 'b' ...", ``verbs`` the singular and plural verb."""
+    n = len(records)
+    verb = verbs[0] if n == 1 else verbs[1]
+    return Finding(check, severity,
+                   f"{n} record{'' if n == 1 else 's'} {verb} {state}: {_names(records)}",
+                   fix=fix, path=where)
 
 
 def _plaintext_copies(path: str) -> list[Finding]:
@@ -617,34 +625,30 @@ def check_encryption(store: EncryptedStore) -> list[Finding]:
     findings: list[Finding] = []
     plain = [f"{s.section}:{s.key}" for s in statuses if s.state == "plaintext"]
     if plain:
-        findings.append(Finding(
-            "plaintext-records", Severity.WARNING,
-            f"{len(plain)} record{'s are' if len(plain) != 1 else ' is'} not encrypted: "
-            f"{_names(plain)}",
+        findings.append(_records(
+            "plaintext-records", Severity.WARNING, plain, ("is", "are"), "not encrypted",
             fix="each is encrypted by its next write; to encrypt them all now: "
                 "oauth-callback tokens migrate --from URL --to URL (the same store URL, "
                 "with ?encryption=)",
-            path=where))
+            where=where))
     old = [s for s in statuses if s.state == "other-key"]
     if old:
         ids = sorted({s.key_id or "?" for s in old})
-        findings.append(Finding(
-            "old-key-records", Severity.WARNING,
-            f"{len(old)} record{'s are' if len(old) != 1 else ' is'} under another key id "
-            f"({', '.join(ids)}), not the key from {source} (key id {current}): "
-            f"{_names([f'{s.section}:{s.key}' for s in old])}",
+        findings.append(_records(
+            "old-key-records", Severity.WARNING, [f"{s.section}:{s.key}" for s in old],
+            ("is", "are"),
+            f"under another key id ({', '.join(ids)}), not the key from {source} "
+            f"(key id {current})",
             fix="with the old key, migrate them into a store under the new key "
                 "(oauth-callback tokens migrate --from 'URL?encryption=OLD' "
                 "--to 'NEWURL?encryption=NEW')",
-            path=where))
+            where=where))
     bad = [f"{s.section}:{s.key}" for s in statuses if s.state == "undecryptable"]
     if bad:
-        findings.append(Finding(
-            "undecryptable-records", Severity.ERROR,
-            f"{len(bad)} record{'s do' if len(bad) != 1 else ' does'} not decrypt with the key "
-            f"from {source} (modified, moved, or a newer format): {_names(bad)}",
-            fix="restore them from a backup, or delete them and log in again",
-            path=where))
+        findings.append(_records(
+            "undecryptable-records", Severity.ERROR, bad, ("does", "do"),
+            f"not decrypt with the key from {source} (modified, moved, or a newer format)",
+            fix="restore them from a backup, or delete them and log in again", where=where))
     if isinstance(store.store, FileStore):
         findings.extend(_plaintext_copies(store.store.path))
     good = sum(1 for s in statuses if s.state == "encrypted")
