@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeAlias
 
 __all__ = ["ClientInfo", "Identity", "OAuthSession", "Tokens", "fingerprint"]
 
@@ -61,6 +61,38 @@ def _opt_number(record: Mapping[str, Any], name: str) -> float | None:
     if not math.isfinite(number):
         raise ValueError(f"field {name!r} must be a finite number")
     return number
+
+
+#: How a value's optional fields are stored: ``(attribute, record name, reader)``;
+#: the reader (:func:`_opt_str`, :func:`_opt_number`) validates the record's value.
+_Fields: TypeAlias = "tuple[tuple[str, str, Callable[[Mapping[str, Any], str], Any]], ...]"
+
+
+def _names(fields: _Fields) -> tuple[str, ...]:
+    return tuple(name for _attr, name, _read in fields)
+
+
+def _read_fields(
+    record: Mapping[str, Any], fields: _Fields, known: tuple[str, ...]
+) -> dict[str, Any]:
+    """The constructor arguments ``fields`` name, read from ``record``, and ``extra``:
+    every field of the record that is not ``known`` (kept and written back unchanged)."""
+    values: dict[str, Any] = {attr: read(record, name) for attr, name, read in fields}
+    values["extra"] = {k: v for k, v in record.items() if k not in known}
+    return values
+
+
+def _write_fields(record: dict[str, Any], value: Any, fields: _Fields) -> None:
+    """Put the ``fields`` of ``value`` that are not ``None`` in ``record``."""
+    for attr, name, _read in fields:
+        if (item := getattr(value, attr)) is not None:
+            record[name] = item
+
+
+def _with_extra(record: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` with the ``extra`` fields it does not have itself."""
+    record.update((k, v) for k, v in extra.items() if k not in record)
+    return record
 
 
 def _ms(seconds: float) -> int:
@@ -178,8 +210,7 @@ class Tokens:
         if self.lifetime is not None:
             life = self.lifetime
             record["expiresIn"] = int(life) if life.is_integer() else life
-        record.update((k, v) for k, v in self.extra.items() if k not in record)
-        return record
+        return _with_extra(record, self.extra)
 
     # -- queries -----------------------------------------------------------
 
@@ -234,19 +265,19 @@ class Tokens:
 
 # --------------------------------------------------------------------------- ClientInfo
 
-_CLIENT_FIELDS = (
-    "clientId",
-    "clientSecret",
-    "clientIdIssuedAt",
-    "clientSecretExpiresAt",
-    "issuer",
-    "tokenEndpoint",
-    "authorizationEndpoint",
-    "redirectUri",
-    "scope",
-    "tokenEndpointAuthMethod",
-    "identity",
+# The optional fields of a client record (``clientId`` and ``identity`` are apart).
+_CLIENT_RECORD: _Fields = (
+    ("client_secret", "clientSecret", _opt_str),
+    ("client_id_issued_at", "clientIdIssuedAt", _opt_number),
+    ("client_secret_expires_at", "clientSecretExpiresAt", _opt_number),
+    ("issuer", "issuer", _opt_str),
+    ("token_endpoint", "tokenEndpoint", _opt_str),
+    ("authorization_endpoint", "authorizationEndpoint", _opt_str),
+    ("redirect_uri", "redirectUri", _opt_str),
+    ("scope", "scope", _opt_str),
+    ("token_endpoint_auth_method", "tokenEndpointAuthMethod", _opt_str),
 )
+_CLIENT_FIELDS = ("clientId", *_names(_CLIENT_RECORD), "identity")
 
 
 # ClientInfo.extra fields of a client-credentials login (camelCase, as the record;
@@ -303,16 +334,7 @@ class ClientInfo:
             raise ValueError("client record has no 'clientId' string")
         return cls(
             client_id=client_id,
-            client_secret=_opt_str(record, "clientSecret"),
-            client_id_issued_at=_opt_number(record, "clientIdIssuedAt"),
-            client_secret_expires_at=_opt_number(record, "clientSecretExpiresAt"),
-            issuer=_opt_str(record, "issuer"),
-            token_endpoint=_opt_str(record, "tokenEndpoint"),
-            authorization_endpoint=_opt_str(record, "authorizationEndpoint"),
-            redirect_uri=_opt_str(record, "redirectUri"),
-            scope=_opt_str(record, "scope"),
-            token_endpoint_auth_method=_opt_str(record, "tokenEndpointAuthMethod"),
-            extra={k: v for k, v in record.items() if k not in _CLIENT_FIELDS},
+            **_read_fields(record, _CLIENT_RECORD, _CLIENT_FIELDS),
             identity=None if record.get("identity") is None
             else Identity.from_record(record["identity"]),
         )
@@ -320,24 +342,10 @@ class ClientInfo:
     def to_record(self) -> dict[str, Any]:
         """The stored record (camelCase, times in Unix seconds as RFC 7591 has them)."""
         record: dict[str, Any] = {"clientId": self.client_id}
-        pairs: tuple[tuple[str, Any], ...] = (
-            ("clientSecret", self.client_secret),
-            ("clientIdIssuedAt", self.client_id_issued_at),
-            ("clientSecretExpiresAt", self.client_secret_expires_at),
-            ("issuer", self.issuer),
-            ("tokenEndpoint", self.token_endpoint),
-            ("authorizationEndpoint", self.authorization_endpoint),
-            ("redirectUri", self.redirect_uri),
-            ("scope", self.scope),
-            ("tokenEndpointAuthMethod", self.token_endpoint_auth_method),
-        )
-        for name, value in pairs:
-            if value is not None:
-                record[name] = value
+        _write_fields(record, self, _CLIENT_RECORD)
         if self.identity is not None:
             record["identity"] = self.identity.to_record()
-        record.update((k, v) for k, v in self.extra.items() if k not in record)
-        return record
+        return _with_extra(record, self.extra)
 
     @property
     def is_client_credentials(self) -> bool:
@@ -370,7 +378,15 @@ class ClientInfo:
 
 # --------------------------------------------------------------------------- Identity
 
-_IDENTITY_FIELDS = ("sub", "iss", "email", "preferredUsername", "name", "source")
+# The optional fields of an identity record (``sub`` is apart).
+_IDENTITY_RECORD: _Fields = (
+    ("issuer", "iss", _opt_str),
+    ("email", "email", _opt_str),
+    ("preferred_username", "preferredUsername", _opt_str),
+    ("name", "name", _opt_str),
+    ("source", "source", _opt_str),
+)
+_IDENTITY_FIELDS = ("sub", *_names(_IDENTITY_RECORD))
 
 
 @dataclass(frozen=True, eq=True, repr=False)
@@ -422,25 +438,13 @@ class Identity:
         sub = record.get("sub")
         if not isinstance(sub, str) or not sub:
             raise ValueError("identity record has no 'sub' string")
-        return cls(
-            sub=sub,
-            issuer=_opt_str(record, "iss"),
-            email=_opt_str(record, "email"),
-            preferred_username=_opt_str(record, "preferredUsername"),
-            name=_opt_str(record, "name"),
-            source=_opt_str(record, "source"),
-            extra={k: v for k, v in record.items() if k not in _IDENTITY_FIELDS},
-        )
+        return cls(sub=sub, **_read_fields(record, _IDENTITY_RECORD, _IDENTITY_FIELDS))
 
     def to_record(self) -> dict[str, Any]:
         """The stored record (camelCase)."""
         record: dict[str, Any] = {"sub": self.sub}
-        pairs = (("iss", self.issuer), ("email", self.email),
-                 ("preferredUsername", self.preferred_username), ("name", self.name),
-                 ("source", self.source))
-        record.update((k, v) for k, v in pairs if v is not None)
-        record.update((k, v) for k, v in self.extra.items() if k not in record)
-        return record
+        _write_fields(record, self, _IDENTITY_RECORD)
+        return _with_extra(record, self.extra)
 
     @property
     def label(self) -> str:
@@ -470,7 +474,12 @@ class Identity:
 
 # --------------------------------------------------------------------------- OAuthSession
 
-_SESSION_FIELDS = ("codeVerifier", "state", "createdAt")
+_SESSION_RECORD: _Fields = (
+    ("code_verifier", "codeVerifier", _opt_str),
+    ("state", "state", _opt_str),
+    ("created_at", "createdAt", _opt_number),
+)
+_SESSION_FIELDS = _names(_SESSION_RECORD)
 
 
 @dataclass(frozen=True, eq=True, repr=False)
@@ -490,24 +499,13 @@ class OAuthSession:
         """Parse a stored record. Raises ``ValueError`` naming the field."""
         if not isinstance(record, Mapping):
             raise ValueError("session record must be a JSON object")
-        return cls(
-            code_verifier=_opt_str(record, "codeVerifier"),
-            state=_opt_str(record, "state"),
-            created_at=_opt_number(record, "createdAt"),
-            extra={k: v for k, v in record.items() if k not in _SESSION_FIELDS},
-        )
+        return cls(**_read_fields(record, _SESSION_RECORD, _SESSION_FIELDS))
 
     def to_record(self) -> dict[str, Any]:
         """The stored record (npm shape)."""
         record: dict[str, Any] = {}
-        if self.code_verifier is not None:
-            record["codeVerifier"] = self.code_verifier
-        if self.state is not None:
-            record["state"] = self.state
-        if self.created_at is not None:
-            record["createdAt"] = self.created_at
-        record.update((k, v) for k, v in self.extra.items() if k not in record)
-        return record
+        _write_fields(record, self, _SESSION_RECORD)
+        return _with_extra(record, self.extra)
 
     def __hash__(self) -> int:  # ``extra`` is left out; equal values hash alike
         return hash((self.code_verifier, self.state, self.created_at))
