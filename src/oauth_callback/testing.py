@@ -57,10 +57,10 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast, overload
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urljoin, urlsplit, urlunsplit
 
 __all__ = ["DEVICE_CODE_GRANT", "DevicePoll", "MockProvider", "follow_redirects"]
@@ -428,6 +428,69 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(response.body)
 
 
+# --------------------------------------------------------------------------- provider attributes
+
+_V = TypeVar("_V")
+
+
+class _Attribute(Generic[_V]):
+    """A public attribute of :class:`MockProvider`: ``get(provider, name)`` reads it;
+    ``put(provider, name, value)`` sets it (read-only without ``put``)."""
+
+    def __init__(
+        self,
+        doc: str,
+        get: Callable[[MockProvider, str], _V],
+        put: Callable[[MockProvider, str, _V], None] | None = None,
+    ) -> None:
+        self.__doc__ = doc
+        self._get, self._put = get, put
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, provider: None, owner: type) -> _Attribute[_V]: ...
+    @overload
+    def __get__(self, provider: MockProvider, owner: type) -> _V: ...
+    def __get__(self, provider: MockProvider | None, owner: type) -> _Attribute[_V] | _V:
+        return self if provider is None else self._get(provider, self.name)
+
+    def __set__(self, provider: MockProvider, value: _V) -> None:
+        if self._put is None:
+            raise AttributeError(f"MockProvider.{self.name} is read-only")
+        self._put(provider, self.name, value)
+
+
+def _counter(doc: str) -> _Attribute[int]:
+    """The request counter of the attribute's name (read under the provider's lock)."""
+    return _Attribute(doc, lambda provider, name: provider._count(name))
+
+
+def _endpoint(path: str, doc: str) -> _Attribute[str]:
+    """The provider's issuer URL + ``path``."""
+    return _Attribute(doc, lambda provider, _name: provider.issuer + path)
+
+
+def _knob(doc: str, convert: Callable[[Any], _V] | None = None) -> _Attribute[_V]:
+    """A setting kept in ``_<name>``, read and written under the provider's lock
+    (``convert`` applied to what is set)."""
+
+    def get(provider: MockProvider, name: str) -> _V:
+        with provider._lock:
+            value: _V = getattr(provider, "_" + name)
+            return value
+
+    def put(provider: MockProvider, name: str, value: _V) -> None:
+        if convert is not None:
+            value = convert(value)
+        with provider._lock:
+            setattr(provider, "_" + name, value)
+
+    return _Attribute(doc, get, put)
+
+
 # --------------------------------------------------------------------------- provider
 
 
@@ -582,30 +645,20 @@ class MockProvider:
         """``http://127.0.0.1:PORT`` (no trailing slash)."""
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def authorization_endpoint(self) -> str:
-        """``{issuer}/authorize``."""
-        return self.issuer + "/authorize"
+    authorization_endpoint = _endpoint("/authorize", "``{issuer}/authorize``.")
 
-    @property
-    def token_endpoint(self) -> str:
-        """``{issuer}/token``."""
-        return self.issuer + "/token"
+    token_endpoint = _endpoint("/token", "``{issuer}/token``.")
 
-    @property
-    def registration_endpoint(self) -> str:
-        """``{issuer}/register``."""
-        return self.issuer + "/register"
+    registration_endpoint = _endpoint("/register", "``{issuer}/register``.")
 
-    @property
-    def userinfo_endpoint(self) -> str:
-        """``{issuer}/userinfo`` (Bearer-protected; ``/me`` is an alias)."""
-        return self.issuer + "/userinfo"
+    userinfo_endpoint = _endpoint(
+        "/userinfo", "``{issuer}/userinfo`` (Bearer-protected; ``/me`` is an alias)."
+    )
 
-    @property
-    def metadata_url(self) -> str:
-        """``{issuer}/.well-known/oauth-authorization-server`` (RFC 8414)."""
-        return self.issuer + "/.well-known/oauth-authorization-server"
+    metadata_url = _endpoint(
+        "/.well-known/oauth-authorization-server",
+        "``{issuer}/.well-known/oauth-authorization-server`` (RFC 8414).",
+    )
 
     def metadata(self) -> dict[str, Any]:
         """The RFC 8414 metadata document served at :attr:`metadata_url`."""
@@ -646,38 +699,15 @@ class MockProvider:
 
     # ------------------------------------------------------------------ knobs
 
-    @property
-    def expires_in(self) -> int | None:
-        """Lifetime in seconds of access tokens issued from now on (``None``: never expire)."""
-        with self._lock:
-            return self._expires_in
-
-    @expires_in.setter
-    def expires_in(self, value: int | None) -> None:
-        with self._lock:
-            self._expires_in = value
-
-    @property
-    def token_delay(self) -> float:
-        """Seconds ``/token`` sleeps after processing a request and before answering it."""
-        with self._lock:
-            return self._token_delay
-
-    @token_delay.setter
-    def token_delay(self, value: float) -> None:
-        with self._lock:
-            self._token_delay = float(value)
-
-    @property
-    def next_authorize_error(self) -> str | None:
-        """One-shot: the next valid ``/authorize`` redirects with ``error=<this>``."""
-        with self._lock:
-            return self._next_authorize_error
-
-    @next_authorize_error.setter
-    def next_authorize_error(self, value: str | None) -> None:
-        with self._lock:
-            self._next_authorize_error = value
+    expires_in: _Attribute[int | None] = _knob(
+        "Lifetime in seconds of access tokens issued from now on (``None``: never expire)."
+    )
+    token_delay: _Attribute[float] = _knob(
+        "Seconds ``/token`` sleeps after processing a request and before answering it.", float
+    )
+    next_authorize_error: _Attribute[str | None] = _knob(
+        "One-shot: the next valid ``/authorize`` redirects with ``error=<this>``."
+    )
 
     def fail_next_token_requests(
         self, n: int, status: int = 503, *, body: str | None = None
@@ -755,40 +785,23 @@ class MockProvider:
         with self._lock:
             return self._counters[name]
 
-    @property
-    def authorize_requests(self) -> int:
-        """``GET /authorize`` requests received (valid or not)."""
-        return self._count("authorize_requests")
+    authorize_requests = _counter("``GET /authorize`` requests received (valid or not).")
 
-    @property
-    def code_exchanges(self) -> int:
-        """Successful ``authorization_code`` grants."""
-        return self._count("code_exchanges")
+    code_exchanges = _counter("Successful ``authorization_code`` grants.")
 
-    @property
-    def refresh_requests(self) -> int:
-        """``refresh_token`` grant requests, including failed and injected-failure ones."""
-        return self._count("refresh_requests")
+    refresh_requests = _counter(
+        "``refresh_token`` grant requests, including failed and injected-failure ones."
+    )
 
-    @property
-    def refresh_count(self) -> int:
-        """Successful refreshes."""
-        return self._count("refresh_count")
+    refresh_count = _counter("Successful refreshes.")
 
-    @property
-    def invalid_grant_count(self) -> int:
-        """``invalid_grant`` answers from ``/token``."""
-        return self._count("invalid_grant_count")
+    invalid_grant_count = _counter("``invalid_grant`` answers from ``/token``.")
 
-    @property
-    def reuse_detected(self) -> int:
-        """Times a rotated-away refresh token was presented (each revokes its grant)."""
-        return self._count("reuse_detected")
+    reuse_detected = _counter(
+        "Times a rotated-away refresh token was presented (each revokes its grant)."
+    )
 
-    @property
-    def registrations(self) -> int:
-        """Successful ``POST /register`` (not :meth:`register_client`)."""
-        return self._count("registrations")
+    registrations = _counter("Successful ``POST /register`` (not :meth:`register_client`).")
 
     # ------------------------------------------------------------------ request handling
 
@@ -1297,10 +1310,7 @@ class MockProvider:
             self._clients[client_id] = client
         return client_id, secret
 
-    @property
-    def client_credentials_count(self) -> int:
-        """Successful ``client_credentials`` grants."""
-        return self._count("client_credentials_count")
+    client_credentials_count = _counter("Successful ``client_credentials`` grants.")
 
     @property
     def assertion_failures(self) -> list[str]:
@@ -1446,15 +1456,13 @@ class MockProvider:
         self._device_polls: list[DevicePoll] = []
         self._slow_down_remaining = 0
 
-    @property
-    def device_authorization_endpoint(self) -> str:
-        """``{issuer}/device_authorization``."""
-        return self.issuer + "/device_authorization"
+    device_authorization_endpoint = _endpoint(
+        "/device_authorization", "``{issuer}/device_authorization``."
+    )
 
-    @property
-    def verification_uri(self) -> str:
-        """``{issuer}/device``: the page where the user code is entered."""
-        return self.issuer + "/device"
+    verification_uri = _endpoint(
+        "/device", "``{issuer}/device``: the page where the user code is entered."
+    )
 
     def _device_metadata(self) -> dict[str, Any]:
         if not self.device_flow:
@@ -1699,15 +1707,9 @@ class MockProvider:
             "subject_types_supported": ["public"],
         }
 
-    @property
-    def jwks_uri(self) -> str:
-        """``{issuer}/jwks``: the JWK Set that signs ID Tokens."""
-        return self.issuer + "/jwks"
+    jwks_uri = _endpoint("/jwks", "``{issuer}/jwks``: the JWK Set that signs ID Tokens.")
 
-    @property
-    def revocation_endpoint(self) -> str:
-        """``{issuer}/revoke`` (RFC 7009)."""
-        return self.issuer + "/revoke"
+    revocation_endpoint = _endpoint("/revoke", "``{issuer}/revoke`` (RFC 7009).")
 
     def add_user(
         self,
@@ -1826,25 +1828,17 @@ class MockProvider:
             keys = [k.as_dict(private=False) for k in self._signing_keys]
         return _json_response(200, {"keys": keys})
 
-    @property
-    def jwks_requests(self) -> int:
-        """``GET /jwks`` requests."""
-        return self._count("jwks_requests")
+    jwks_requests = _counter("``GET /jwks`` requests.")
 
-    @property
-    def revocations(self) -> int:
-        """Tokens revoked by ``POST /revoke`` (known tokens of the requesting client)."""
-        return self._count("revocations")
+    revocations = _counter(
+        "Tokens revoked by ``POST /revoke`` (known tokens of the requesting client)."
+    )
 
-    @property
-    def revocation_requests(self) -> int:
-        """``POST /revoke`` requests, including failed and injected-failure ones."""
-        return self._count("revocation_requests")
+    revocation_requests = _counter(
+        "``POST /revoke`` requests, including failed and injected-failure ones."
+    )
 
-    @property
-    def userinfo_requests(self) -> int:
-        """``GET /userinfo`` (or ``/me``) requests answered with claims."""
-        return self._count("userinfo_requests")
+    userinfo_requests = _counter("``GET /userinfo`` (or ``/me``) requests answered with claims.")
 
     def fail_next_revocations(self, n: int, status: int = 503) -> None:
         """Answer the next ``n`` ``POST /revoke`` with ``status`` (an RFC 6749 error JSON)."""
