@@ -408,7 +408,7 @@ def test_login_no_browser_follow_url_from_stderr(env: dict[str, str], store_path
     code, out, err = login.finish()
     assert code == 0, err
     assert "Waiting for the authorization callback" in err
-    key = f"127.0.0.1:{provider.port}"
+    key = f"http://127.0.0.1:{provider.port}"
     assert out.startswith(f"Logged in: key '{key}'")
     assert "expires in 59 min" in out and "scope read" in out
     store = FileStore(store_path)

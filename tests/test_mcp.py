@@ -118,9 +118,9 @@ def result(proc: subprocess.Popen[str]) -> dict[str, str]:
 
 
 def test_default_key_normalizes() -> None:
-    assert default_key("HTTPS://Example.COM:443/mcp/") == "mcp:https://example.com/mcp"
-    assert default_key("http://127.0.0.1:8000/mcp?x=1#f") == "mcp:http://127.0.0.1:8000/mcp"
-    assert default_key("https://u:p@example.com") == "mcp:https://example.com"
+    assert default_key("HTTPS://Example.COM:443/mcp/") == "example.com/mcp"
+    assert default_key("http://127.0.0.1:8000/mcp?x=1#f") == "http://127.0.0.1:8000/mcp"
+    assert default_key("https://u:p@example.com") == "example.com"
     with pytest.raises(ValueError):
         default_key("example.com/mcp")
 

@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # what the lazy names are, for mypy and IDEs
     from .browser import open_url as open_url
     from .flow import OAuthClient as OAuthClient
     from .fs import atomic_write as atomic_write
+    from .keys import default_key as default_key
+    from .keys import resolve_key as resolve_key
     from .loopback import CallbackServer as CallbackServer
     from .loopback import RequestInfo as RequestInfo
     from .loopback import get_auth_code as get_auth_code
@@ -64,12 +66,14 @@ _LAZY: dict[str, str] = {
     "TokenStore": ".storage.base",
     "Tokens": ".models",
     "atomic_write": ".fs",
+    "default_key": ".keys",
     "generate_pkce": ".pkce",
     "generate_state": ".pkce",
     "get_auth_code": ".loopback",
     "get_auth_code_async": ".loopback",
     "open_url": ".browser",
     "pkce_challenge": ".pkce",
+    "resolve_key": ".keys",
 }
 
 # RedisStore and KeyringStore need an extra (redis, keyring): importable by
@@ -93,12 +97,14 @@ __all__ = [
     "Tokens",
     "__version__",
     "atomic_write",
+    "default_key",
     "generate_pkce",
     "generate_state",
     "get_auth_code",
     "get_auth_code_async",
     "open_url",
     "pkce_challenge",
+    "resolve_key",
 ]
 
 

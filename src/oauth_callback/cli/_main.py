@@ -113,7 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "8628). Inside SSH or without a display the device flow is chosen when "
                        "the provider offers it, paste-back otherwise. Prints a one-line "
                        "summary, never the token.")
-    where = p.add_argument_group("authorization server (--issuer, or both endpoint URLs)")
+    p.add_argument("url", nargs="?", metavar="URL",
+                   help="the server to log in to: an MCP server or other protected resource "
+                   "(its authorization server is discovered, RFC 9728, and without "
+                   "--client-id a client registered, RFC 7591), or an issuer; the key is "
+                   "the URL's (the one 'browser_auth(URL)' uses)")
+    where = p.add_argument_group("authorization server (URL, --issuer, or both endpoint URLs)")
     where.add_argument("--issuer", help="issuer URL; endpoints are discovered (RFC 8414)")
     where.add_argument("--authorize-url", metavar="URL", help="authorization endpoint")
     where.add_argument("--token-url", metavar="URL", help="token endpoint")
@@ -125,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", help="space-separated scopes to request")
     p.add_argument("--port", type=_port, default=0,
                    help="loopback port for the redirect URI (default 0: any free port)")
-    p.add_argument("--key", help="store key (default: the issuer's host); a key logged in "
+    p.add_argument("--key", help="store key (default: the URL's or issuer's host and path, "
+                   "'http://' first for http, e.g. example.com/mcp); a key logged in "
                    "before needs no other flag: its issuer, client id, scope and port are reused")
     p.add_argument("--force", action="store_true",
                    help="replace the account stored under the key even if this login is "

@@ -22,12 +22,13 @@ import sys
 import threading
 import time
 from typing import TYPE_CHECKING, TextIO
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from .._text import escape_control
 from ..browser import no_graphical_display, open_url
 from ..errors import InvalidClientError, OAuthCallbackError
 from ..flow import OAuthClient
+from ..keys import default_key, resolve_key
 from ._common import (
     EXIT_AUTH_FAILED,
     EXIT_OK,
@@ -47,10 +48,13 @@ from .accounts import apply_stored_login, check_server_url, login_error, remembe
 if TYPE_CHECKING:
     from ..assertion import PrivateKeyJWT
     from ..device import DeviceAuthorization
-    from ..models import Tokens
+    from ..models import ClientInfo, Tokens
     from ..storage.base import TokenStore
 
-__all__ = ["Progress", "choose_method", "cmd_login", "default_key", "in_ssh_session"]
+__all__ = [
+    "Progress", "choose_method", "cmd_login", "default_key", "in_ssh_session", "login_key",
+]
+# default_key: re-exported from oauth_callback.keys (it was this module's own, host[:port]).
 
 
 class Progress:
@@ -114,17 +118,91 @@ class Progress:
         self.stream.flush()
 
 
-def default_key(url: str) -> str:
-    """The store key derived from an issuer or endpoint URL: its host, plus ``:port`` if given."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if not host:
-        raise CliError(f"cannot derive a key from {url!r}; pass --key", EXIT_USAGE)
+def login_key(store: TokenStore, args: argparse.Namespace) -> str:
+    """The key of a login: ``--key``, else the one key scheme (:mod:`oauth_callback.keys`)
+    applied to the issuer, or to the origin of the endpoint URLs; a key an earlier
+    version wrote for that server is kept (:func:`~oauth_callback.keys.resolve_key`)."""
+    if args.key:
+        return str(args.key)
+    url = getattr(args, "url", None) or args.issuer or args.authorize_url or args.token_url
     try:
-        port = parts.port
+        if url is not getattr(args, "url", None) and not args.issuer:
+            url = urlunsplit((*urlsplit(url)[:2], "", "", ""))  # the endpoints' origin
+        return resolve_key(store, url)
+    except ValueError as exc:
+        raise CliError(f"{exc}; pass --key", EXIT_USAGE) from None
+
+
+#: The ClientInfo.extra field naming the MCP server (protected resource) of a login,
+#: as the MCP helpers record it (oauth_callback.mcp.storage).
+SERVER_URL_FIELD = "mcpServerUrl"
+
+
+def discover_server(args: argparse.Namespace) -> None:
+    """``login URL``: the authorization server of the protected resource at URL (an MCP
+    server: RFC 9728 metadata) becomes ``--issuer`` and its identifier the
+    ``--resource``; a URL without such metadata is taken as the issuer."""
+    from ..driver import run
+    from ..effects import HttpGet, translated
+    from ..resource import resource_metadata_flow
+
+    url = args.url
+    if args.issuer or args.authorize_url or args.token_url:
+        raise CliError("pass the server URL or --issuer (or --authorize-url and --token-url), "
+                       "not both", EXIT_USAGE)
+    check_server_url("URL", url)
+    found = run(translated(resource_metadata_flow(url),
+                           lambda u: HttpGet(u, what="protected resource metadata URL")),
+                timeout=min(args.timeout, 30.0))
+    args.server_url = None
+    if found is None:
+        args.issuer = url
+        return
+    args.issuer = found.authorization_servers[0]
+    check_server_url(f"the authorization server of {url}", args.issuer)
+    if not args.resource:
+        args.resource = [found.resource]
+    args.server_url = url
+
+
+def _registered_port(client: ClientInfo | None) -> int:
+    """The port of a stored registration's loopback redirect URI (``localhost``,
+    ``/callback``: what a login here uses), 0 when there is none."""
+    uri = urlsplit(client.redirect_uri or "") if client is not None else None
+    if uri is None or uri.scheme != "http" or uri.hostname != "localhost" \
+            or uri.path != "/callback":
+        return 0
+    try:
+        return uri.port or 0
     except ValueError:
-        port = None
-    return f"{host}:{port}" if port else host
+        return 0
+
+
+def _free_port() -> int:
+    """A loopback port free now, for a registration that must name its redirect URI's
+    port exactly (RFC 8252 7.3 asks servers to allow any port; not all do)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _register(args: argparse.Namespace, options: dict[str, object]) -> OAuthClient:
+    """A client registered dynamically (RFC 7591) for the loopback redirect of this login."""
+    if args.port == 0:
+        args.port = _free_port()
+    registered = OAuthClient.register(
+        args.issuer, client_name=PROG, scope=args.scope,
+        redirect_uris=[f"http://localhost:{args.port}/callback"],
+    )
+    info(f"{PROG}: registered client {registered.client_id} with {registered.issuer} "
+         "(dynamic client registration)")
+    options = {**options, "client_secret": registered.client_secret}
+    if args.auth_method is None:
+        options["token_endpoint_auth_method"] = registered.token_endpoint_auth_method
+    return OAuthClient(registered.client_id, metadata=registered.metadata,
+                       **options)  # type: ignore[arg-type]
 
 
 def _build_client(args: argparse.Namespace, secret: str | None,
@@ -138,6 +216,8 @@ def _build_client(args: argparse.Namespace, secret: str | None,
         "device_authorization_endpoint": args.device_url,
     }
     try:
+        if args.client_id is None:
+            return _register(args, options)
         if args.issuer:
             return OAuthClient.discover(args.issuer, args.client_id, **options)
         return OAuthClient(
@@ -188,7 +268,7 @@ def _machine_login(args: argparse.Namespace, store: TokenStore, secret: str | No
     if secret is None and private_key is None:
         raise CliError(f"--client-credentials needs the client secret in ${SECRET_ENV_VAR} "
                        "(or --private-key FILE for private_key_jwt)", EXIT_USAGE)
-    key = args.key or default_key(args.issuer or args.token_url)
+    key = login_key(store, args)
     if args.store_secret and secret is None:
         raise CliError("--store-secret: there is no client secret to store", EXIT_USAGE)
     if args.store_secret and not _protects_secrets(store):
@@ -327,6 +407,18 @@ def cmd_login(args: argparse.Namespace) -> int:
     """Log in (browser, paste-back or device flow) and store the tokens; one line of result."""
     store = store_from_args(args)
     reused = bool(args.key) and apply_stored_login(args, store, args.key)
+    server_url = None
+    if getattr(args, "url", None):
+        discover_server(args)
+        server_url = args.server_url
+        if not args.key:
+            stored_key = login_key(store, args)
+            reused = apply_stored_login(args, store, stored_key)
+            registration = store.get_client(stored_key) if reused else None
+            if registration is not None and args.client_id == registration.client_id:
+                # A registration browser_auth made: its redirect port and auth method.
+                args.port = args.port or _registered_port(registration)
+                args.auth_method = args.auth_method or registration.token_endpoint_auth_method
     if args.issuer and (args.authorize_url or args.token_url):
         raise CliError("pass either --issuer or --authorize-url and --token-url", EXIT_USAGE)
     if not args.issuer and not (args.authorize_url and args.token_url) and not (
@@ -343,7 +435,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     for option, value in (("--issuer", args.issuer), ("--authorize-url", args.authorize_url),
                           ("--token-url", args.token_url)):
         check_server_url(option, value)
-    if args.client_id is None:
+    if args.client_id is None and (server_url is None or args.client_credentials):
         raise CliError("pass --client-id (the OAuth client id registered with the provider)",
                        EXIT_USAGE)
     if args.client_secret:
@@ -355,7 +447,7 @@ def cmd_login(args: argparse.Namespace) -> int:
         return _machine_login(args, store, secret)
     if args.store_secret:
         raise CliError("--store-secret needs --client-credentials", EXIT_USAGE)
-    key = args.key or default_key(args.issuer or args.authorize_url)
+    key = login_key(store, args)
     if store.describe().startswith("memory:"):
         log.warning("--store memory: keeps the tokens in this process only: they vanish when "
                     "it exits (use a file, sqlite:, keyring: or redis:// store to keep them)")
@@ -379,6 +471,9 @@ def cmd_login(args: argparse.Namespace) -> int:
                     message=str(exc))
         raise login_error(exc, store, key, secret) from None
     remember_port(store, key, args.port)
+    if server_url is not None:
+        store.update_client(key, lambda c: None if c is None else c.replace(
+            extra={**c.extra, SERVER_URL_FIELD: server_url}))
     if args.json:
         events.emit("logged_in", key=key, method=method, expires_at=tokens.expires_at,
                     scope=tokens.scope, refresh_token=tokens.refresh_token is not None,

@@ -17,6 +17,7 @@ import httpx2
 
 from ..browser import OpenBrowser, open_url_async
 from ..errors import OAuthError
+from ..keys import resolve_key
 from ..loopback import CallbackServer, LoopbackOptions
 from ..models import ClientInfo, Tokens
 from ..protocol import choose_auth_method
@@ -38,7 +39,6 @@ from .storage import (
     _client_from_record,
     _reserved,
     _to_oauth_token,
-    default_key,
 )
 
 __all__ = [
@@ -669,8 +669,11 @@ def browser_auth(
     the code with :class:`~oauth_callback.loopback.CallbackServer`.
 
     Tokens and the registration go to ``store`` (default: :class:`FileStore`
-    at its default path, ``~/.mcp/tokens.json``) under ``key`` (default:
-    :func:`default_key` of ``server_url``). ``open_browser``: ``True`` opens
+    at its default path, ``~/.mcp/tokens.json``) under ``key`` (default: the
+    one key scheme's key of ``server_url``, :func:`~oauth_callback.keys.default_key`,
+    the key ``oauth-callback login SERVER_URL`` uses too, or the key an earlier
+    version wrote for it: :func:`~oauth_callback.keys.resolve_key` reads the
+    store once, here, to tell). ``open_browser``: ``True`` opens
     the system browser (or prints the URL when there is none), ``False`` prints
     it, a callable is given the URL (a plain function runs in a worker thread,
     an ``async`` one is awaited). ``timeout`` bounds the wait for the callback;
@@ -687,7 +690,7 @@ def browser_auth(
 
         store = FileStore()
     if key is None:
-        key = default_key(server_url)
+        key = resolve_key(store, server_url)
     uri_host = f"[{host.strip('[]')}]" if ":" in host else host
     placeholder = f"http://{uri_host}{f':{port}' if port else ''}{callback_path}"
     client_metadata = OAuthClientMetadata(
@@ -903,7 +906,7 @@ def client_credentials_auth(
     assertion (RFC 7523) signed with ``signing_algorithm`` (``ES256``,
     ``ES384``, ``RS256``, ``PS256``); ``token_endpoint_auth_method`` forces a
     method. Tokens go to ``store`` (default: :class:`FileStore` at its default
-    path) under ``key`` (default: :func:`default_key` of ``server_url``) and are
+    path) under ``key`` (default: as for :func:`browser_auth`) and are
     renewed once across processes sharing the store. Neither the secret nor
     the key is written to the store. Raises :class:`ValueError` without a
     secret or a key; the first request raises
@@ -922,7 +925,7 @@ def client_credentials_auth(
         signing_algorithm=signing_algorithm,
         scope=scope,
         store=store,
-        key=key if key is not None else default_key(server_url),
+        key=key if key is not None else resolve_key(store, server_url),
         token_endpoint_auth_method=token_endpoint_auth_method,
         timeout=timeout,
     )
@@ -958,7 +961,7 @@ def identity_assertion_auth(
         from ..storage.file import FileStore
 
         store = FileStore()
-    key = validate_key(key if key is not None else default_key(server_url),
+    key = validate_key(key if key is not None else resolve_key(store, server_url),
                        reserved=store.reserved_keys)
     if token_endpoint_auth_method not in ("client_secret_basic", "client_secret_post"):
         raise ValueError(

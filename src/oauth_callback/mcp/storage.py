@@ -7,11 +7,11 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
 
+from ..keys import default_key  # the one key scheme, re-exported (public name)
 from ..models import ClientInfo, Tokens
 from ..storage.base import TokenStore
 from ._sdk_compat import (
@@ -24,7 +24,6 @@ __all__ = ["StoreTokenStorage", "default_key"]
 
 logger = logging.getLogger("oauth_callback.mcp")
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 # ClientInfo.extra key naming the MCP server a registration was made for.
 _SERVER_URL_FIELD = "mcpServerUrl"
 # OAuthClientInformationFull fields that ClientInfo models directly.
@@ -41,25 +40,6 @@ _MAPPED_CLIENT_FIELDS = frozenset(
 )
 # Token endpoint errors meaning "this client registration is not (or no longer) valid".
 _STALE_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
-
-
-def default_key(server_url: str) -> str:
-    """The store key for ``server_url``: ``"mcp:"`` + normalized origin and path.
-
-    Scheme and host are lower-cased, a default port is dropped, query,
-    fragment, userinfo and a trailing ``/`` are ignored:
-    ``default_key("HTTPS://Example.com:443/mcp/")`` is ``"mcp:https://example.com/mcp"``.
-    """
-    parts = urlsplit(server_url)
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ValueError(f"server_url must be an absolute http(s) URL, got {server_url!r}")
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    port = parts.port
-    netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
-    return f"mcp:{scheme}://{netloc}{parts.path.rstrip('/')}"
 
 
 # --------------------------------------------------------------------------- conversions
