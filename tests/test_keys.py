@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -342,7 +343,7 @@ def test_resource_metadata_for_another_resource_is_refused() -> None:
     assert next(flow) == "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
     body = json.dumps({"resource": "https://evil.example/mcp",
                        "authorization_servers": ["https://evil.example"]}).encode()
-    with pytest.raises(DiscoveryError, match="is for 'https://evil.example/mcp'"):
+    with pytest.raises(DiscoveryError, match=re.escape("is for 'https://evil.example/mcp'")):
         flow.send(RawResponse(200, {}, body))
     # No metadata anywhere: not a protected resource.
     flow = resource_metadata_flow("https://auth.example.com")
