@@ -82,3 +82,20 @@ def test_doctor_reports_plaintext_and_old_key_records(tmp_path: Path) -> None:
     # Any backend: an encrypted SQLite store gets the encryption checks.
     db = f"sqlite:{tmp_path}/t.db?encryption=file:{key_file}"
     assert cli("doctor", "--store", db).returncode == 0
+
+
+def test_token_from_an_encrypted_store_opened_without_encryption(tmp_path: Path) -> None:
+    """``token KEY`` on an encrypted store opened without ``?encryption=``: exit 4 and a
+    message that says the record is encrypted and which option opens it; never the
+    placeholder as if it were the token."""
+    store = tmp_path / "tokens.json"
+    key_file = tmp_path / "oc.key"
+    assert cli("tokens", "keygen", str(key_file)).returncode == 0
+    EncryptedStore(FileStore(store), FileKey(key_file)).set("k", Tokens(SECRET))
+    result = cli("token", "k", "--store", f"file:{store}")
+    assert result.returncode == 4, result.stderr
+    assert result.stdout == ""
+    assert "'k'" in result.stderr and "is encrypted" in result.stderr
+    assert "?encryption=" in result.stderr and "Traceback" not in result.stderr
+    opened = cli("token", "k", "--store", f"file:{store}?encryption=file:{key_file}")
+    assert opened.returncode == 0 and opened.stdout == SECRET + "\n", opened.stderr

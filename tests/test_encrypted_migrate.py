@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from oauth_callback import ClientInfo, FileStore, OAuthSession, Tokens
-from oauth_callback.errors import StoreWrongKeyError
+from oauth_callback.errors import StoreEncryptedError, StoreWrongKeyError
 from oauth_callback.storage import SQLiteStore, migrate
 from oauth_callback.storage.encrypted import ENVELOPE_FIELD, MARKER, EncryptedStore
 from oauth_callback.storage.key_sources import encode_key, generate_key, key_id
@@ -149,5 +150,11 @@ def test_tokens_migrate_command(tmp_path: Path, keys: tuple[bytes, bytes]) -> No
 def test_encrypted_sqlite_target_keeps_envelopes(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
     store = EncryptedStore(SQLiteStore(tmp_path / "x.db"), "env:OC_KEY_A")
     store.set("k", Tokens("t"))
-    inner = SQLiteStore(tmp_path / "x.db").get("k")
-    assert inner is not None and inner.access_token == MARKER
+    with sqlite3.connect(tmp_path / "x.db") as db:
+        (raw,) = db.execute("SELECT record FROM records WHERE section = 'tokens' AND key = 'k'"
+                            ).fetchone()
+    record = json.loads(raw)
+    assert record["accessToken"] == MARKER and ENVELOPE_FIELD in record
+    # Opened without encryption, the store says so instead of handing out the marker.
+    with pytest.raises(StoreEncryptedError, match=r"'k' .* is encrypted"):
+        SQLiteStore(tmp_path / "x.db").get("k")

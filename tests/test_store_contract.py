@@ -436,3 +436,48 @@ class TestPublicApiOfIssue11:
         assert await store.update_session_async("k", lambda cur: s) == s
         assert await store.keys_async("sessions") == ["k"]
         assert await store.update_session_async("k", lambda cur: None) is None
+
+
+PLAIN_BACKENDS = sorted(name for name in BACKENDS if not name.startswith("encrypted-"))
+
+
+@pytest.mark.parametrize("backend", PLAIN_BACKENDS)
+def test_encrypted_record_read_without_encryption_raises(backend: str, tmp_path: Path) -> None:
+    """A store opened without encryption never hands out the "$encrypted" placeholder of
+    an encrypted record as a token (or client, or session): reads and read-modify-writes
+    raise StoreEncryptedError naming the key and the option that opens it; nothing changes."""
+    from oauth_callback.errors import StoreEncryptedError, StoreError
+    from oauth_callback.storage.encrypted import ENVELOPE_FIELD, EncryptedStore
+
+    from .conftest import ENCRYPTION_KEY_SOURCE
+
+    factory = BACKENDS[backend]
+    plain = factory(tmp_path)
+    encrypted = EncryptedStore(plain, ENCRYPTION_KEY_SOURCE)
+    secret = "at-SECRET-encrypted-0123456789"
+    encrypted.set("k", Tokens(secret, refresh_token="rt-SECRET-0123456789"))
+    encrypted.set_client("k", ClientInfo("cid", client_secret="cs-SECRET-0123456789"))
+    encrypted.set_session("k", OAuthSession("v" * 43, "state-SECRET-0123456789"))
+    reopened = plain if backend == "memory" else factory(tmp_path)  # without encryption
+    assert ENVELOPE_FIELD == "$encrypted"
+    for operation in (
+        lambda: reopened.get("k"),
+        lambda: reopened.get_client("k"),
+        lambda: reopened.get_session("k"),
+        lambda: reopened.update("k", lambda cur: cur),
+        lambda: reopened.update_client("k", lambda cur: None),
+        lambda: reopened.update_session("k", lambda cur: None),
+        lambda: asyncio.run(reopened.get_async("k")),
+    ):
+        with pytest.raises(StoreEncryptedError) as info:
+            operation()
+        error = info.value
+        assert isinstance(error, StoreError) and error.key == "k"
+        assert "'k'" in str(error) and "is encrypted" in str(error)
+        assert "?encryption=" in str(error) and error.key_id == encrypted.key_id
+        assert "SECRET" not in str(error)
+    assert reopened.keys() == ["k"]
+    assert encrypted.get("k") == Tokens(secret, refresh_token="rt-SECRET-0123456789")
+    assert encrypted.get_client("k") == ClientInfo("cid", client_secret="cs-SECRET-0123456789")
+    assert encrypted.get_session("k") == OAuthSession("v" * 43, "state-SECRET-0123456789")
+    reopened.close()

@@ -15,7 +15,8 @@ Hierarchy::
     │   ├── StorePermissionError        permission denied on store/lock/dir
     │   ├── StoreUnavailableError       backend unreachable (keyring, Redis, ...)
     │   ├── StoreKeyError               encryption key missing or unusable (.key_source)
-    │   │   └── StoreWrongKeyError      record under another key id (.key_id)
+    │   │   ├── StoreWrongKeyError      record under another key id (.key_id)
+    │   │   └── StoreEncryptedError     an encrypted record read without encryption (.key)
     │   └── MigrationError              records not copied by migrate() (.report)
     │       └── MigrationVerifyError    a record read back differs from the source
     ├── CallbackError                   loopback capture
@@ -74,6 +75,7 @@ __all__ = [
     "ResourceAccessError",
     "StoreCorruptError",
     "StoreDecryptError",
+    "StoreEncryptedError",
     "StoreError",
     "StoreKeyError",
     "StoreLockTimeout",
@@ -193,6 +195,34 @@ class StoreWrongKeyError(StoreKeyError):
         super().__init__(message, path=path, key_source=key_source)
         self.key_id = key_id
         self.expected_key_id = expected_key_id
+
+
+class StoreEncryptedError(StoreKeyError):
+    """A record is encrypted at rest but the store was opened without encryption.
+
+    Raised by reads (``get``, ``get_client``, ``get_session``) and by the
+    read-modify-writes (``update``...) of that record, instead of handing out
+    the placeholder an encrypted record carries where its secrets were
+    (``"$encrypted"``). Nothing is changed. ``key`` is the record's key,
+    ``section`` its kind (``tokens``, ``clients``, ``sessions``), ``key_id``
+    the id of the key it was encrypted under. Open the store with its key:
+    ``?encryption=SOURCE`` on the store URL, or
+    :class:`~oauth_callback.storage.encrypted.EncryptedStore`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        key: str | None = None,
+        section: str | None = None,
+        key_id: str | None = None,
+    ) -> None:
+        super().__init__(message, path=path)
+        self.key = key
+        self.section = section
+        self.key_id = key_id
 
 
 class MigrationError(StoreError):

@@ -31,6 +31,12 @@ Section = Literal["tokens", "clients", "sessions"]
 SECTIONS: tuple[Section, ...] = ("tokens", "clients", "sessions")
 
 
+#: The field of an encrypted record that holds its ciphertext
+#: (:data:`oauth_callback.storage.encrypted.ENVELOPE_FIELD`).
+ENCRYPTED_FIELD = "$encrypted"
+_NOUNS = {"tokens": "tokens", "clients": "client", "sessions": "session"}
+
+
 def validate_key(key: object, *, reserved: frozenset[str] = frozenset()) -> str:
     """Return ``key`` if it is usable as a store key, else raise ``ValueError``/``TypeError``."""
     if not isinstance(key, str):
@@ -90,7 +96,8 @@ class TokenStore(abc.ABC):
 
     def get(self, key: str) -> Tokens | None:
         """The tokens stored under ``key``, or ``None``."""
-        value: Tokens | None = self._read("tokens", self._check(key))
+        key = self._check(key)
+        value: Tokens | None = self._plain("tokens", key, self._read("tokens", key))
         return value
 
     def set(self, key: str, tokens: Tokens) -> None:
@@ -121,13 +128,15 @@ class TokenStore(abc.ABC):
         untouched (no write happens). Returns what is stored afterwards.
         Exceptions raised by ``fn`` propagate and nothing is written.
         """
-        return self._modify("tokens", self._check(key), _checked(fn, Tokens, "tokens"))  # type: ignore[no-any-return]
+        key = self._check(key)
+        return self._modify("tokens", key, self._checked("tokens", key, fn, Tokens))  # type: ignore[no-any-return]
 
     # -- OAuthStore extras --------------------------------------------------------
 
     def get_client(self, key: str) -> ClientInfo | None:
         """The client registration stored for ``key``, or ``None``."""
-        value: ClientInfo | None = self._read("clients", self._check(key))
+        key = self._check(key)
+        value: ClientInfo | None = self._plain("clients", key, self._read("clients", key))
         return value
 
     def set_client(self, key: str, client: ClientInfo) -> None:
@@ -142,11 +151,13 @@ class TokenStore(abc.ABC):
 
     def update_client(self, key: str, fn: Updater[ClientInfo]) -> ClientInfo | None:
         """Atomic read-modify-write of the client registration (as :meth:`update`)."""
-        return self._modify("clients", self._check(key), _checked(fn, ClientInfo, "client"))  # type: ignore[no-any-return]
+        key = self._check(key)
+        return self._modify("clients", key, self._checked("clients", key, fn, ClientInfo))  # type: ignore[no-any-return]
 
     def get_session(self, key: str) -> OAuthSession | None:
         """The authorization in progress for ``key``, or ``None``."""
-        value: OAuthSession | None = self._read("sessions", self._check(key))
+        key = self._check(key)
+        value: OAuthSession | None = self._plain("sessions", key, self._read("sessions", key))
         return value
 
     def set_session(self, key: str, session: OAuthSession) -> None:
@@ -161,7 +172,8 @@ class TokenStore(abc.ABC):
 
     def update_session(self, key: str, fn: Updater[OAuthSession]) -> OAuthSession | None:
         """Atomic read-modify-write of the authorization in progress (as :meth:`update`)."""
-        return self._modify("sessions", self._check(key), _checked(fn, OAuthSession, "session"))  # type: ignore[no-any-return]
+        key = self._check(key)
+        return self._modify("sessions", key, self._checked("sessions", key, fn, OAuthSession))  # type: ignore[no-any-return]
 
     # -- async twins ----------------------------------------------------------
 
@@ -273,6 +285,42 @@ class TokenStore(abc.ABC):
     def _check(self, key: str) -> str:  # what the backends call
         return self.check_key(key)
 
+    def _plain(self, section: Section, key: str, value: Any) -> Any:
+        """``value`` as read, unless it is an encrypted record this store cannot open
+        (it was opened without encryption): then :class:`StoreEncryptedError`."""
+        if value is None:
+            return None
+        envelope = value.extra.get(ENCRYPTED_FIELD)
+        if envelope is None:
+            return value
+        from ..errors import StoreEncryptedError
+
+        kid = envelope.get("kid") if isinstance(envelope, dict) else None
+        kid = kid if isinstance(kid, str) else None
+        where = self.describe()
+        raise StoreEncryptedError(
+            f"{_NOUNS[section]} record {key!r} in token store {where} is encrypted"
+            + (f" (key id {kid})" if kid else "")
+            + ", but the store was opened without encryption; nothing was changed. Open "
+            "it with its key: the store URL with ?encryption=SOURCE (keyring, env:NAME or "
+            "file:PATH), or EncryptedStore(store, SOURCE)",
+            path=where, key=key, section=section, key_id=kid,
+        )
+
+    def _checked(
+        self, section: Section, key: str, fn: Callable[[Any], Any], kind: type
+    ) -> Callable[[Any], Any]:
+        """``fn`` for :meth:`_modify`: it sees only what :meth:`_plain` lets through and
+        must return a ``kind`` or ``None``."""
+        def wrapper(current: Any) -> Any:
+            new = fn(self._plain(section, key, current))
+            if new is not None and not isinstance(new, kind):
+                raise TypeError(f"update function must return {kind.__name__} or None, "
+                                f"not {type(new).__name__}")
+            return new
+
+        return wrapper
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections). The store is unusable afterwards."""
 
@@ -301,18 +349,6 @@ class _ThreadLockContext:
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
-
-
-def _checked(fn: Callable[[Any], Any], kind: type, name: str) -> Callable[[Any], Any]:
-    def wrapper(current: Any) -> Any:
-        new = fn(current)
-        if new is not None and not isinstance(new, kind):
-            raise TypeError(
-                f"update function must return {kind.__name__} or None, not {type(new).__name__}"
-            )
-        return new
-
-    return wrapper
 
 
 async def _in_thread(func: Callable[..., T], *args: Any) -> T:
