@@ -782,39 +782,22 @@ class OAuthClient:
             judge_pasted, redirect_uri=redirect_uri, expected_state=state,
             expected_issuer=self.issuer, iss_required=self._iss_required,
         )
-        tokens = yield from ensure(
-            self._code_flow(store, key, url, open_browser, timeout, state, redirect_uri,
-                            verifier, nonce, paste, judge, replace_account),
-            DeleteSession(store, key),
-        )
-        logger.info("login for %r succeeded", key)
-        return tokens
 
-    def _code_flow(
-        self,
-        store: TokenStore,
-        key: str,
-        url: str,
-        open_browser: OpenBrowser,
-        timeout: float | None,
-        state: str,
-        redirect_uri: str,
-        verifier: str,
-        nonce: str | None,
-        paste: IO[str] | None,
-        judge: Callable[[str], CallbackResult | str | None] | None,
-        replace_account: bool,
-    ) -> Flow[Tokens]:
-        """Show the URL, take the callback (or a pasted redirect), exchange the code,
-        find out who logged in, save the login."""
-        logger.debug("waiting for the authorization callback on %s", redirect_uri)
-        yield OpenURL(url, open_browser)
-        result: CallbackResult = yield WaitCallback(timeout, state, paste, judge)
-        yield CloseCallback()
-        code = check_callback(result, state, self.issuer, iss_required=self._iss_required)
-        tokens = yield from self._exchange_flow(code, redirect_uri, verifier)
-        identity = yield from self._identify_flow(tokens, nonce)
-        yield from self._save_flow(store, key, tokens, redirect_uri, identity, replace_account)
+        def code_flow() -> Flow[Tokens]:
+            """Show the URL, take the callback (or a pasted redirect), exchange the code,
+            find out who logged in, save the login."""
+            logger.debug("waiting for the authorization callback on %s", redirect_uri)
+            yield OpenURL(url, open_browser)
+            result: CallbackResult = yield WaitCallback(timeout, state, paste, judge)
+            yield CloseCallback()
+            code = check_callback(result, state, self.issuer, iss_required=self._iss_required)
+            tokens = yield from self._exchange_flow(code, redirect_uri, verifier)
+            identity = yield from self._identify_flow(tokens, nonce)
+            yield from self._save_flow(store, key, tokens, identity, redirect_uri, replace_account)
+            return tokens
+
+        tokens = yield from ensure(code_flow(), DeleteSession(store, key))
+        logger.info("login for %r succeeded", key)
         return tokens
 
     def _save_flow(
@@ -822,9 +805,9 @@ class OAuthClient:
         store: TokenStore,
         key: str,
         tokens: Tokens,
+        identity: Identity | None,
         redirect_uri: str | None,
-        identity: Identity | None = None,
-        replace_account: bool = False,
+        replace_account: bool,
     ) -> Flow[None]:
         """Save a login: refuse another account under ``key``, then client and tokens."""
         if identity is not None and not replace_account:
@@ -937,7 +920,7 @@ class OAuthClient:
 
         tokens = yield from translated(self._device_flow(), effect)
         identity = yield from self._identify_flow(tokens, None)
-        yield from self._save_flow(store, key, tokens, None, identity, replace_account)
+        yield from self._save_flow(store, key, tokens, identity, None, replace_account)
         logger.info("device login for %r succeeded", key)
         return tokens
 

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -74,6 +74,7 @@ def _if_unchanged(
     return update
 
 
+@dataclass(eq=False, repr=False)
 class TokenManager:
     """Hands out a valid access token for ``key`` in ``store``, refreshing when needed.
 
@@ -89,26 +90,18 @@ class TokenManager:
     the exact guarantee).
     """
 
-    def __init__(
-        self,
-        store: TokenStore,
-        key: str,
-        client: OAuthClient | None = None,
-        *,
-        skew: float = 60.0,
-        max_retries: int = 3,
-        backoff: float = 0.2,
-        lock_timeout: float = 60.0,
-    ) -> None:
-        if skew < 0 or max_retries < 0 or backoff < 0 or lock_timeout < 0:
+    store: TokenStore
+    key: str
+    client: OAuthClient | None = None
+    _: KW_ONLY
+    skew: float = 60.0
+    max_retries: int = 3
+    backoff: float = 0.2
+    lock_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.skew < 0 or self.max_retries < 0 or self.backoff < 0 or self.lock_timeout < 0:
             raise ValueError("skew, max_retries, backoff and lock_timeout must be non-negative")
-        self.store = store
-        self.key = key
-        self.client = client
-        self.skew = skew
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.lock_timeout = lock_timeout
 
     def __repr__(self) -> str:
         return f"TokenManager({self.store!r}, {self.key!r})"
