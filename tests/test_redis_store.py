@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -143,6 +144,155 @@ def test_values_are_json_records_carrying_the_key(server: RedisServer, store: Re
     assert payload["record"] == {"accessToken": "at", "refreshToken": "rt", "expiresAt": 1767225600500}
 
 
+# --------------------------------------------------------------------------- shared reads
+
+
+class GatedRedis(redis.Redis):  # type: ignore[misc]
+    """A real client whose GETs can be held after the server answered (in flight for
+    the store), counted, and made to fail."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.gets = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_call = 0  # the number of the GET that fails (0: none)
+
+    def get(self, name: str) -> object:
+        self.gets += 1
+        call = self.gets
+        value = super().get(name)
+        assert self.gate.wait(30)
+        if call == self.fail_call:
+            raise redis.exceptions.ConnectionError("connection lost (test)")
+        return value
+
+
+def _gated_store(server: RedisServer, tmp_path: Path) -> tuple[RedisStore, GatedRedis]:
+    client = GatedRedis(host="127.0.0.1", port=server.port, password=server.password)
+    return RedisStore(client, prefix=prefix_for(tmp_path)), client
+
+
+def _blocked_in(thread: threading.Thread, function: str, inner: str) -> bool:
+    """Whether ``thread`` is waiting inside ``inner`` called (directly or not) from
+    ``function`` of the store module."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    names = []
+    while frame is not None:
+        names.append((frame.f_code.co_name, frame.f_code.co_filename))
+        frame = frame.f_back
+    return bool(names) and names[0][0] == inner and any(
+        name == function and path.endswith("redis.py") for name, path in names
+    )
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in 30 s"
+        time.sleep(0.001)
+
+
+def test_threads_reading_one_key_at_once_share_gets_sent_after_they_began(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    store, client = _gated_store(server, tmp_path)
+    store.set("k", tok("old"))
+    client.gets = 0
+    client.gate.clear()
+    results: dict[str, Tokens | None] = {}
+
+    def read(name: str) -> None:
+        results[name] = store.get("k")
+
+    first = threading.Thread(target=read, args=("first",))
+    first.start()
+    _wait_until(lambda: client.gets == 1 and _blocked_in(first, "get", "wait"))
+    # The first GET has its answer ("old") but has not landed; a write completes now.
+    RedisStore(server.url, prefix=prefix_for(tmp_path)).set("k", tok("new"))
+    later = [threading.Thread(target=read, args=(f"later-{i}",)) for i in range(7)]
+    for t in later:
+        t.start()
+    for t in later:
+        _wait_until(lambda t=t: _blocked_in(t, "get", "wait"))  # type: ignore[misc]
+    assert client.gets == 1  # the 7 wait for one GET sent after the first lands
+    client.gate.set()
+    for t in [first, *later]:
+        t.join()
+    assert results["first"] == tok("old")  # it began before the write
+    # Each began after the write completed: each sees it (one GET for all seven).
+    assert all(results[f"later-{i}"] == tok("new") for i in range(7))
+    assert client.gets == 2
+    assert store.get("k") == tok("new") and client.gets == 3  # nothing is cached
+    store.close()
+
+
+def test_a_failed_shared_get_makes_each_waiting_thread_read_for_itself(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    store, client = _gated_store(server, tmp_path)
+    store.set("k", tok(1))
+    client.gets = 0
+    client.gate.clear()
+    results: list[object] = []
+
+    def read() -> None:
+        try:
+            results.append(store.get("k"))
+        except StoreUnavailableError as exc:
+            results.append(exc)
+
+    first = threading.Thread(target=read)
+    first.start()
+    _wait_until(lambda: client.gets == 1 and _blocked_in(first, "get", "wait"))
+    waiting = [threading.Thread(target=read) for _ in range(3)]
+    for t in waiting:
+        t.start()
+    for t in waiting:
+        _wait_until(lambda t=t: _blocked_in(t, "get", "wait"))  # type: ignore[misc]
+    # The first GET lands; the one sent for the three then fails: the thread that
+    # sent it gets the error, the two others read for themselves.
+    client.fail_call = 2
+    client.gate.set()
+    for t in [first, *waiting]:
+        t.join()
+    assert sum(isinstance(r, StoreUnavailableError) for r in results) == 1
+    assert results.count(tok(1)) == 3  # never "no tokens" from a failed read
+    assert client.gets == 4
+    store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+def test_a_child_forked_while_a_get_is_in_flight_reads_for_itself(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    store, client = _gated_store(server, tmp_path)
+    store.set("k", tok(1))
+    client.gets = 0
+    client.gate.clear()
+    first = threading.Thread(target=store.get, args=("k",))
+    first.start()
+    _wait_until(lambda: client.gets == 1 and _blocked_in(first, "get", "wait"))
+    pid = os.fork()
+    if pid == 0:  # child: the parent's GET in flight never lands here
+        code = 1
+        try:
+            client.gate.set()
+            code = 0 if store.get("k") == tok(1) else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    client.gate.set()
+    first.join()
+    assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0
+    store.close()
+
+
 def test_works_with_a_given_client_decoding_responses(server: RedisServer, tmp_path: Path) -> None:
     client = server.client(decode_responses=True)
     s = RedisStore(client, prefix=prefix_for(tmp_path))
@@ -164,22 +314,11 @@ def test_every_connection_shares_one_driver_info_naming_oauth_callback(
     info = a._client.connection_pool.connection_kwargs["driver_info"]
     assert info is b._client.connection_pool.connection_kwargs["driver_info"]
     assert info.formatted_name.startswith("redis-py(oauth-callback_v")
-    a.set("k", tok(1))
-    start = threading.Barrier(4)
-
-    def read() -> None:
-        start.wait()
-        for _ in range(20):
-            assert a.get("k") == tok(1)
-
-    workers = [threading.Thread(target=read) for _ in range(4)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
     pool = a._client.connection_pool
-    connections = list(pool._available_connections) + list(pool._in_use_connections)
-    assert len(connections) >= 2 and all(c.driver_info is info for c in connections)
+    connections = [pool.get_connection() for _ in range(3)]  # each connected, handshake done
+    for c in connections:
+        pool.release(c)
+    assert len(set(connections)) == 3 and all(c.driver_info is info for c in connections)
     a.close()
     b.close()
 
