@@ -387,7 +387,7 @@ def _fixed_provider(tmp_path: Path, **kwargs: object) -> Any:
             token_endpoint_auth_methods_supported=supported,
         )
 
-    provider.context.client_info = provider._fixed_client  # as _initialize() does
+    provider.context.client_info = provider._oc_fixed_client  # as _initialize() does
     return provider, metadata
 
 
@@ -395,19 +395,19 @@ def test_preregistered_client_uses_basic_unless_server_lists_only_post(tmp_path:
     provider, metadata = _fixed_provider(tmp_path)
     assert provider.context.client_info.token_endpoint_auth_method == "client_secret_basic"
     provider.context.oauth_metadata = metadata(["client_secret_basic", "client_secret_post"])
-    provider._choose_fixed_auth_method()
+    provider._oc_choose_fixed_auth_method()
     assert provider.context.client_info.token_endpoint_auth_method == "client_secret_basic"
     provider.context.oauth_metadata = metadata(["client_secret_post"])
-    provider._choose_fixed_auth_method()
+    provider._oc_choose_fixed_auth_method()
     assert provider.context.client_info.token_endpoint_auth_method == "client_secret_post"
-    assert provider._fixed_client.token_endpoint_auth_method == "client_secret_post"
+    assert provider._oc_fixed_client.token_endpoint_auth_method == "client_secret_post"
 
 
 def test_preregistered_client_explicit_auth_method_wins(tmp_path: Path) -> None:
     provider, metadata = _fixed_provider(tmp_path, token_endpoint_auth_method="client_secret_post")
     assert provider.context.client_info.token_endpoint_auth_method == "client_secret_post"
     provider.context.oauth_metadata = metadata(["client_secret_basic"])
-    provider._choose_fixed_auth_method()
+    provider._oc_choose_fixed_auth_method()
     assert provider.context.client_info.token_endpoint_auth_method == "client_secret_post"
 
 
@@ -504,3 +504,28 @@ def test_our_names_may_not_collide_with_the_sdks() -> None:
 
     with pytest.raises(ImportError, match="_select_authorization_server"):
         _sdk_compat.check_own_names(Clashing)
+
+
+def test_our_names_on_the_sdk_provider_carry_the_prefix() -> None:
+    """Issue 11 item 3: every name our subclass adds (a method, or an attribute any
+    method assigns) starts with _oc_, so a later SDK release cannot take it."""
+    from oauth_callback.mcp import StoreOAuthClientProvider, _sdk_compat
+
+    assert _sdk_compat.OWN_PREFIX == "_oc_"
+    names = set(vars(StoreOAuthClientProvider)) | _sdk_compat._assigned_attributes(
+        StoreOAuthClientProvider
+    )
+    assert {"_oc_store", "_oc_key", "_oc_fixed_client", "_oc_state", "_oc_login_flow"} <= names
+
+    class AttributeWithoutPrefix(StoreOAuthClientProvider):
+        def _oc_remember(self) -> None:
+            self._cache = 1
+
+    class MethodWithoutPrefix(StoreOAuthClientProvider):
+        def helper(self) -> None:
+            return None
+
+    with pytest.raises(TypeError, match="_cache"):
+        _sdk_compat.check_own_names(AttributeWithoutPrefix)
+    with pytest.raises(TypeError, match="helper"):
+        _sdk_compat.check_own_names(MethodWithoutPrefix)

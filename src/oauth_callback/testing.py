@@ -18,7 +18,10 @@ and implements just enough of the specifications to exercise a real client:
   ``joserfc``), for clients made with :meth:`MockProvider.register_machine_client`;
   *auth_methods* restricts the client authentication methods accepted and
   advertised (e.g. Basic only);
-* ``/register``: dynamic client registration (RFC 7591);
+* ``/register``: dynamic client registration (RFC 7591), and each client's
+  configuration endpoint ``/register/<client_id>`` (RFC 7592 read, with the
+  registration access token; *client_configuration*);
+  :meth:`MockProvider.forget_client` makes a registration stale;
 * ``/device_authorization`` and the ``device_code`` grant (RFC 8628), with a
   ``/device`` page where a person (or a test's browser) enters the user code
   and approves or denies; :meth:`MockProvider.approve_device` does it without
@@ -88,6 +91,8 @@ _COUNTERS = (
     "invalid_grant_count",
     "reuse_detected",
     "registrations",
+    "client_configuration_requests",
+    "codes_issued",
     "token_requests",
     "device_authorizations",
     "device_polls",
@@ -117,6 +122,8 @@ class _Client:
     # may grant, and the PEM public key private_key_jwt assertions verify with.
     machine_scope: str | None = None
     public_key: str | None = None
+    # RFC 7592: the bearer token of the client's configuration endpoint.
+    registration_access_token: str | None = None
 
 
 @dataclass
@@ -526,6 +533,13 @@ class MockProvider:
       for a server that supports only what RFC 6749 2.3.1 requires. A
       confidential client authenticating another way gets ``invalid_client``
       (public clients, method ``none``, are always accepted).
+    * *client_configuration*: registration responses carry
+      ``registration_client_uri`` and ``registration_access_token`` and the
+      client configuration endpoint answers (RFC 7592); ``False``: a server
+      without RFC 7592 (neither field, ``/register/<id>`` is ``404``).
+      :attr:`rotate_on_configuration_read` (run time) makes each read issue a new
+      registration access token and, for a confidential client, a new secret
+      (RFC 7592 3 allows both).
     """
 
     def __init__(
@@ -543,7 +557,10 @@ class MockProvider:
         subject: str = "test-user",
         port: int = 0,
         auth_methods: Sequence[str] | None = None,
+        client_configuration: bool = True,
     ) -> None:
+        self.client_configuration = client_configuration
+        self.rotate_on_configuration_read = False
         self.rotate_refresh_tokens = rotate_refresh_tokens
         self.require_pkce = require_pkce
         self.consent = consent
@@ -567,6 +584,8 @@ class MockProvider:
         self._clients: dict[str, _Client] = {client_id: _Client(client_id, None, None)}
         for cid, secret in (clients or {}).items():
             self._clients[cid] = _Client(cid, secret, None)
+        # forget_client(): client_id -> (the forgotten record, how /authorize answers it)
+        self._forgotten: dict[str, tuple[_Client, str]] = {}
         self._codes: dict[str, _Code] = {}
         self._grants: dict[str, _Grant] = {}
         self._access: dict[str, _AccessToken] = {}
@@ -697,6 +716,21 @@ class MockProvider:
             self._clients[client_id] = _Client(client_id, secret, uris)
         return client_id, secret
 
+    def forget_client(self, client_id: str, *, authorize: str = "page") -> None:
+        """Forget a registration, as a server that lost its clients does: the
+        token endpoint answers ``invalid_client`` and the client configuration
+        endpoint ``401`` (RFC 7592 2.1). *authorize* is how ``/authorize`` answers
+        the forgotten client: ``"page"`` an error page (RFC 6749 4.1.2.1),
+        ``"redirect"`` an ``unauthorized_client`` error redirect to its registered
+        redirect URI, ``"approve"`` a code as before (only the token endpoint
+        rejects it). Raises ``KeyError`` for an unknown client, ``ValueError``
+        for another *authorize*."""
+        if authorize not in ("page", "redirect", "approve"):
+            raise ValueError("authorize must be 'page', 'redirect' or 'approve'")
+        with self._lock:
+            client = self._clients.pop(client_id)
+            self._forgotten[client_id] = (client, authorize)
+
     # ------------------------------------------------------------------ knobs
 
     expires_in: _Attribute[int | None] = _knob(
@@ -803,6 +837,16 @@ class MockProvider:
 
     registrations = _counter("Successful ``POST /register`` (not :meth:`register_client`).")
 
+    @property
+    def client_configuration_requests(self) -> int:
+        """``GET /register/<client_id>`` requests (RFC 7592 read), answered or refused."""
+        return self._count("client_configuration_requests")
+
+    @property
+    def codes_issued(self) -> int:
+        """Authorization codes ``/authorize`` minted (used or not)."""
+        return self._count("codes_issued")
+
     # ------------------------------------------------------------------ request handling
 
     def _record_error(self, exc: BaseException) -> None:
@@ -827,6 +871,10 @@ class MockProvider:
             "/jwks": ("GET",),
             "/revoke": ("POST",),
         }
+        if path.startswith("/register/") and self.client_configuration:
+            if method != "GET":
+                return _json_response(405, {"error": "method_not_allowed"}, ("Allow", "GET"))
+            return self._client_configuration(path[len("/register/"):], headers)
         if path not in routes or (path.startswith("/device") and not self.device_flow):
             return _json_response(404, {"error": "not_found"})
         if method not in routes[path]:
@@ -872,6 +920,7 @@ class MockProvider:
     def _issue_code(self, pending: _Pending) -> _Response:
         code = "ac_" + secrets.token_urlsafe(32)
         with self._lock:
+            self._counters["codes_issued"] += 1
             self._codes[code] = _Code(
                 client_id=pending.client_id,
                 redirect_uri=pending.redirect_uri,
@@ -894,6 +943,17 @@ class MockProvider:
         redirect_uri = params.get("redirect_uri")
         with self._lock:
             client = self._clients.get(client_id) if client_id else None
+            forgotten = self._forgotten.get(client_id) if client_id else None
+        if client is None and forgotten is not None and forgotten[1] != "page":
+            client = forgotten[0]  # a server that still redirects to (or approves) it
+            if forgotten[1] == "redirect" and redirect_uri and _redirect_allowed(
+                client, redirect_uri
+            ):
+                return self._authorize_redirect(
+                    redirect_uri,
+                    params.get("state"),
+                    [("error", "unauthorized_client"), ("error_description", "unknown client")],
+                )
         if client is None:
             return _error_page("unknown or missing client_id")
         if not redirect_uri or not _redirect_allowed(client, redirect_uri):
@@ -1202,18 +1262,53 @@ class MockProvider:
 
     def _register(self, body: bytes) -> _Response:
         try:
-            metadata, secret = self._register_client(body)
+            metadata = self._register_client(body)
         except _TokenError as exc:
             return _json_response(
                 exc.status, {"error": exc.error, "error_description": exc.description}
             )
-        response = dict(metadata)
-        if secret is not None:
-            response["client_secret"] = secret
-            response["client_secret_expires_at"] = 0
-        return _json_response(201, response)
+        return _json_response(201, self._client_document(metadata["client_id"]))
 
-    def _register_client(self, body: bytes) -> tuple[dict[str, Any], str | None]:
+    def _client_document(self, client_id: str) -> dict[str, Any]:
+        """The registration response (RFC 7591 3.2.1, RFC 7592 3) of a registered client."""
+        with self._lock:
+            client = self._clients[client_id]
+        response = dict(client.metadata)
+        if client.client_secret is not None:
+            response["client_secret"] = client.client_secret
+            response["client_secret_expires_at"] = 0
+        if client.registration_access_token is not None:
+            response["registration_client_uri"] = f"{self.registration_endpoint}/{client_id}"
+            response["registration_access_token"] = client.registration_access_token
+        return response
+
+    def _client_configuration(self, client_id: str, headers: Mapping[str, str]) -> _Response:
+        """RFC 7592 2.1 read: ``200`` and the registration for its bearer token, else ``401``
+        (also for a client the server does not know, or forgot)."""
+        with self._lock:
+            self._counters["client_configuration_requests"] += 1
+            client = self._clients.get(unquote_plus(client_id))
+        scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+        expected = None if client is None else client.registration_access_token
+        if (
+            expected is None
+            or scheme.lower() != "bearer"
+            or not secrets.compare_digest(token.strip().encode(), expected.encode())
+        ):
+            return _json_response(
+                401,
+                {"error": "invalid_token", "error_description": "unknown client or token"},
+                ("WWW-Authenticate", f'Bearer realm="{_REALM}", error="invalid_token"'),
+            )
+        assert client is not None
+        if self.rotate_on_configuration_read:
+            with self._lock:
+                client.registration_access_token = "rat_" + secrets.token_urlsafe(32)
+                if client.client_secret is not None:
+                    client.client_secret = "cs_" + secrets.token_urlsafe(32)
+        return _json_response(200, self._client_document(client.client_id))
+
+    def _register_client(self, body: bytes) -> dict[str, Any]:
         try:
             raw = json.loads(body.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
@@ -1250,10 +1345,13 @@ class MockProvider:
             "grant_types": list(grant_types),
             "response_types": list(response_types),
         }
+        token = "rat_" + secrets.token_urlsafe(32) if self.client_configuration else None
         with self._lock:
-            self._clients[client_id] = _Client(client_id, secret, tuple(uris), echoed)
+            self._clients[client_id] = _Client(
+                client_id, secret, tuple(uris), echoed, registration_access_token=token
+            )
             self._counters["registrations"] += 1
-        return echoed, secret
+        return echoed
 
     # /userinfo ------------------------------------------------------------------
 

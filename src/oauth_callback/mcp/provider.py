@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -32,11 +30,13 @@ from ._sdk_compat import (
     check_own_names,
     extract_field_from_www_auth,
     hide_logged,
+    registration_url,
 )
 from .storage import (
     _STALE_CLIENT_ERRORS,
     StoreTokenStorage,
     _client_from_record,
+    _Configuration,
     _reserved,
     _to_oauth_token,
 )
@@ -95,16 +95,45 @@ class _HeldLock:
         if self._error is not None:
             raise self._error
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self._release.set()
         assert self._thread is not None
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._thread.join)
+
+
+# --------------------------------------------------------------------------- flows
+
+#: What a flow of ours yields: a request to send, or a sub-flow to run in place.
+_Step = httpx2.Request | AsyncGenerator[Any, Any]
+
+
+_Flow = AsyncGenerator[httpx2.Request, httpx2.Response]
+
+
+async def _nested(flow: AsyncGenerator[_Step, Any]) -> _Flow:
+    """Drive ``flow`` as an ``httpx2`` auth flow: the requests it yields are sent and
+    their responses sent back; a generator it yields is a sub-flow, run to its end
+    in place (what ``yield from`` does for plain generators). An exception ends
+    the whole flow; every unfinished generator is closed."""
+    stack: list[AsyncGenerator[_Step, Any]] = [flow]
+    answer: httpx2.Response | None = None
+    try:
+        while stack:
+            try:
+                step = await stack[-1].asend(answer)
+            except StopAsyncIteration:
+                stack.pop()
+                answer = None
+                continue
+            if isinstance(step, httpx2.Request):
+                answer = yield step
+            else:
+                stack.append(step)
+                answer = None
+    finally:
+        while stack:
+            await stack.pop().aclose()
 
 
 # --------------------------------------------------------------------------- provider
@@ -121,7 +150,6 @@ class _StaleClient(Exception):
 hide_logged(_StaleClient)  # the re-registration we handle ourselves
 
 
-
 def _bearer(request: httpx2.Request) -> str | None:
     value = request.headers.get("Authorization")
     if value and value[:7].lower() == "bearer ":
@@ -136,13 +164,50 @@ def _is_step_up(response: httpx2.Response) -> bool:
     )
 
 
-def _oauth_error_code(response: httpx2.Response) -> str | None:
+async def _json_body(response: httpx2.Response) -> Any:
+    """The JSON body of ``response`` (read first: an auth flow gets it unread), or ``None``."""
     try:
-        body = response.json()
+        await response.aread()
+        return response.json()
     except Exception:
         return None
+
+
+async def _oauth_error_code(response: httpx2.Response) -> str | None:
+    body = await _json_body(response)
     error = body.get("error") if isinstance(body, Mapping) else None
     return error if isinstance(error, str) else None
+
+
+def _is_code_exchange(request: httpx2.Request) -> bool:
+    if request.method != "POST":
+        return False
+    form = dict(parse_qsl(request.content.decode("utf-8", "replace")))
+    return form.get("grant_type") == "authorization_code"
+
+
+def _probe_url(authorization_endpoint: str, client_id: str, redirect_uri: str) -> str:
+    """An authorization request that cannot mint a code: ``response_type=none``
+    (OAuth 2.0 Multiple Response Types 4: nothing is issued), no PKCE, no state."""
+    parts = urlsplit(authorization_endpoint)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query += [("response_type", "none"), ("client_id", client_id), ("redirect_uri", redirect_uri)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _probe_finds_stale(response: httpx2.Response, redirect_uri: str) -> bool:
+    """Whether the authorization endpoint's answer to :func:`_probe_url` rejects the
+    client: an error page (``400``/``401``: RFC 6749 4.1.2.1, an invalid client id
+    or redirect URI is never redirected), or an ``invalid_client`` error redirect
+    to us. Any other answer (an error redirect for the response type, a login
+    page) means the server knows the client and its redirect URI."""
+    if response.status_code in (400, 401):
+        return True
+    location = response.headers.get("Location", "") if response.is_redirect else ""
+    target = urlsplit(location)
+    if target._replace(query="", fragment="").geturl() != redirect_uri:
+        return False
+    return dict(parse_qsl(target.query)).get("error") == "invalid_client"
 
 
 def _loopback_port(uri: str, host: str, path: str) -> int | None:
@@ -169,8 +234,15 @@ class StoreOAuthClientProvider(OAuthClientProvider):
     token expiring within ``refresh_margin`` seconds (also right after a
     restart); a refresh attempt when the server answers ``401`` to a token it
     issued; re-registration (once) when the authorization server rejects the
-    stored client; and per-key locks so that concurrent processes sharing the
-    store log in once and refresh once.
+    stored client, found without an authorization request (RFC 7592's client
+    configuration endpoint when the registration response named one, else the
+    errors the stale client causes and, with ``check_registration``, one
+    authorization request that cannot mint a code); and per-key locks so that
+    concurrent processes sharing the store log in once and refresh once.
+
+    Every name this subclass adds starts with ``_oc_`` (checked at import by
+    :func:`~oauth_callback.mcp._sdk_compat.check_own_names`), so a later SDK
+    attribute cannot collide with one of ours.
     """
 
     def __init__(
@@ -195,95 +267,97 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         check_registration: bool = True,
         token_endpoint_auth_method: str | None = None,
     ) -> None:
-        self.store = store
-        self.key = store.check_key(key)
-        self.storage = StoreTokenStorage(store, self.key, server_url=server_url)
+        self._oc_store = store
+        self._oc_key = store.check_key(key)
+        self._oc_storage = StoreTokenStorage(store, self._oc_key, server_url=server_url)
         super().__init__(
             server_url,
             client_metadata,
-            self.storage,
-            redirect_handler=self._redirect_handler,
-            callback_handler=self._callback_handler,
+            self._oc_storage,
+            redirect_handler=self._oc_redirect_handler,
+            callback_handler=self._oc_callback_handler,
             client_metadata_url=client_metadata_url,
         )
-        self.open_browser = open_browser
-        self.host = host
-        self.port = port
-        self.callback_path = callback_path
-        self.timeout = timeout
-        self.refresh_margin = refresh_margin
-        self.refresh_lock_timeout = refresh_lock_timeout
-        self.login_lock_timeout = (
+        self._oc_open_browser = open_browser
+        self._oc_host = host
+        self._oc_port = port
+        self._oc_callback_path = callback_path
+        self._oc_timeout = timeout
+        self._oc_refresh_margin = refresh_margin
+        self._oc_refresh_lock_timeout = refresh_lock_timeout
+        self._oc_login_lock_timeout = (
             login_lock_timeout if login_lock_timeout is not None else timeout + 60.0
         )
-        self.check_registration = check_registration
-        self._fixed_client = client_info
-        self._loopback = LoopbackOptions(
+        self._oc_check_registration = check_registration
+        self._oc_fixed_client = client_info
+        self._oc_loopback = LoopbackOptions(
             host, port, callback_path, success_html=success_html, error_html=error_html
         )
-        self._explicit_auth_method = token_endpoint_auth_method
-        self._login_key = self.key + "#login"
-        self._stored_client: OAuthClientInformationFull | None = None
+        self._oc_explicit_auth_method = token_endpoint_auth_method
+        self._oc_login_key = self._oc_key + "#login"
+        self._oc_stored_client: OAuthClientInformationFull | None = None
         # The lifetime of the current access token (bounds the refresh margin).
-        self._lifetime: float | None = None
-        self._token_endpoint: str | None = None
-        self._server: CallbackServer | None = None
-        self._state: str | None = None
-        # False during a step-up re-authorization: the client was just used
-        # successfully, so probing its registration would only mint a code.
-        self._probe_registration = True
+        self._oc_lifetime: float | None = None
+        self._oc_token_endpoint: str | None = None
+        self._oc_server: CallbackServer | None = None
+        self._oc_state: str | None = None
 
     def __repr__(self) -> str:
-        return f"<StoreOAuthClientProvider {self.context.server_url} key={self.key!r}>"
+        return f"<StoreOAuthClientProvider {self.context.server_url} key={self._oc_key!r}>"
 
     # -- state -------------------------------------------------------------
 
     async def _initialize(self) -> None:
         """Load tokens and client from the store, with the token's true expiry."""
-        tokens = await self.store.get_async(self.key)
-        client = await self.store.get_client_async(self.key)
-        self._adopt(tokens, client)
+        tokens = await self._oc_store.get_async(self._oc_key)
+        client = await self._oc_store.get_client_async(self._oc_key)
+        self._oc_adopt(tokens, client)
         self._initialized = True
 
-    def _adopt(self, tokens: Tokens | None, client: ClientInfo | None) -> None:
+    def _oc_adopt(self, tokens: Tokens | None, client: ClientInfo | None) -> None:
         """Make ``tokens`` and ``client`` (as read from the store) the current ones."""
         oauth_token = None if tokens is None else _to_oauth_token(tokens)
         self.context.current_tokens = oauth_token
         # The absolute expiry, exactly: the SDK's is_token_valid() then sees an
         # expired token as expired (SDK issue 3250: it used to see it as fresh).
-        self._lifetime = None if tokens is None else tokens.lifetime
+        self._oc_lifetime = None if tokens is None else tokens.lifetime
         self.context.token_expiry_time = (
             tokens.expires_at if tokens is not None and oauth_token is not None else None
         )
-        if self._fixed_client is not None:
-            self.context.client_info = self._fixed_client
+        if self._oc_fixed_client is not None:
+            self.context.client_info = self._oc_fixed_client
         else:
             info = None if client is None else _client_from_record(client)
             self.context.client_info = info
-            self._stored_client = info
-        self._token_endpoint = None if client is None else client.token_endpoint
+            self._oc_stored_client = info
+        self._oc_token_endpoint = None if client is None else client.token_endpoint
 
-    def _fresh(self) -> bool:
+    def _oc_reusing_stored(self, info: OAuthClientInformationFull | None) -> bool:
+        """Whether ``info`` is the dynamically registered client read from the store
+        (not a pre-registered one, nor one registered in this flow)."""
+        return info is not None and self._oc_fixed_client is None and info is self._oc_stored_client
+
+    def _oc_fresh(self) -> bool:
         """True when the current access token needs no refresh yet
         (:meth:`Tokens.needs_refresh`, the decision ``TokenManager`` makes too)."""
         tokens = self.context.current_tokens
         if tokens is None or not tokens.access_token:
             return False
         current = Tokens(tokens.access_token, expires_at=self.context.token_expiry_time,
-                         lifetime=self._lifetime)
-        return not current.needs_refresh(self.refresh_margin)
+                         lifetime=self._oc_lifetime)
+        return not current.needs_refresh(self._oc_refresh_margin)
 
-    def _usable(self, tokens: Tokens | None, rejected: str | None) -> bool:
+    def _oc_usable(self, tokens: Tokens | None, rejected: str | None) -> bool:
         return (
             tokens is not None
             and tokens.access_token != rejected
-            and not tokens.needs_refresh(self.refresh_margin)
+            and not tokens.needs_refresh(self._oc_refresh_margin)
         )
 
-    def _lock(self, key: str, timeout: float, name: str) -> _HeldLock:
-        return _HeldLock(lambda: self.store.refresh_lock(key, timeout=timeout), name)
+    def _oc_lock(self, key: str, timeout: float, name: str) -> _HeldLock:
+        return _HeldLock(lambda: self._oc_store.refresh_lock(key, timeout=timeout), name)
 
-    async def _forget_tokens(self, used: Tokens) -> None:
+    async def _oc_forget_tokens(self, used: Tokens) -> None:
         """Delete the stored tokens if they are still ``used`` (compare-and-delete)."""
 
         def drop(current: Tokens | None) -> Tokens | None:
@@ -291,12 +365,12 @@ class StoreOAuthClientProvider(OAuthClientProvider):
                 return None
             return current
 
-        await self.store.update_async(self.key, drop)
+        await self._oc_store.update_async(self._oc_key, drop)
 
-    async def _forget_client(self, client_id: str) -> None:
+    async def _oc_forget_client(self, client_id: str) -> None:
         """Drop the client registration ``client_id`` (context and store)."""
         logger.info(
-            "dropping client registration %r for %s; registering again", client_id, self.key
+            "dropping client registration %r for %s; registering again", client_id, self._oc_key
         )
 
         def drop(current: ClientInfo | None) -> ClientInfo | None:
@@ -304,17 +378,17 @@ class StoreOAuthClientProvider(OAuthClientProvider):
                 return None
             return current
 
-        await self.store.update_client_async(self.key, drop)
+        await self._oc_store.update_client_async(self._oc_key, drop)
         if self.context.client_info is not None and self.context.client_info.client_id == client_id:
             self.context.client_info = None
-        self._stored_client = None
-        self._token_endpoint = None
+        self._oc_stored_client = None
+        self._oc_token_endpoint = None
 
-    async def _remember_endpoints(self) -> None:
+    async def _oc_remember_endpoints(self) -> None:
         """Record the token/authorization endpoints with the client (refresh after restart)."""
         metadata = self.context.oauth_metadata
         info = self.context.client_info
-        if metadata is None or info is None or self._fixed_client is not None:
+        if metadata is None or info is None or self._oc_fixed_client is not None:
             return
         token_endpoint = str(metadata.token_endpoint)
         authorization_endpoint = str(metadata.authorization_endpoint)
@@ -331,12 +405,12 @@ class StoreOAuthClientProvider(OAuthClientProvider):
                 token_endpoint=token_endpoint, authorization_endpoint=authorization_endpoint
             )
 
-        await self.store.update_client_async(self.key, add)
-        self._token_endpoint = token_endpoint
+        await self._oc_store.update_client_async(self._oc_key, add)
+        self._oc_token_endpoint = token_endpoint
 
     async def _refresh_token(self) -> httpx2.Request:
         request = await super()._refresh_token()
-        endpoint = self._token_endpoint
+        endpoint = self._oc_token_endpoint
         if self.context.oauth_metadata is None and endpoint and str(request.url) != endpoint:
             # After a restart nothing is discovered yet; the SDK would guess
             # <origin>/token. Use the endpoint recorded at login instead.
@@ -347,30 +421,24 @@ class StoreOAuthClientProvider(OAuthClientProvider):
 
     # -- the flow ------------------------------------------------------------
 
-    async def _auth_flow(
-        self, request: httpx2.Request
-    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+    def _auth_flow(self, request: httpx2.Request) -> _Flow:
+        return _nested(self._oc_flow(request))
+
+    async def _oc_flow(self, request: httpx2.Request) -> AsyncGenerator[_Step, Any]:
         async with self.context.lock:
             if not self._initialized:
                 await self._initialize()
             self.context.protocol_version = request.headers.get(_MCP_PROTOCOL_VERSION_HEADER)
-            stale = not self._fresh() and self.context.can_refresh_token()
+            stale = not self._oc_fresh() and self.context.can_refresh_token()
 
         # 1. A stored token that expired (e.g. while the process was not running)
         #    is refreshed before the request, not after a 401.
         if stale:
-            refreshed: list[bool] = []
-            flow = self._refresh_flow(None, refreshed)
-            try:
-                outgoing = await flow.__anext__()
-                while True:
-                    outgoing = await flow.asend((yield outgoing))
-            except StopAsyncIteration:
-                pass
+            yield self._oc_refresh_flow(None, [])
         if self.context.current_tokens is not None and self.context.is_token_valid():
             self._add_auth_header(request)
 
-        response = yield request
+        response: httpx2.Response = yield request
         if response.status_code != 401 and not _is_step_up(response):
             return
         sent = _bearer(request)
@@ -378,14 +446,8 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         # 2. The token was rejected: newer tokens may be in the store (another
         #    process refreshed), or the refresh token may still work.
         if response.status_code == 401 and sent is not None:
-            refreshed = []
-            flow = self._refresh_flow(sent, refreshed)
-            try:
-                outgoing = await flow.__anext__()
-                while True:
-                    outgoing = await flow.asend((yield outgoing))
-            except StopAsyncIteration:
-                pass
+            refreshed: list[bool] = []
+            yield self._oc_refresh_flow(sent, refreshed)
             if refreshed and refreshed[0] and self.context.current_tokens is not None:
                 self._add_auth_header(request)
                 response = yield request
@@ -394,77 +456,76 @@ class StoreOAuthClientProvider(OAuthClientProvider):
                 sent = _bearer(request)
 
         # 3. Authorize in the browser, once for all processes sharing the store.
-        flow = self._login_flow(request, response, sent)
-        try:
-            outgoing = await flow.__anext__()
-            while True:
-                outgoing = await flow.asend((yield outgoing))
-        except StopAsyncIteration:
-            pass
+        yield self._oc_login_flow(request, response, sent)
 
-    async def _refresh_flow(
+    async def _oc_refresh_flow(
         self, rejected: str | None, result: list[bool]
-    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+    ) -> AsyncGenerator[_Step, Any]:
         """Under the key's refresh lock: adopt newer stored tokens, or refresh.
 
         ``rejected`` is the access token the server refused (``None``: none was).
         Appends ``True`` to ``result`` when a usable token is current afterwards.
         """
-        async with self._lock(self.key, self.refresh_lock_timeout, "oauth-callback-refresh"):
-            tokens = await self.store.get_async(self.key)
-            client = await self.store.get_client_async(self.key)
-            if self._usable(tokens, rejected):
-                self._adopt(tokens, client)  # another process (or task) got there first
+        async with self._oc_lock(
+            self._oc_key, self._oc_refresh_lock_timeout, "oauth-callback-refresh"
+        ):
+            tokens = await self._oc_store.get_async(self._oc_key)
+            client = await self._oc_store.get_client_async(self._oc_key)
+            if self._oc_usable(tokens, rejected):
+                self._oc_adopt(tokens, client)  # another process (or task) got there first
                 result.append(self.context.current_tokens is not None)
                 return
             if (
                 tokens is None
                 or tokens.refresh_token is None
-                or (client is None and self._fixed_client is None)
+                or (client is None and self._oc_fixed_client is None)
             ):
                 self.context.clear_tokens()
                 result.append(False)
                 return
-            self._adopt(tokens, client)
+            self._oc_adopt(tokens, client)
             if not self.context.can_refresh_token():
                 self.context.clear_tokens()
                 result.append(False)
                 return
             # Space for the successor first (StoreWriteError, nothing sent, if none).
-            async with _reserved(self.store, self.key):
+            async with _reserved(self._oc_store, self._oc_key):
                 response = yield await self._refresh_token()
-                result.append(await self._finish_refresh(response, tokens))
+                result.append(await self._oc_finish_refresh(response, tokens))
 
-    async def _finish_refresh(self, response: httpx2.Response, used: Tokens) -> bool:
+    async def _oc_finish_refresh(self, response: httpx2.Response, used: Tokens) -> bool:
         if response.status_code == 200:
             ok = await self._handle_refresh_response(response)
             current = self.context.current_tokens
-            self._lifetime = None if current is None or current.expires_in is None else float(
+            self._oc_lifetime = None if current is None or current.expires_in is None else float(
                 current.expires_in
             )
             return ok
-        error = _oauth_error_code(response)
+        error = await _oauth_error_code(response)
         logger.info(
-            "token refresh for %s failed: HTTP %s %s", self.key, response.status_code, error or ""
+            "token refresh for %s failed: HTTP %s %s",
+            self._oc_key, response.status_code, error or "",
         )
         info = self.context.client_info
-        if error in _STALE_CLIENT_ERRORS and info is not None and self._fixed_client is None:
-            await self._forget_client(info.client_id)
-            await self._forget_tokens(used)
+        if error in _STALE_CLIENT_ERRORS and info is not None and self._oc_fixed_client is None:
+            await self._oc_forget_client(info.client_id)
+            await self._oc_forget_tokens(used)
         elif error == "invalid_grant":
-            await self._forget_tokens(used)
+            await self._oc_forget_tokens(used)
         self.context.clear_tokens()
         return False
 
-    async def _login_flow(
+    async def _oc_login_flow(
         self, request: httpx2.Request, response: httpx2.Response, sent: str | None
-    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
-        async with self._lock(self._login_key, self.login_lock_timeout, "oauth-callback-login"):
+    ) -> AsyncGenerator[_Step, Any]:
+        async with self._oc_lock(
+            self._oc_login_key, self._oc_login_lock_timeout, "oauth-callback-login"
+        ):
             # Whoever held the lock before us may have logged in: use their tokens.
-            tokens = await self.store.get_async(self.key)
-            client = await self.store.get_client_async(self.key)
-            if self._usable(tokens, sent):
-                self._adopt(tokens, client)
+            tokens = await self._oc_store.get_async(self._oc_key)
+            client = await self._oc_store.get_client_async(self._oc_key)
+            if self._oc_usable(tokens, sent):
+                self._oc_adopt(tokens, client)
                 if self.context.current_tokens is not None:
                     self._add_auth_header(request)
                     response = yield request
@@ -472,68 +533,154 @@ class StoreOAuthClientProvider(OAuthClientProvider):
                         return
                     tokens = None
             step_up = _is_step_up(response)
-            self._probe_registration = not step_up
             if step_up:
-                if self._fixed_client is None:
+                if self._oc_fixed_client is None:
                     self.context.client_info = (
                         None if client is None else _client_from_record(client)
                     )
-                    self._stored_client = self.context.client_info
+                    self._oc_stored_client = self.context.client_info
             else:
-                self._adopt(None, client)  # latest registration, no tokens
+                self._oc_adopt(None, client)  # latest registration, no tokens
                 request.headers.pop("Authorization", None)
 
-            async with self._callback_server() as server:
-                redirect_uri = server.redirect_uri
-                self.context.client_metadata.redirect_uris = [AnyUrl(redirect_uri)]
-                info = self.context.client_info
-                if (
-                    info is not None
-                    and self._fixed_client is None
-                    and info.redirect_uris
-                    and redirect_uri not in {str(uri) for uri in info.redirect_uris}
-                ):
-                    logger.info(
-                        "client %r is not registered for %s; registering again",
-                        info.client_id,
-                        redirect_uri,
-                    )
-                    self.context.client_info = None
-                for attempt in range(2):
+            # A stale client found from the error it causes is dropped and the flow
+            # retried once, registering again, with a new loopback server (the first
+            # one took the error callback).
+            for attempt in range(2):
+                async with self._oc_callback_server() as server:
+                    redirect_uri = server.redirect_uri
+                    self.context.client_metadata.redirect_uris = [AnyUrl(redirect_uri)]
+                    info = self.context.client_info
+                    if (
+                        info is not None
+                        and self._oc_fixed_client is None
+                        and info.redirect_uris
+                        and redirect_uri not in {str(uri) for uri in info.redirect_uris}
+                    ):
+                        logger.info(
+                            "client %r is not registered for %s; registering again",
+                            info.client_id,
+                            redirect_uri,
+                        )
+                        self.context.client_info = None
+                    # A step-up re-authorizes a client that just worked: nothing to check.
+                    if not step_up and client is not None and self._oc_reusing_stored(
+                        self.context.client_info
+                    ):
+                        yield self._oc_check_stored_client(client, redirect_uri)
                     flow = OAuthClientProvider._auth_flow(self, request)
                     try:
                         outgoing = await flow.__anext__()
                         if outgoing is request:  # we already have its answer
                             outgoing = await flow.asend(response)
                         while True:
-                            outgoing = await flow.asend((yield outgoing))
+                            answer = yield outgoing
+                            await self._oc_observe(outgoing, answer)
+                            outgoing = await flow.asend(answer)
                     except StopAsyncIteration:
                         break
                     except _StaleClient as exc:
                         if attempt:
                             raise OAuthFlowError(str(exc)) from None
-                        await self._forget_client(exc.client_id)
+                        await self._oc_forget_client(exc.client_id)
                     finally:
                         await flow.aclose()
-            await self._remember_endpoints()
+            await self._oc_remember_endpoints()
+
+    async def _oc_observe(self, request: httpx2.Request, response: httpx2.Response) -> None:
+        """Look at an answer before the SDK's flow gets it: keep the RFC 7592 fields of
+        a registration response (the SDK's model drops them); raise
+        :class:`_StaleClient` when the token endpoint answers ``invalid_client`` to
+        the code exchange of the stored client."""
+        if request.method == "POST" and response.status_code in (200, 201) and (
+            str(request.url) == registration_url(self.context)
+        ):
+            body = await _json_body(response)
+            self._oc_storage.expect_configuration(_Configuration.parse(body))
+        elif (
+            response.status_code in (400, 401)
+            and _is_code_exchange(request)
+            and await _oauth_error_code(response) == "invalid_client"
+        ):
+            info = self.context.client_info
+            if info is not None and self._oc_reusing_stored(info):
+                raise _StaleClient(info.client_id)
+
+    async def _oc_check_stored_client(
+        self, client: ClientInfo, redirect_uri: str
+    ) -> AsyncGenerator[_Step, Any]:
+        """Before a browser login with a stored, dynamically registered ``client``:
+        is it still registered? Drop it (the flow registers again) when not.
+
+        With RFC 7592 (the registration response named ``registration_client_uri``
+        and ``registration_access_token``) a ``GET`` of the client configuration
+        endpoint answers: ``200`` valid, ``401``/``403``/``404`` stale (RFC 7592
+        2.1: the server may have deleted the client). Without it, and only with
+        ``check_registration``, one authorization request that cannot mint a code
+        (:func:`_probe_url`) for servers that show an error page for an unknown
+        client instead of redirecting (RFC 6749 4.1.2.1); without either, a stale
+        client is found from the error it causes (an error redirect, or
+        ``invalid_client`` at the token endpoint).
+        """
+        configuration = _Configuration.of(client)
+        if configuration is not None:
+            headers = {"Authorization": f"Bearer {configuration.access_token}",
+                       "Accept": "application/json"}
+            response = yield httpx2.Request("GET", configuration.uri, headers=headers)
+            if response.status_code in (401, 403, 404):
+                await self._oc_forget_client(client.client_id)
+            elif response.status_code == 200:
+                await self._oc_update_configuration(client, await _json_body(response))
+            return
+        if not self._oc_check_registration or client.authorization_endpoint is None:
+            return
+        probe = _probe_url(client.authorization_endpoint, client.client_id, redirect_uri)
+        response = yield httpx2.Request("GET", probe)
+        if _probe_finds_stale(response, redirect_uri):
+            await self._oc_forget_client(client.client_id)
+
+    async def _oc_update_configuration(self, client: ClientInfo, body: Any) -> None:
+        """Adopt what an RFC 7592 read rotated: a new registration access token (or
+        URI) and a new client secret (RFC 7592 3: the client must use them)."""
+        fresh = _Configuration.parse(body, client.client_id)
+        secret = body.get("client_secret") if isinstance(body, Mapping) else None
+        secret = secret if isinstance(secret, str) and secret else None
+        if fresh is not None and fresh.client_id != client.client_id:
+            return
+
+        def update(current: ClientInfo | None) -> ClientInfo | None:
+            if current is None or current.client_id != client.client_id:
+                return current
+            updated = current
+            if fresh is not None and fresh != _Configuration.of(current):
+                updated = fresh.stored_with(updated)
+            if secret is not None and secret != current.client_secret:
+                updated = updated.replace(client_secret=secret)
+            return updated
+
+        await self._oc_store.update_client_async(self._oc_key, update)
+        info = self.context.client_info
+        if secret is not None and info is not None and info.client_secret != secret:
+            info = info.model_copy(update={"client_secret": secret})
+            self.context.client_info = self._oc_stored_client = info
 
     # -- loopback ------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _callback_server(self) -> AsyncIterator[CallbackServer]:
-        ports = [self.port]
+    async def _oc_callback_server(self) -> AsyncIterator[CallbackServer]:
+        ports = [self._oc_port]
         info = self.context.client_info
-        if self.port == 0 and self._fixed_client is None and info is not None:
+        if self._oc_port == 0 and self._oc_fixed_client is None and info is not None:
             # Reuse the port the stored client was registered with, so the
             # registration stays valid on servers that compare ports exactly.
             for uri in info.redirect_uris or []:
-                previous = _loopback_port(str(uri), self.host, self.callback_path)
+                previous = _loopback_port(str(uri), self._oc_host, self._oc_callback_path)
                 if previous:
                     ports.insert(0, previous)
                     break
         server: CallbackServer | None = None
         for index, port in enumerate(ports):
-            server = self._loopback.server(port=port)
+            server = self._oc_loopback.server(port=port)
             try:
                 server.start()
             except OSError:  # PortInUseError included: fall back to the next choice
@@ -542,15 +689,15 @@ class StoreOAuthClientProvider(OAuthClientProvider):
                 continue
             break
         assert server is not None
-        self._server = server
+        self._oc_server = server
         try:
             yield server
         finally:
-            self._server = None
-            self._state = None
+            self._oc_server = None
+            self._oc_state = None
             server.close()
 
-    def _choose_fixed_auth_method(self) -> None:
+    def _oc_choose_fixed_auth_method(self) -> None:
         """Fit a pre-registered client's token endpoint authentication to the server.
 
         Called once the authorization server's metadata is known: Basic unless
@@ -558,9 +705,9 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         (:func:`~oauth_callback.protocol.choose_auth_method`, RFC 6749 2.3.1); an
         explicit ``token_endpoint_auth_method`` always wins.
         """
-        fixed = self._fixed_client
+        fixed = self._oc_fixed_client
         metadata = self.context.oauth_metadata
-        if fixed is None or metadata is None or self._explicit_auth_method is not None:
+        if fixed is None or metadata is None or self._oc_explicit_auth_method is not None:
             return
         method = choose_auth_method(
             client_secret=fixed.client_secret,
@@ -568,63 +715,26 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         )
         if method != fixed.token_endpoint_auth_method:
             fixed = fixed.model_copy(update={"token_endpoint_auth_method": method})
-            self._fixed_client = fixed
+            self._oc_fixed_client = fixed
             self.context.client_info = fixed
 
-    async def _redirect_handler(self, authorization_url: str) -> None:
-        self._state = dict(parse_qsl(urlsplit(authorization_url).query)).get("state")
-        if self._server is not None and self._state:
-            self._server.expect_state(self._state)  # forged callbacks are ignored from now on
-        self._choose_fixed_auth_method()
-        info = self.context.client_info
-        if (
-            self.check_registration
-            and self._probe_registration
-            and self._fixed_client is None
-            and info is not None
-            and info is self._stored_client
-        ):
-            await self._check_registration(authorization_url, info)
-        await open_url_async(authorization_url, self.open_browser)
+    async def _oc_redirect_handler(self, authorization_url: str) -> None:
+        self._oc_state = dict(parse_qsl(urlsplit(authorization_url).query)).get("state")
+        if self._oc_server is not None and self._oc_state:
+            self._oc_server.expect_state(self._oc_state)  # forged callbacks are ignored from now on
+        self._oc_choose_fixed_auth_method()
+        await open_url_async(authorization_url, self._oc_open_browser)
 
-    async def _check_registration(
-        self, authorization_url: str, info: OAuthClientInformationFull
-    ) -> None:
-        """Ask the authorization endpoint whether it still knows a stored client.
-
-        RFC 6749 4.1.2.1: an authorization server answers an error itself,
-        instead of redirecting it to the client, only when ``client_id`` or
-        ``redirect_uri`` is invalid. So a 400/401 to our request means the stored
-        registration is unusable, and we register again rather than show the
-        user an error page.
-        """
-        # The probe carries a throwaway state, so the real one never appears in
-        # an HTTP client's request log; any code it earns is never used.
-        parts = urlsplit(authorization_url)
-        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "state"]
-        query.append(("state", secrets.token_urlsafe(16)))
-        probe_url = urlunsplit(parts._replace(query=urlencode(query)))
-        try:
-            async with httpx2.AsyncClient(follow_redirects=False, timeout=10.0) as client:
-                response = await client.get(probe_url)
-        except httpx2.HTTPError:
-            return
-        if response.status_code in (400, 401):
-            raise _StaleClient(info.client_id)
-
-    async def _callback_handler(self) -> AuthorizationCodeResult:
-        server = self._server
+    async def _oc_callback_handler(self) -> AuthorizationCodeResult:
+        server = self._oc_server
         if server is None:
             raise OAuthFlowError("no loopback callback server is running")
         try:
-            result = await server.wait_for_callback_async(self.timeout, self._state)
+            result = await server.wait_for_callback_async(self._oc_timeout, self._oc_state)
         except OAuthError as exc:
             info = self.context.client_info
-            if (
-                exc.error in _STALE_CLIENT_ERRORS
-                and info is not None
-                and info is self._stored_client
-                and self._fixed_client is None
+            if exc.error in _STALE_CLIENT_ERRORS and info is not None and self._oc_reusing_stored(
+                info
             ):
                 raise _StaleClient(info.client_id) from exc
             raise
@@ -658,6 +768,7 @@ def browser_auth(
     success_html: str | None = None,
     error_html: str | None = None,
     token_endpoint_auth_method: str | None = None,
+    check_registration: bool = True,
 ) -> StoreOAuthClientProvider:
     """OAuth for an MCP server at ``server_url``, logging in through the browser.
 
@@ -684,6 +795,14 @@ def browser_auth(
     2.3.1: every server supports it) unless the server's metadata lists only
     ``client_secret_post``; ``token_endpoint_auth_method`` forces one
     (``client_secret_basic``, ``client_secret_post`` or ``none``).
+
+    A stored, dynamically registered client the server no longer knows is
+    registered again, once, before the browser opens: found through RFC 7592's
+    client configuration endpoint when the registration response named one;
+    else (``check_registration``, the default) by one authorization request
+    with ``response_type=none``, which mints no code, for servers that show an
+    error page to an unknown client; else from the error the stale client
+    causes (an error redirect, ``invalid_client`` from the token endpoint).
     """
     if store is None:
         from ..storage.file import FileStore
@@ -726,6 +845,7 @@ def browser_auth(
         success_html=success_html,
         error_html=error_html,
         token_endpoint_auth_method=token_endpoint_auth_method,
+        check_registration=check_registration,
     )
 
 
@@ -780,11 +900,14 @@ class ClientCredentialsAuth(httpx2.Auth):
         self.store = store
         self.key = validate_key(key, reserved=store.reserved_keys)
         self._client_id = client_id
-        self._client_secret = client_secret
-        self._private_key = private_key
-        self._signing_algorithm = signing_algorithm
-        self._scope = scope
-        self._explicit_method = token_endpoint_auth_method
+        # The OAuthClient arguments (the auth method is chosen from the metadata).
+        self._client_options: dict[str, Any] = {
+            "client_secret": client_secret,
+            "private_key": private_key,
+            "signing_algorithm": signing_algorithm,
+            "scope": scope,
+            "token_endpoint_auth_method": token_endpoint_auth_method,
+        }
         self._timeout = timeout
         self._inner: httpx2.Auth | None = None
         self._lock = anyio.Lock()
@@ -825,26 +948,8 @@ class ClientCredentialsAuth(httpx2.Auth):
                 return self._inner
             issuer, resource = await self._discover(challenge)
             client = await OAuthClient.discover_async(
-                issuer, self._client_id, timeout=self._timeout
-            )
-            method = choose_auth_method(
-                client_secret=self._client_secret,
-                private_key=self._private_key is not None,
-                supported=client.metadata.token_endpoint_auth_methods_supported
-                if client.metadata is not None
-                else None,
-                explicit=self._explicit_method,
-            )
-            client = OAuthClient(
-                self._client_id,
-                client_secret=self._client_secret,
-                private_key=self._private_key,
-                signing_algorithm=self._signing_algorithm,
-                scope=self._scope,
-                resource=resource,
-                metadata=client.metadata,
-                token_endpoint_auth_method=method,
-                timeout=self._timeout,
+                issuer, self._client_id, timeout=self._timeout, resource=resource,
+                **self._client_options,
             )
             manager = TokenManager(self.store, self.key, client)
             stored = await self.store.get_async(self.key)
@@ -860,26 +965,20 @@ class ClientCredentialsAuth(httpx2.Auth):
             self._inner = manager.httpx_auth()
             return self._inner
 
-    async def async_auth_flow(
-        self, request: httpx2.Request
-    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+    def async_auth_flow(self, request: httpx2.Request) -> _Flow:
+        return _nested(self._flow(request))
+
+    async def _flow(self, request: httpx2.Request) -> AsyncGenerator[_Step, Any]:
         challenge = None
         if self._inner is None and not await self._has_tokens():
             # Let the server name its metadata (a 401 with resource_metadata).
-            response = yield request
+            response: httpx2.Response = yield request
             if response.status_code != 401:
                 return
             await response.aread()
             challenge = extract_field_from_www_auth(response, "resource_metadata")
         inner = await self._manager_auth(challenge)
-        flow = inner.async_auth_flow(request)
-        outgoing = await flow.__anext__()
-        while True:
-            response = yield outgoing
-            try:
-                outgoing = await flow.asend(response)
-            except StopAsyncIteration:
-                return
+        yield inner.async_auth_flow(request)
 
     async def _has_tokens(self) -> bool:
         return await self.store.get_async(self.key) is not None

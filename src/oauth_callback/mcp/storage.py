@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
 
 from ..keys import default_key  # the one key scheme, re-exported (public name)
-from ..models import ClientInfo, Tokens
+from ..models import ClientInfo, Tokens, fingerprint
 from ..storage.base import TokenStore
 from ._sdk_compat import (
     OAuthClientInformationFull,
@@ -40,6 +42,67 @@ _MAPPED_CLIENT_FIELDS = frozenset(
 )
 # Token endpoint errors meaning "this client registration is not (or no longer) valid".
 _STALE_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+# ClientInfo.extra keys of the RFC 7592 client configuration endpoint and its bearer token.
+_CONFIGURATION_URI_FIELD = "registrationClientUri"
+_CONFIGURATION_TOKEN_FIELD = "registrationAccessToken"
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+@dataclass(frozen=True, repr=False)
+class _Configuration:
+    """Where and how to read a client's registration (RFC 7592): the
+    ``registration_client_uri`` and its bearer ``registration_access_token``
+    (a secret: its ``repr`` shows a fingerprint)."""
+
+    client_id: str
+    uri: str
+    access_token: str
+
+    def __repr__(self) -> str:
+        return (
+            f"_Configuration(client_id={self.client_id!r}, uri={self.uri!r}, "
+            f"access_token={fingerprint(self.access_token)})"
+        )
+
+    @classmethod
+    def parse(cls, data: Any, client_id: str | None = None) -> _Configuration | None:
+        """From a registration (or configuration) response body, ``None`` without
+        the two fields, or with a URI the token may not be sent to: only over
+        ``https``, or ``http`` to a loopback host (RFC 7592 requires TLS)."""
+        if not isinstance(data, Mapping):
+            return None
+        uri, token = data.get("registration_client_uri"), data.get("registration_access_token")
+        client_id = data.get("client_id", client_id)
+        if not (isinstance(uri, str) and isinstance(token, str) and token
+                and isinstance(client_id, str) and client_id):
+            return None
+        parts = urlsplit(uri)
+        if not (
+            parts.scheme == "https"
+            or (parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK_HOSTS)
+        ):
+            return None
+        return cls(client_id, uri, token)
+
+    @classmethod
+    def of(cls, client: ClientInfo) -> _Configuration | None:
+        """The configuration endpoint stored with ``client``, if any."""
+        return cls.parse(
+            {
+                "registration_client_uri": client.extra.get(_CONFIGURATION_URI_FIELD),
+                "registration_access_token": client.extra.get(_CONFIGURATION_TOKEN_FIELD),
+            },
+            client.client_id,
+        )
+
+    def stored_with(self, client: ClientInfo) -> ClientInfo:
+        """``client`` (the same ``client_id``) with this configuration endpoint in its extra."""
+        extra = {
+            **client.extra,
+            _CONFIGURATION_URI_FIELD: self.uri,
+            _CONFIGURATION_TOKEN_FIELD: self.access_token,
+        }
+        return client.replace(extra=extra)
 
 
 # --------------------------------------------------------------------------- conversions
@@ -98,7 +161,8 @@ def _client_to_record(info: OAuthClientInformationFull, server_url: str | None) 
 
 
 def _client_from_record(client: ClientInfo) -> OAuthClientInformationFull | None:
-    data: dict[str, Any] = {k: v for k, v in client.extra.items() if k != _SERVER_URL_FIELD}
+    ours = (_SERVER_URL_FIELD, _CONFIGURATION_URI_FIELD, _CONFIGURATION_TOKEN_FIELD)
+    data: dict[str, Any] = {k: v for k, v in client.extra.items() if k not in ours}
     pairs: tuple[tuple[str, Any], ...] = (
         ("client_id", client.client_id),
         ("client_secret", client.client_secret),
@@ -133,14 +197,17 @@ class StoreTokenStorage:
     whose ``expires_in`` is what remains *now* (``0`` once expired), so a reload
     never treats an expired token as fresh. The client registration is kept per
     key too, with the issuer it was registered with and ``server_url`` (as
-    ``mcpServerUrl`` in :attr:`ClientInfo.extra`). Every store call runs in a
-    worker thread (the ``_async`` twins).
+    ``mcpServerUrl`` in :attr:`ClientInfo.extra`), and the RFC 7592 client
+    configuration endpoint the registration response named, if the provider
+    saw that response (:meth:`expect_configuration`). Every store call runs in
+    a worker thread (the ``_async`` twins).
     """
 
     def __init__(self, store: TokenStore, key: str, *, server_url: str | None = None) -> None:
         self.store = store
         self.key = store.check_key(key)
         self.server_url = server_url
+        self._configuration: _Configuration | None = None
 
     def __repr__(self) -> str:
         return f"StoreTokenStorage({self.store!r}, {self.key!r})"
@@ -159,9 +226,19 @@ class StoreTokenStorage:
         client = await self.store.get_client_async(self.key)
         return None if client is None else _client_from_record(client)
 
+    def expect_configuration(self, configuration: _Configuration | None) -> None:
+        """Keep ``configuration`` with the registration of its client stored next
+        (what the SDK's model of a registration response drops)."""
+        self._configuration = configuration
+
     async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        """Store the client registration (with its issuer and the server URL)."""
-        await self.store.set_client_async(self.key, _client_to_record(client_info, self.server_url))
+        """Store the client registration (with its issuer, the server URL and its
+        client configuration endpoint, when :meth:`expect_configuration` named one)."""
+        record = _client_to_record(client_info, self.server_url)
+        configuration, self._configuration = self._configuration, None
+        if configuration is not None and configuration.client_id == record.client_id:
+            record = configuration.stored_with(record)
+        await self.store.set_client_async(self.key, record)
 
 
 # --------------------------------------------------------------------------- locks

@@ -1,0 +1,292 @@
+"""How ``browser_auth`` checks a stored client registration, counted at a real server.
+
+The authorization server is the real :class:`~oauth_callback.testing.MockProvider`
+(dynamic registration, RFC 7592's client configuration endpoint unless
+``client_configuration=False``, ``forget_client`` for a stale registration); the
+protected API is ``tests/resource_server.py`` (RFC 9728 metadata naming the
+provider); the loopback callback server is real and the "browser" follows the
+redirects headlessly. Issue 15 item 4: no needless authorization requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mcp", reason="the mcp extra needs Python 3.11+ (httpx2); CI installs it")
+
+import httpx2
+
+from oauth_callback import ClientInfo, FileStore, OAuthError
+from oauth_callback.mcp import browser_auth, default_key
+from oauth_callback.mcp.storage import _Configuration
+from oauth_callback.testing import MockProvider, follow_redirects
+
+from .resource_server import ResourceServer
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class Browser:
+    """A headless browser that records every URL it is asked to open."""
+
+    def __init__(self) -> None:
+        self.opened: list[str] = []
+
+    def __call__(self, url: str) -> None:
+        self.opened.append(url)
+        follow_redirects(url)
+
+
+def login(url: str, store: FileStore, browser: Browser, **kwargs: Any) -> httpx2.Response:
+    """One request to the protected ``url`` through ``browser_auth`` (logs in if needed)."""
+    auth = browser_auth(url, store=store, open_browser=browser, timeout=20.0, **kwargs)
+
+    async def get() -> httpx2.Response:
+        async with httpx2.AsyncClient(auth=auth, timeout=30.0) as http:
+            return await http.get(url)
+
+    return asyncio.run(asyncio.wait_for(get(), 60))
+
+
+@pytest.fixture
+def setup(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[
+    tuple[MockProvider, str, FileStore]
+]:
+    """(provider, API URL, store); an indirect parameter gives the provider's arguments."""
+    with MockProvider(**getattr(request, "param", {})) as provider, ResourceServer(
+        provider
+    ) as api:
+        yield provider, f"{api.url}/api", FileStore(tmp_path / "tokens.json", durable=False)
+
+
+def counts(provider: MockProvider) -> dict[str, int]:
+    stats = provider.stats
+    return {name: stats[name] for name in (
+        "registrations", "client_configuration_requests", "authorize_requests", "codes_issued",
+        "code_exchanges",
+    )}
+
+
+def first_login(setup: tuple[MockProvider, str, FileStore]) -> ClientInfo:
+    """Log in once, then drop the tokens (keep the registration), as after a logout."""
+    provider, url, store = setup
+    assert login(url, store, Browser()).status_code == 200
+    assert counts(provider) == {"registrations": 1, "client_configuration_requests": 0,
+                                "authorize_requests": 1, "codes_issued": 1, "code_exchanges": 1}
+    client = store.get_client(default_key(url))
+    assert client is not None
+    store.delete(default_key(url))
+    return client
+
+
+def delta(before: dict[str, int], provider: MockProvider) -> dict[str, int]:
+    return {name: value - before[name] for name, value in counts(provider).items()}
+
+
+# --------------------------------------------------------------------------- RFC 7592
+
+
+def test_registration_keeps_the_client_configuration_endpoint(setup: Any) -> None:
+    provider, url, store = setup
+    client = first_login(setup)
+    configuration = _Configuration.of(client)
+    assert configuration is not None
+    assert configuration.uri == f"{provider.registration_endpoint}/{client.client_id}"
+    assert configuration.access_token.startswith("rat_")
+
+
+def test_valid_stored_client_one_configuration_read_one_authorization(setup: Any) -> None:
+    provider, url, store = setup
+    client = first_login(setup)
+    before, browser = counts(provider), Browser()
+    assert login(url, store, browser).status_code == 200
+    assert delta(before, provider) == {"registrations": 0, "client_configuration_requests": 1,
+                                       "authorize_requests": 1, "codes_issued": 1,
+                                       "code_exchanges": 1}
+    assert len(browser.opened) == 1
+    stored = store.get_client(default_key(url))
+    assert stored is not None and stored.client_id == client.client_id
+
+
+def test_stale_client_with_rfc7592_read_then_register_once_then_authorize(setup: Any) -> None:
+    provider, url, store = setup
+    client = first_login(setup)
+    provider.forget_client(client.client_id)  # the configuration endpoint now answers 401
+    before, browser = counts(provider), Browser()
+    assert login(url, store, browser).status_code == 200
+    assert delta(before, provider) == {"registrations": 1, "client_configuration_requests": 1,
+                                       "authorize_requests": 1, "codes_issued": 1,
+                                       "code_exchanges": 1}
+    assert len(browser.opened) == 1, "the user must not see the stale client's error page"
+    stored = store.get_client(default_key(url))
+    assert stored is not None and stored.client_id != client.client_id
+    assert _Configuration.of(stored) is not None  # the new registration's endpoint is kept
+
+
+def test_rotated_registration_access_token_and_secret_are_adopted(setup: Any) -> None:
+    provider, url, store = setup
+    client = first_login(setup)
+    old = _Configuration.of(client)
+    assert old is not None and client.client_secret is not None
+    provider.rotate_on_configuration_read = True
+    assert login(url, store, Browser()).status_code == 200  # the read rotates, the login works
+    provider.rotate_on_configuration_read = False
+    rotated = store.get_client(default_key(url))
+    assert rotated is not None and rotated.client_id == client.client_id
+    new = _Configuration.of(rotated)
+    assert new is not None and new.access_token != old.access_token
+    assert rotated.client_secret not in (None, client.client_secret)
+    # The next login reads with the new token: 200, so no second registration.
+    store.delete(default_key(url))
+    before = counts(provider)
+    assert login(url, store, Browser()).status_code == 200
+    assert delta(before, provider)["registrations"] == 0
+
+
+def test_configuration_endpoint_only_over_https_or_loopback() -> None:
+    def parse(uri: str) -> _Configuration | None:
+        return _Configuration.parse({"client_id": "c1", "registration_client_uri": uri,
+                                     "registration_access_token": "rat_secret"})
+
+    assert parse("https://as.example/register/c1") is not None
+    assert parse("http://127.0.0.1:8080/register/c1") is not None
+    assert parse("http://[::1]:8080/register/c1") is not None
+    assert parse("http://as.example/register/c1") is None  # the token would go in clear text
+    assert _Configuration.parse({"client_id": "c1", "registration_client_uri":
+                                 "https://as.example/r"}) is None  # no token
+
+
+# --------------------------------------------------------------------------- without RFC 7592
+
+
+WITHOUT_RFC7592 = pytest.mark.parametrize(
+    "setup", [{"client_configuration": False}], indirect=True, ids=["without-rfc7592"]
+)
+
+
+@WITHOUT_RFC7592
+def test_without_rfc7592_no_fields_are_stored(setup: Any) -> None:
+    client = first_login(setup)
+    assert _Configuration.of(client) is None
+
+
+@WITHOUT_RFC7592
+def test_stale_client_found_from_the_error_redirect_without_a_probe(setup: Any) -> None:
+    provider, url, store = setup
+    client = first_login(setup)
+    provider.forget_client(client.client_id, authorize="redirect")
+    before, browser = counts(provider), Browser()
+    assert login(url, store, browser, check_registration=False).status_code == 200
+    # The stale client's authorization request ends in an error redirect to us
+    # (no code); the client registers once and the flow is retried once.
+    assert delta(before, provider) == {"registrations": 1, "client_configuration_requests": 0,
+                                       "authorize_requests": 2, "codes_issued": 1,
+                                       "code_exchanges": 1}
+    assert len(browser.opened) == 2
+    stored = store.get_client(default_key(url))
+    assert stored is not None and stored.client_id != client.client_id
+
+
+@WITHOUT_RFC7592
+def test_stale_client_found_from_invalid_client_at_the_token_endpoint(setup: Any) -> None:
+    provider, url, store = setup
+    client = first_login(setup)
+    provider.forget_client(client.client_id, authorize="approve")
+    before = counts(provider)
+    assert login(url, store, Browser(), check_registration=False).status_code == 200
+    assert delta(before, provider) == {"registrations": 1, "client_configuration_requests": 0,
+                                       "authorize_requests": 2, "codes_issued": 2,
+                                       "code_exchanges": 1}
+    stored = store.get_client(default_key(url))
+    assert stored is not None and stored.client_id != client.client_id
+
+
+@WITHOUT_RFC7592
+def test_a_stale_client_re_registers_once_and_never_loops(setup: Any) -> None:
+    provider, url, store = setup
+    client = first_login(setup)
+    provider.forget_client(client.client_id, authorize="redirect")
+    provider.next_authorize_error = "unauthorized_client"  # the new client is refused too
+    before, browser = counts(provider), Browser()
+    with pytest.raises(OAuthError) as caught:
+        login(url, store, browser, check_registration=False)
+    assert caught.value.error == "unauthorized_client"
+    assert delta(before, provider) == {"registrations": 1, "client_configuration_requests": 0,
+                                       "authorize_requests": 2, "codes_issued": 0,
+                                       "code_exchanges": 0}
+    assert len(browser.opened) == 2
+
+
+@WITHOUT_RFC7592
+def test_the_probe_for_error_page_servers_mints_no_code(setup: Any) -> None:
+    """The one remaining probe (``check_registration``, on by default, only for a
+    stored client without RFC 7592): one ``response_type=none`` request, no code."""
+    provider, url, store = setup
+    client = first_login(setup)
+    before, browser = counts(provider), Browser()
+    assert login(url, store, browser).status_code == 200
+    assert delta(before, provider) == {"registrations": 0, "client_configuration_requests": 0,
+                                       "authorize_requests": 2, "codes_issued": 1,
+                                       "code_exchanges": 1}
+    assert len(browser.opened) == 1
+
+    # A server that shows an error page for the client it forgot: the probe sees
+    # the 400, so the user never does.
+    store.delete(default_key(url))
+    provider.forget_client(client.client_id)
+    before, browser = counts(provider), Browser()
+    assert login(url, store, browser).status_code == 200
+    assert delta(before, provider) == {"registrations": 1, "client_configuration_requests": 0,
+                                       "authorize_requests": 2, "codes_issued": 1,
+                                       "code_exchanges": 1}
+    assert len(browser.opened) == 1
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_the_registration_access_token_is_never_logged_nor_shown(setup: Any) -> None:
+    provider, url, store = setup
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    names = ["", "oauth_callback", "mcp", "httpx2", "httpcore2"]
+    saved = {name: logging.getLogger(name).level for name in names}
+    handler = Keep(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    for name in names:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        client = first_login(setup)
+        provider.rotate_on_configuration_read = True
+        assert login(url, store, Browser()).status_code == 200  # read (rotating), login
+        store.delete(default_key(url))
+        rotated = store.get_client(default_key(url))
+        assert rotated is not None
+        provider.forget_client(rotated.client_id)
+        assert login(url, store, Browser()).status_code == 200  # read (401), register again
+    finally:
+        logging.getLogger().removeHandler(handler)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+    final = store.get_client(default_key(url))
+    assert final is not None
+    tokens = [c for c in (_Configuration.of(client), _Configuration.of(rotated),
+                          _Configuration.of(final)) if c is not None]
+    assert len(tokens) == 3
+    text = "\n".join(f"{r.name} {r.getMessage()}" for r in records)
+    assert "HTTP Request: GET" in text and "/register/" in text  # the reads were logged
+    for configuration in tokens:
+        secret = configuration.access_token
+        assert secret not in text
+        for shown in (repr(configuration), str(configuration), repr(final), str(final)):
+            assert secret not in shown
