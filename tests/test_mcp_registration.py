@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -65,35 +65,48 @@ def setup(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[
         yield provider, f"{api.url}/api", FileStore(tmp_path / "tokens.json", durable=False)
 
 
-def counts(provider: MockProvider) -> dict[str, int]:
+class Counts(NamedTuple):
+    """What the provider saw: the figures issue 15 item 4 is about."""
+
+    registrations: int
+    configuration_reads: int  # GET of the RFC 7592 client configuration endpoint
+    authorize_requests: int  # every GET /authorize, the probe's included
+    codes_issued: int
+    code_exchanges: int
+
+
+def counts(provider: MockProvider) -> Counts:
     stats = provider.stats
-    return {name: stats[name] for name in (
-        "registrations", "client_configuration_requests", "authorize_requests", "codes_issued",
-        "code_exchanges",
-    )}
+    return Counts(stats["registrations"], stats["client_configuration_requests"],
+                  stats["authorize_requests"], stats["codes_issued"], stats["code_exchanges"])
 
 
 def first_login(setup: tuple[MockProvider, str, FileStore]) -> ClientInfo:
     """Log in once, then drop the tokens (keep the registration), as after a logout."""
     provider, url, store = setup
     assert login(url, store, Browser()).status_code == 200
-    assert counts(provider) == {"registrations": 1, "client_configuration_requests": 0,
-                                "authorize_requests": 1, "codes_issued": 1, "code_exchanges": 1}
+    assert counts(provider) == Counts(1, 0, 1, 1, 1)
     client = store.get_client(default_key(url))
     assert client is not None
     store.delete(default_key(url))
     return client
 
 
-def delta(before: dict[str, int], provider: MockProvider) -> dict[str, int]:
-    return {name: value - before[name] for name, value in counts(provider).items()}
+def registered_again(store: FileStore, url: str, old: ClientInfo) -> ClientInfo:
+    stored = store.get_client(default_key(url))
+    assert stored is not None and stored.client_id != old.client_id
+    return stored
+
+
+def delta(before: Counts, provider: MockProvider) -> Counts:
+    return Counts(*(now - then for now, then in zip(counts(provider), before)))
 
 
 # --------------------------------------------------------------------------- RFC 7592
 
 
 def test_registration_keeps_the_client_configuration_endpoint(setup: Any) -> None:
-    provider, url, store = setup
+    provider = setup[0]
     client = first_login(setup)
     configuration = _Configuration.of(client)
     assert configuration is not None
@@ -106,9 +119,7 @@ def test_valid_stored_client_one_configuration_read_one_authorization(setup: Any
     client = first_login(setup)
     before, browser = counts(provider), Browser()
     assert login(url, store, browser).status_code == 200
-    assert delta(before, provider) == {"registrations": 0, "client_configuration_requests": 1,
-                                       "authorize_requests": 1, "codes_issued": 1,
-                                       "code_exchanges": 1}
+    assert delta(before, provider) == Counts(0, 1, 1, 1, 1)
     assert len(browser.opened) == 1
     stored = store.get_client(default_key(url))
     assert stored is not None and stored.client_id == client.client_id
@@ -120,12 +131,9 @@ def test_stale_client_with_rfc7592_read_then_register_once_then_authorize(setup:
     provider.forget_client(client.client_id)  # the configuration endpoint now answers 401
     before, browser = counts(provider), Browser()
     assert login(url, store, browser).status_code == 200
-    assert delta(before, provider) == {"registrations": 1, "client_configuration_requests": 1,
-                                       "authorize_requests": 1, "codes_issued": 1,
-                                       "code_exchanges": 1}
+    assert delta(before, provider) == Counts(1, 1, 1, 1, 1)
     assert len(browser.opened) == 1, "the user must not see the stale client's error page"
-    stored = store.get_client(default_key(url))
-    assert stored is not None and stored.client_id != client.client_id
+    stored = registered_again(store, url, client)
     assert _Configuration.of(stored) is not None  # the new registration's endpoint is kept
 
 
@@ -146,7 +154,7 @@ def test_rotated_registration_access_token_and_secret_are_adopted(setup: Any) ->
     store.delete(default_key(url))
     before = counts(provider)
     assert login(url, store, Browser()).status_code == 200
-    assert delta(before, provider)["registrations"] == 0
+    assert delta(before, provider).registrations == 0
 
 
 def test_configuration_endpoint_only_over_https_or_loopback() -> None:
@@ -185,12 +193,9 @@ def test_stale_client_found_from_the_error_redirect_without_a_probe(setup: Any) 
     assert login(url, store, browser, check_registration=False).status_code == 200
     # The stale client's authorization request ends in an error redirect to us
     # (no code); the client registers once and the flow is retried once.
-    assert delta(before, provider) == {"registrations": 1, "client_configuration_requests": 0,
-                                       "authorize_requests": 2, "codes_issued": 1,
-                                       "code_exchanges": 1}
+    assert delta(before, provider) == Counts(1, 0, 2, 1, 1)
     assert len(browser.opened) == 2
-    stored = store.get_client(default_key(url))
-    assert stored is not None and stored.client_id != client.client_id
+    registered_again(store, url, client)
 
 
 @WITHOUT_RFC7592
@@ -200,11 +205,8 @@ def test_stale_client_found_from_invalid_client_at_the_token_endpoint(setup: Any
     provider.forget_client(client.client_id, authorize="approve")
     before = counts(provider)
     assert login(url, store, Browser(), check_registration=False).status_code == 200
-    assert delta(before, provider) == {"registrations": 1, "client_configuration_requests": 0,
-                                       "authorize_requests": 2, "codes_issued": 2,
-                                       "code_exchanges": 1}
-    stored = store.get_client(default_key(url))
-    assert stored is not None and stored.client_id != client.client_id
+    assert delta(before, provider) == Counts(1, 0, 2, 2, 1)
+    registered_again(store, url, client)
 
 
 @WITHOUT_RFC7592
@@ -217,9 +219,7 @@ def test_a_stale_client_re_registers_once_and_never_loops(setup: Any) -> None:
     with pytest.raises(OAuthError) as caught:
         login(url, store, browser, check_registration=False)
     assert caught.value.error == "unauthorized_client"
-    assert delta(before, provider) == {"registrations": 1, "client_configuration_requests": 0,
-                                       "authorize_requests": 2, "codes_issued": 0,
-                                       "code_exchanges": 0}
+    assert delta(before, provider) == Counts(1, 0, 2, 0, 0)
     assert len(browser.opened) == 2
 
 
@@ -231,9 +231,7 @@ def test_the_probe_for_error_page_servers_mints_no_code(setup: Any) -> None:
     client = first_login(setup)
     before, browser = counts(provider), Browser()
     assert login(url, store, browser).status_code == 200
-    assert delta(before, provider) == {"registrations": 0, "client_configuration_requests": 0,
-                                       "authorize_requests": 2, "codes_issued": 1,
-                                       "code_exchanges": 1}
+    assert delta(before, provider) == Counts(0, 0, 2, 1, 1)
     assert len(browser.opened) == 1
 
     # A server that shows an error page for the client it forgot: the probe sees
@@ -242,9 +240,7 @@ def test_the_probe_for_error_page_servers_mints_no_code(setup: Any) -> None:
     provider.forget_client(client.client_id)
     before, browser = counts(provider), Browser()
     assert login(url, store, browser).status_code == 200
-    assert delta(before, provider) == {"registrations": 1, "client_configuration_requests": 0,
-                                       "authorize_requests": 2, "codes_issued": 1,
-                                       "code_exchanges": 1}
+    assert delta(before, provider) == Counts(1, 0, 2, 1, 1)
     assert len(browser.opened) == 1
 
 
