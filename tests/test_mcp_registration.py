@@ -102,6 +102,16 @@ def delta(before: Counts, provider: MockProvider) -> Counts:
     return Counts(*(now - then for now, then in zip(counts(provider), before)))
 
 
+def login_again(setup: tuple[MockProvider, str, FileStore], **kwargs: Any) -> tuple[
+    Counts, int
+]:
+    """Log in (successfully) again: what the provider saw, and how often the browser opened."""
+    provider, url, store = setup
+    before, browser = counts(provider), Browser()
+    assert login(url, store, browser, **kwargs).status_code == 200
+    return delta(before, provider), len(browser.opened)
+
+
 # --------------------------------------------------------------------------- RFC 7592
 
 
@@ -115,12 +125,9 @@ def test_registration_keeps_the_client_configuration_endpoint(setup: Any) -> Non
 
 
 def test_valid_stored_client_one_configuration_read_one_authorization(setup: Any) -> None:
-    provider, url, store = setup
+    _, url, store = setup
     client = first_login(setup)
-    before, browser = counts(provider), Browser()
-    assert login(url, store, browser).status_code == 200
-    assert delta(before, provider) == Counts(0, 1, 1, 1, 1)
-    assert len(browser.opened) == 1
+    assert login_again(setup) == (Counts(0, 1, 1, 1, 1), 1)
     stored = store.get_client(default_key(url))
     assert stored is not None and stored.client_id == client.client_id
 
@@ -129,10 +136,8 @@ def test_stale_client_with_rfc7592_read_then_register_once_then_authorize(setup:
     provider, url, store = setup
     client = first_login(setup)
     provider.forget_client(client.client_id)  # the configuration endpoint now answers 401
-    before, browser = counts(provider), Browser()
-    assert login(url, store, browser).status_code == 200
-    assert delta(before, provider) == Counts(1, 1, 1, 1, 1)
-    assert len(browser.opened) == 1, "the user must not see the stale client's error page"
+    # One browser window: the user never sees the stale client's error page.
+    assert login_again(setup) == (Counts(1, 1, 1, 1, 1), 1)
     stored = registered_again(store, url, client)
     assert _Configuration.of(stored) is not None  # the new registration's endpoint is kept
 
@@ -152,9 +157,7 @@ def test_rotated_registration_access_token_and_secret_are_adopted(setup: Any) ->
     assert rotated.client_secret not in (None, client.client_secret)
     # The next login reads with the new token: 200, so no second registration.
     store.delete(default_key(url))
-    before = counts(provider)
-    assert login(url, store, Browser()).status_code == 200
-    assert delta(before, provider).registrations == 0
+    assert login_again(setup)[0].registrations == 0
 
 
 def test_configuration_endpoint_only_over_https_or_loopback() -> None:
@@ -185,27 +188,18 @@ def test_without_rfc7592_no_fields_are_stored(setup: Any) -> None:
 
 
 @WITHOUT_RFC7592
-def test_stale_client_found_from_the_error_redirect_without_a_probe(setup: Any) -> None:
+@pytest.mark.parametrize(("authorize", "codes"), [
+    ("redirect", 1),  # the stale client's authorization ends in an error redirect to us
+    ("approve", 2),  # its code is refused at the token endpoint: invalid_client
+], ids=["error-redirect", "invalid-client-at-token-endpoint"])
+def test_stale_client_found_from_the_error_it_causes_without_a_probe(
+    setup: Any, authorize: str, codes: int
+) -> None:
     provider, url, store = setup
     client = first_login(setup)
-    provider.forget_client(client.client_id, authorize="redirect")
-    before, browser = counts(provider), Browser()
-    assert login(url, store, browser, check_registration=False).status_code == 200
-    # The stale client's authorization request ends in an error redirect to us
-    # (no code); the client registers once and the flow is retried once.
-    assert delta(before, provider) == Counts(1, 0, 2, 1, 1)
-    assert len(browser.opened) == 2
-    registered_again(store, url, client)
-
-
-@WITHOUT_RFC7592
-def test_stale_client_found_from_invalid_client_at_the_token_endpoint(setup: Any) -> None:
-    provider, url, store = setup
-    client = first_login(setup)
-    provider.forget_client(client.client_id, authorize="approve")
-    before = counts(provider)
-    assert login(url, store, Browser(), check_registration=False).status_code == 200
-    assert delta(before, provider) == Counts(1, 0, 2, 2, 1)
+    provider.forget_client(client.client_id, authorize=authorize)
+    # The client registers once and the flow is retried once.
+    assert login_again(setup, check_registration=False) == (Counts(1, 0, 2, codes, 1), 2)
     registered_again(store, url, client)
 
 
@@ -229,19 +223,13 @@ def test_the_probe_for_error_page_servers_mints_no_code(setup: Any) -> None:
     stored client without RFC 7592): one ``response_type=none`` request, no code."""
     provider, url, store = setup
     client = first_login(setup)
-    before, browser = counts(provider), Browser()
-    assert login(url, store, browser).status_code == 200
-    assert delta(before, provider) == Counts(0, 0, 2, 1, 1)
-    assert len(browser.opened) == 1
+    assert login_again(setup) == (Counts(0, 0, 2, 1, 1), 1)
 
     # A server that shows an error page for the client it forgot: the probe sees
     # the 400, so the user never does.
     store.delete(default_key(url))
     provider.forget_client(client.client_id)
-    before, browser = counts(provider), Browser()
-    assert login(url, store, browser).status_code == 200
-    assert delta(before, provider) == Counts(1, 0, 2, 1, 1)
-    assert len(browser.opened) == 1
+    assert login_again(setup) == (Counts(1, 0, 2, 1, 1), 1)
 
 
 # --------------------------------------------------------------------------- secrets

@@ -560,7 +560,7 @@ class MockProvider:
         client_configuration: bool = True,
     ) -> None:
         self.client_configuration = client_configuration
-        self.rotate_on_configuration_read = False
+        self._rotate_on_configuration_read = False
         self.rotate_refresh_tokens = rotate_refresh_tokens
         self.require_pkce = require_pkce
         self.consent = consent
@@ -739,6 +739,10 @@ class MockProvider:
     token_delay: _Attribute[float] = _knob(
         "Seconds ``/token`` sleeps after processing a request and before answering it.", float
     )
+    rotate_on_configuration_read: _Attribute[bool] = _knob(
+        "Each RFC 7592 read issues a new registration access token and, for a "
+        "confidential client, a new secret (RFC 7592 3 allows both).", bool
+    )
     next_authorize_error: _Attribute[str | None] = _knob(
         "One-shot: the next valid ``/authorize`` redirects with ``error=<this>``."
     )
@@ -837,15 +841,11 @@ class MockProvider:
 
     registrations = _counter("Successful ``POST /register`` (not :meth:`register_client`).")
 
-    @property
-    def client_configuration_requests(self) -> int:
-        """``GET /register/<client_id>`` requests (RFC 7592 read), answered or refused."""
-        return self._count("client_configuration_requests")
+    client_configuration_requests = _counter(
+        "``GET /register/<client_id>`` requests (RFC 7592 read), answered or refused."
+    )
 
-    @property
-    def codes_issued(self) -> int:
-        """Authorization codes ``/authorize`` minted (used or not)."""
-        return self._count("codes_issued")
+    codes_issued = _counter("Authorization codes ``/authorize`` minted (used or not).")
 
     # ------------------------------------------------------------------ request handling
 
