@@ -31,7 +31,6 @@ import functools
 import logging
 import os
 import re
-import secrets
 import stat
 import sys
 import time
@@ -335,7 +334,7 @@ def _keep_backup(target: str, backup: str, mode: int) -> None:
             # nothing and would leave the temp link behind.)
             return
     directory, name = os.path.split(backup)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(8).hex()}.tmp")
     try:
         os.link(target, tmp)
     except OSError as exc:
@@ -422,7 +421,7 @@ def reserve(path: str | os.PathLike[str], size: int, *, mode: int = 0o600) -> Re
     """
     target = _resolve_target(os.fspath(path))
     directory, name = os.path.split(target)
-    tmp = os.path.join(directory or ".", f".{name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+    tmp = os.path.join(directory or ".", f".{name}.{os.getpid()}.{os.urandom(8).hex()}.tmp")
     stage = "create temporary file"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
@@ -502,7 +501,7 @@ def atomic_write(
         reservation.release()  # the link was changed meanwhile: write without it
         reservation = None
     tmp = (reservation.path if reservation is not None else
-           os.path.join(directory, f".{name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"))
+           os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(8).hex()}.tmp"))
     stage = "create temporary file"
     replaced = False
     try:

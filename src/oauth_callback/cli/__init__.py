@@ -35,27 +35,9 @@ Exit status:
 
 from __future__ import annotations
 
-from ._common import (
-    EXIT_AUTH_FAILED,
-    EXIT_FAILURE,
-    EXIT_INTERRUPTED,
-    EXIT_LOGIN_REQUIRED,
-    EXIT_OK,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-    human_expiry,
-)
+from ._common import human_expiry
+from ._exit import *  # noqa: F403 - the exit statuses of the table above
+from ._exit import __all__ as _EXIT_STATUSES
 from ._main import build_parser, main
 
-__all__ = [
-    "EXIT_AUTH_FAILED",
-    "EXIT_FAILURE",
-    "EXIT_INTERRUPTED",
-    "EXIT_LOGIN_REQUIRED",
-    "EXIT_OK",
-    "EXIT_UNAVAILABLE",
-    "EXIT_USAGE",
-    "build_parser",
-    "human_expiry",
-    "main",
-]
+__all__ = [*_EXIT_STATUSES, "build_parser", "human_expiry", "main"]

@@ -13,18 +13,16 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from ._exit import *  # noqa: F403 - the exit statuses, used by every command module
+from ._exit import EXIT_FAILURE, EXIT_USAGE
+from ._exit import __all__ as _EXIT_STATUSES
+
 if TYPE_CHECKING:
     from ..models import Tokens
     from ..storage.base import TokenStore
 
 __all__ = [
-    "EXIT_AUTH_FAILED",
-    "EXIT_FAILURE",
-    "EXIT_INTERRUPTED",
-    "EXIT_LOGIN_REQUIRED",
-    "EXIT_OK",
-    "EXIT_UNAVAILABLE",
-    "EXIT_USAGE",
+    *_EXIT_STATUSES,
     "PROG",
     "SECRET_ENV_VAR",
     "STORE_ENV_VAR",
@@ -43,13 +41,6 @@ __all__ = [
 ]
 
 PROG = "oauth-callback"
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_LOGIN_REQUIRED = 3
-EXIT_UNAVAILABLE = 4
-EXIT_AUTH_FAILED = 5
-EXIT_INTERRUPTED = 130
 
 SECRET_ENV_VAR = "OAUTH_CALLBACK_CLIENT_SECRET"
 #: The environment variable naming the default store (``--store``); the same name as
@@ -137,14 +128,27 @@ def store_from_args(args: argparse.Namespace) -> TokenStore:
 def store_from_url(url: str | None, option: str | None = None) -> TokenStore:
     """Open the store ``url`` names (closed when :func:`main` returns); a bad URL is a
     usage error, prefixed with ``option`` (``--from``) when given."""
-    from ..storage.url import open_store
-
     try:
-        store = open_store(url)
+        store = _open_store(url)
     except ValueError as exc:
         raise CliError(f"{option}: {exc}" if option else str(exc), EXIT_USAGE) from None
     opened_stores.append(store)
     return store
+
+
+def _open_store(url: str | None) -> TokenStore:
+    """:func:`~oauth_callback.storage.url.open_store`, loading the URL parser only for a URL:
+    a path (or nothing: the default file) opens its :class:`FileStore` directly."""
+    from ..storage.file import FileStore, url_scheme
+
+    text = url or os.environ.get(STORE_ENV_VAR) or None  # as open_store() reads them
+    if text is None:
+        return FileStore()
+    if url_scheme(text) is None:
+        return FileStore(text)  # a bare path is taken literally (rule 2 of the grammar)
+    from ..storage.url import open_store
+
+    return open_store(text)
 
 
 def require_tokens(store: TokenStore, key: str) -> Tokens:

@@ -75,9 +75,80 @@ def _port(text: str) -> int:
     return value
 
 
-def _shared_options(suppress: bool) -> argparse.ArgumentParser:
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, sized like :func:`shutil.get_terminal_size` without importing
+    :mod:`shutil` (and the compression modules it loads): ``$COLUMNS``, else the terminal's
+    width, else 80. argparse makes a formatter for every argument it adds."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            try:
+                columns = int(os.environ["COLUMNS"])
+            except (KeyError, ValueError):
+                columns = 0
+            if columns <= 0:
+                try:
+                    columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+                except (AttributeError, ValueError, OSError):
+                    columns = 0
+            width = (columns or 80) - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose own arguments are added when first needed: when it parses, shows its
+    usage or help, or :meth:`complete` asks. Its sub-commands are listed (name and help)
+    from the start, so ``--help`` shows every command while ``token KEY`` builds only
+    the arguments of ``token``."""
+
+    def __init__(self, *args: Any, build: Callable[[_Parser], None] | None = None,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._build = build
+        self._commands: list[_Parser] = []
+
+    def _built(self) -> None:
+        build, self._build = self._build, None
+        if build is not None:
+            build(self)
+
+    def command(self, sub: Any, name: str, build: Callable[[_Parser], None],
+                shared: bool = True, **kwargs: Any) -> None:
+        """Add the sub-command ``name`` to ``sub`` (this parser's ``add_subparsers()``):
+        ``build`` adds its arguments when needed, after the shared ``--store`` and ``-v``
+        (``shared=False``: without them)."""
+        def arguments(p: _Parser) -> None:
+            if shared:
+                _add_shared_options(p, suppress=True)
+            build(p)
+
+        parser: _Parser = sub.add_parser(name, build=arguments, **kwargs)
+        self._commands.append(parser)
+
+    def complete(self) -> _Parser:
+        """Add every argument now, of this parser and of its sub-commands at every depth."""
+        self._built()
+        for parser in self._commands:
+            parser.complete()
+        return self
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._built()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._built()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._built()
+        return super().format_help()
+
+
+def _add_shared_options(p: argparse.ArgumentParser, suppress: bool) -> None:
     """Options accepted both before and after the command (``default=SUPPRESS`` on the latter)."""
-    p = argparse.ArgumentParser(add_help=False)
     default: Any = argparse.SUPPRESS if suppress else None
     p.add_argument("--store", metavar="URL_OR_PATH", default=default,
                    help="token store: a path or a store URL: file:PATH, sqlite:PATH, "
@@ -89,30 +160,23 @@ def _shared_options(suppress: bool) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count",
                    default=argparse.SUPPRESS if suppress else 0,
                    help="log to stderr (-vv: debug)")
-    return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``oauth-callback`` command."""
-    common = _shared_options(suppress=True)
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        parents=[_shared_options(suppress=False)],
-        description="OAuth 2.0 loopback login and token storage for command-line tools.",
-        epilog="exit status: 0 ok, 1 failure or problems found, 2 usage, 3 login required, "
-        "4 network/provider/store error, 5 authorization failed, 130 interrupted",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def _key(p: argparse.ArgumentParser, **kwargs: Any) -> None:
+    p.add_argument("key", metavar="KEY", **kwargs)
 
-    p = sub.add_parser("login", parents=[common], help="log in (browser, paste-back or device "
-                       "code) and store the tokens",
-                       description="Log in and store the tokens: with a browser (authorization "
-                       "code + PKCE on a loopback redirect URI), by pasting the redirect back "
-                       "(--no-browser), or with a code entered on any device (--device, RFC "
-                       "8628). Inside SSH or without a display the device flow is chosen when "
-                       "the provider offers it, paste-back otherwise. Prints a one-line "
-                       "summary, never the token.")
+
+def _json(p: argparse.ArgumentParser, help: str = "machine-readable output") -> None:
+    p.add_argument("--json", action="store_true", help=help)
+
+
+def _client_options(p: argparse.ArgumentParser, client_id: str, auth_method: str) -> None:
+    """``--client-id`` and ``--auth-method`` (of ``login`` and ``tokens import``)."""
+    p.add_argument("--client-id", help=client_id)
+    p.add_argument("--auth-method", choices=AUTH_METHOD_CHOICES, help=auth_method)
+
+
+def _login(p: _Parser) -> None:
     p.add_argument("url", nargs="?", metavar="URL",
                    help="the server to log in to: an MCP server or other protected resource "
                    "(its authorization server is discovered, RFC 9728, and without "
@@ -152,8 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qr", action="store_true",
                    help="with the device flow, always draw a QR code of the verification URL "
                    "(needs the qr extra; default: on a terminal when segno is installed)")
-    p.add_argument("--json", action="store_true",
-                   help="progress events on stdout, one JSON object per line (for wrappers)")
+    _json(p, "progress events on stdout, one JSON object per line (for wrappers)")
     p.add_argument("--timeout", type=_positive_float, default=300.0, metavar="SECONDS",
                    help="how long to wait for the browser's callback (default 300)")
     p.add_argument("--auth-method", choices=AUTH_METHOD_CHOICES,
@@ -180,138 +243,199 @@ def build_parser() -> argparse.ArgumentParser:
                      "keychain); otherwise it is read from the environment on renewal")
     p.set_defaults(run=("login", "cmd_login"))
 
-    p = sub.add_parser("status", parents=[common],
-                       help="show the stored logins and whether they are usable",
-                       description="For each key (or KEY): the account, provider, scopes, "
-                       "access-token expiry, refresh token, store and whether the login is "
-                       "usable. Exit 0 when every login is usable, 3 when one needs a new "
-                       "login, 4 when --check could not reach the provider.")
-    p.add_argument("key", metavar="KEY", nargs="?", help="only this key")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+def _status(p: _Parser) -> None:
+    _key(p, nargs="?", help="only this key")
+    _json(p)
     p.add_argument("--check", action="store_true",
                    help="ask the provider: refresh when due, then userinfo when it has one")
     p.set_defaults(run=("accounts", "cmd_status"))
 
-    p = sub.add_parser("logout", parents=[common],
-                       help="revoke a login at the provider and remove it locally",
-                       description="Revoke KEY's refresh and access tokens at the provider "
-                       "(RFC 7009, when it has a revocation endpoint), then remove the tokens "
-                       "and any pending session from the store, whether or not revoking "
-                       "worked. The client registration is kept, so 'login --key KEY' logs "
-                       "in again without other flags (--all removes it too). Exit 0 when "
-                       "done, 4 when revoking failed (removed locally all the same).")
-    p.add_argument("key", metavar="KEY")
+
+def _logout(p: _Parser) -> None:
+    _key(p)
     p.add_argument("--all", action="store_true",
                    help="also remove the client registration (issuer, client id, scope)")
     p.add_argument("--no-revoke", action="store_true",
                    help="remove locally only; the grant stays valid at the provider")
     p.set_defaults(run=("accounts", "cmd_logout"))
 
-    p = sub.add_parser("token", parents=[common], help="print a valid access token",
-                       description="Print a valid access token for KEY on stdout, refreshing it "
-                       "if needed, and nothing else: curl -H \"Authorization: Bearer "
-                       "$(oauth-callback token KEY)\" ...")
-    p.add_argument("key", metavar="KEY")
-    p.add_argument("--json", action="store_true",
-                   help='print {"access_token": ..., "expires_at": ...} instead')
+
+def _token(p: _Parser) -> None:
+    _key(p)
+    _json(p, 'print {"access_token": ..., "expires_at": ...} instead')
     p.set_defaults(run=("token", "cmd_token"))
 
-    p = sub.add_parser("tokens", parents=[common],
-                       help="list, show, delete and migrate stored tokens; make keys")
-    tsub = p.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
-    q = tsub.add_parser("list", parents=[common], help="list stored tokens (no secrets)")
-    q.add_argument("--json", action="store_true", help="machine-readable output")
-    q.set_defaults(run=("tokens", "cmd_tokens_list"))
-    q = tsub.add_parser("show", parents=[common], help="show one entry (secrets masked)")
-    q.add_argument("key", metavar="KEY")
-    q.add_argument("--reveal", action="store_true", help="print secrets instead of fingerprints")
-    q.add_argument("--json", action="store_true", help="machine-readable output")
-    q.set_defaults(run=("tokens", "cmd_tokens_show"))
-    q = tsub.add_parser("delete", parents=[common], help="delete the tokens of one key")
-    q.add_argument("key", metavar="KEY")
-    q.add_argument("--all", action="store_true",
-                   help="also delete the key's client registration and pending session")
-    q.set_defaults(run=("tokens", "cmd_tokens_delete"))
-    q = tsub.add_parser("clear", parents=[common], help="delete everything in the store")
-    q.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    q.set_defaults(run=("tokens", "cmd_tokens_clear"))
-    q = tsub.add_parser("migrate", parents=[common],
-                        help="copy every token, client and session to another store",
-                        description="Copy the tokens, client registrations and pending "
-                        "sessions of one store into another (any two of file:PATH, "
-                        "sqlite:PATH, redis://..., keyring:...), record by record, then read "
-                        "every record back from the target to verify it. The source is never "
-                        "modified. A record the target already holds with a different value "
-                        "is a conflict: kept and reported (exit 1) unless --overwrite.")
-    q.add_argument("--from", dest="source", metavar="URL", required=True,
-                   help="the store to copy from (a path or a store URL)")
-    q.add_argument("--to", dest="target", metavar="URL", required=True,
-                   help="the store to copy into (a path or a store URL)")
-    q.add_argument("--key", dest="keys", metavar="KEY", action="append",
-                   help="migrate only this key (repeatable; default: every key)")
-    q.add_argument("--overwrite", action="store_true",
-                   help="replace records the target holds with a different value")
-    q.add_argument("--dry-run", action="store_true",
-                   help="only report what would be copied; write nothing")
-    q.add_argument("--json", action="store_true", help="machine-readable report")
-    q.set_defaults(run=("tokens", "cmd_tokens_migrate"))
-    q = tsub.add_parser("keygen", parents=[common],
-                        help="create an encryption key file (for ?encryption=file:PATH)",
-                        description="Write a new random 32-byte key (base64url text) to PATH, "
-                        "mode 0600, for store URLs with ?encryption=file:PATH; the same text "
-                        "works in an environment variable for ?encryption=env:NAME. An "
-                        "existing file is never overwritten. Prints the key id, never the key.")
-    q.add_argument("path", metavar="PATH", help="the key file to create")
-    q.set_defaults(run=("tokens", "cmd_tokens_keygen"))
-    q = tsub.add_parser("import", parents=[common],
-                        help="store a token read from stdin (e.g. from a secret manager)",
-                        description="Read an access token, or a JSON token response (RFC 6749 "
-                        "5.1, with refresh_token, expires_in, scope ...), from stdin and store "
-                        "it under KEY; then 'token KEY' works as after a login. On a terminal "
-                        "the token is read without echo. With --client-id and --issuer or "
-                        "--token-url the client is stored too, so a refresh token can be used.")
-    q.add_argument("key", metavar="KEY")
-    q.add_argument("--expires-in", type=_positive_float, metavar="SECONDS",
-                   help="lifetime of the access token from now (overrides expires_in)")
-    q.add_argument("--scope", help="the token's scope (overrides the response's)")
-    q.add_argument("--client-id", help="client id to refresh with (confidential when "
-                   f"${SECRET_ENV_VAR} is set: read again at each refresh, never stored)")
-    q.add_argument("--auth-method", choices=AUTH_METHOD_CHOICES,
-                   help="how that client authenticates at the token endpoint")
-    q.add_argument("--issuer", help="issuer URL of the client (endpoints are discovered)")
-    q.add_argument("--token-url", metavar="URL", help="token endpoint of the client")
-    q.add_argument("--overwrite", action="store_true", help="replace tokens stored under KEY")
-    q.set_defaults(run=("tokens", "cmd_tokens_import"))
 
-    p = sub.add_parser("doctor", parents=[common], help="check (and --repair) a file store",
-                       description="Check a file store: modes and owners, parse state, backup, "
-                       "stale temporary files, lock state, corrupt copies; and for an "
-                       "encrypted store (?encryption=) of any backend, plaintext records and "
-                       "records under another key. Exit 0 when healthy, "
-                       "1 when problems were found.")
+def _tokens(p: _Parser) -> None:
+    sub = p.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
+    p.command(sub, "list", _tokens_list, help="list stored tokens (no secrets)")
+    p.command(sub, "show", _tokens_show, help="show one entry (secrets masked)")
+    p.command(sub, "delete", _tokens_delete, help="delete the tokens of one key")
+    p.command(sub, "clear", _tokens_clear, help="delete everything in the store")
+    p.command(sub, "migrate", _tokens_migrate,
+              help="copy every token, client and session to another store",
+              description="Copy the tokens, client registrations and pending "
+              "sessions of one store into another (any two of file:PATH, "
+              "sqlite:PATH, redis://..., keyring:...), record by record, then read "
+              "every record back from the target to verify it. The source is never "
+              "modified. A record the target already holds with a different value "
+              "is a conflict: kept and reported (exit 1) unless --overwrite.")
+    p.command(sub, "keygen", _tokens_keygen,
+              help="create an encryption key file (for ?encryption=file:PATH)",
+              description="Write a new random 32-byte key (base64url text) to PATH, "
+              "mode 0600, for store URLs with ?encryption=file:PATH; the same text "
+              "works in an environment variable for ?encryption=env:NAME. An "
+              "existing file is never overwritten. Prints the key id, never the key.")
+    p.command(sub, "import", _tokens_import,
+              help="store a token read from stdin (e.g. from a secret manager)",
+              description="Read an access token, or a JSON token response (RFC 6749 "
+              "5.1, with refresh_token, expires_in, scope ...), from stdin and store "
+              "it under KEY; then 'token KEY' works as after a login. On a terminal "
+              "the token is read without echo. With --client-id and --issuer or "
+              "--token-url the client is stored too, so a refresh token can be used.")
+
+
+def _tokens_list(p: _Parser) -> None:
+    _json(p)
+    p.set_defaults(run=("tokens", "cmd_tokens_list"))
+
+
+def _tokens_show(p: _Parser) -> None:
+    _key(p)
+    p.add_argument("--reveal", action="store_true", help="print secrets instead of fingerprints")
+    _json(p)
+    p.set_defaults(run=("tokens", "cmd_tokens_show"))
+
+
+def _tokens_delete(p: _Parser) -> None:
+    _key(p)
+    p.add_argument("--all", action="store_true",
+                   help="also delete the key's client registration and pending session")
+    p.set_defaults(run=("tokens", "cmd_tokens_delete"))
+
+
+def _tokens_clear(p: _Parser) -> None:
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(run=("tokens", "cmd_tokens_clear"))
+
+
+def _tokens_migrate(p: _Parser) -> None:
+    p.add_argument("--from", dest="source", metavar="URL", required=True,
+                   help="the store to copy from (a path or a store URL)")
+    p.add_argument("--to", dest="target", metavar="URL", required=True,
+                   help="the store to copy into (a path or a store URL)")
+    p.add_argument("--key", dest="keys", metavar="KEY", action="append",
+                   help="migrate only this key (repeatable; default: every key)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace records the target holds with a different value")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only report what would be copied; write nothing")
+    _json(p, "machine-readable report")
+    p.set_defaults(run=("tokens", "cmd_tokens_migrate"))
+
+
+def _tokens_keygen(p: _Parser) -> None:
+    p.add_argument("path", metavar="PATH", help="the key file to create")
+    p.set_defaults(run=("tokens", "cmd_tokens_keygen"))
+
+
+def _tokens_import(p: _Parser) -> None:
+    _key(p)
+    p.add_argument("--expires-in", type=_positive_float, metavar="SECONDS",
+                   help="lifetime of the access token from now (overrides expires_in)")
+    p.add_argument("--scope", help="the token's scope (overrides the response's)")
+    _client_options(p, f"client id to refresh with (confidential when ${SECRET_ENV_VAR} is "
+                    "set: read again at each refresh, never stored)",
+                    "how that client authenticates at the token endpoint")
+    p.add_argument("--issuer", help="issuer URL of the client (endpoints are discovered)")
+    p.add_argument("--token-url", metavar="URL", help="token endpoint of the client")
+    p.add_argument("--overwrite", action="store_true", help="replace tokens stored under KEY")
+    p.set_defaults(run=("tokens", "cmd_tokens_import"))
+
+
+def _doctor(p: _Parser) -> None:
     p.add_argument("--repair", action="store_true", help="apply the safe fixes, then check again")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _json(p)
     p.set_defaults(run=("doctor", "cmd_doctor"))
 
-    p = sub.add_parser("completion", help="print the shell completion script (bash, zsh, fish)",
-                       description="Print the tab-completion script for SHELL (argcomplete). "
-                       "bash: eval \"$(oauth-callback completion bash)\" in ~/.bashrc; "
-                       "zsh: the same in ~/.zshrc; fish: oauth-callback completion fish | "
-                       "source, in ~/.config/fish/config.fish.")
+
+def _completion(p: _Parser) -> None:
     p.add_argument("shell", metavar="SHELL", choices=("bash", "zsh", "fish"),
                    help="bash, zsh or fish")
     p.set_defaults(run=("completion", "cmd_completion"))
 
-    p = sub.add_parser("demo", parents=[common], help="run the whole flow against a mock provider",
-                       description="Start an embedded mock OAuth provider and run login, token "
-                       "and an expiry-driven refresh end to end, in a temporary store unless "
-                       "--store is given.")
+
+def _demo(p: _Parser) -> None:
     p.add_argument("--no-browser", "--headless", dest="no_browser", action="store_true",
                    help="never open a browser; follow the redirect headlessly "
                    "(automatic without a display)")
     p.add_argument("--keep", action="store_true", help="keep the temporary store directory")
     p.set_defaults(run=("demo", "cmd_demo"))
-    return parser
+
+
+def build_parser(*, complete: bool = True) -> argparse.ArgumentParser:
+    """The argument parser of the ``oauth-callback`` command, with every command's arguments
+    (what the docs, shell completion and tests read).
+
+    ``complete=False`` (what :func:`main` uses): each command's arguments are added only
+    when that command parses or shows its help, so a command pays for its own parser
+    alone; ``--help`` still lists every command.
+    """
+    parser = _Parser(
+        prog=PROG,
+        description="OAuth 2.0 loopback login and token storage for command-line tools.",
+        epilog="exit status: 0 ok, 1 failure or problems found, 2 usage, 3 login required, "
+        "4 network/provider/store error, 5 authorization failed, 130 interrupted",
+    )
+    _add_shared_options(parser, suppress=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.command(sub, "login", _login,
+                   help="log in (browser, paste-back or device code) and store the tokens",
+                   description="Log in and store the tokens: with a browser (authorization "
+                   "code + PKCE on a loopback redirect URI), by pasting the redirect back "
+                   "(--no-browser), or with a code entered on any device (--device, RFC "
+                   "8628). Inside SSH or without a display the device flow is chosen when "
+                   "the provider offers it, paste-back otherwise. Prints a one-line "
+                   "summary, never the token.")
+    parser.command(sub, "status", _status,
+                   help="show the stored logins and whether they are usable",
+                   description="For each key (or KEY): the account, provider, scopes, "
+                   "access-token expiry, refresh token, store and whether the login is "
+                   "usable. Exit 0 when every login is usable, 3 when one needs a new "
+                   "login, 4 when --check could not reach the provider.")
+    parser.command(sub, "logout", _logout,
+                   help="revoke a login at the provider and remove it locally",
+                   description="Revoke KEY's refresh and access tokens at the provider "
+                   "(RFC 7009, when it has a revocation endpoint), then remove the tokens "
+                   "and any pending session from the store, whether or not revoking "
+                   "worked. The client registration is kept, so 'login --key KEY' logs "
+                   "in again without other flags (--all removes it too). Exit 0 when "
+                   "done, 4 when revoking failed (removed locally all the same).")
+    parser.command(sub, "token", _token, help="print a valid access token",
+                   description="Print a valid access token for KEY on stdout, refreshing it "
+                   "if needed, and nothing else: curl -H \"Authorization: Bearer "
+                   "$(oauth-callback token KEY)\" ...")
+    parser.command(sub, "tokens", _tokens,
+                   help="list, show, delete and migrate stored tokens; make keys")
+    parser.command(sub, "doctor", _doctor, help="check (and --repair) a file store",
+                   description="Check a file store: modes and owners, parse state, backup, "
+                   "stale temporary files, lock state, corrupt copies; and for an "
+                   "encrypted store (?encryption=) of any backend, plaintext records and "
+                   "records under another key. Exit 0 when healthy, "
+                   "1 when problems were found.")
+    parser.command(sub, "completion", _completion, shared=False,
+                   help="print the shell completion script (bash, zsh, fish)",
+                   description="Print the tab-completion script for SHELL (argcomplete). "
+                   "bash: eval \"$(oauth-callback completion bash)\" in ~/.bashrc; "
+                   "zsh: the same in ~/.zshrc; fish: oauth-callback completion fish | "
+                   "source, in ~/.config/fish/config.fish.")
+    parser.command(sub, "demo", _demo, help="run the whole flow against a mock provider",
+                   description="Start an embedded mock OAuth provider and run login, token "
+                   "and an expiry-driven refresh end to end, in a temporary store unless "
+                   "--store is given.")
+    return parser.complete() if complete else parser
 
 
 class _Formatter(logging.Formatter):
@@ -438,12 +562,11 @@ def _missing_extra(exc: ImportError) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
-    parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (cli.completion)
         from .completion import complete
 
-        complete(parser)
-    args = parser.parse_args(argv)
+        complete(build_parser())
+    args = build_parser(complete=False).parse_args(argv)
     _setup_logging(getattr(args, "verbose", 0) or 0)
     with _signals_end_like_ctrl_c():
         return _run(args)

@@ -1,30 +1,34 @@
 """Token stores: one API (:class:`TokenStore`), several backends.
 
-:class:`FileStore` and :class:`MemoryStore` are imported with the package;
-:class:`SQLiteStore`, :class:`RedisStore` (``oauth-callback[redis]``) and
-:class:`KeyringStore` (``oauth-callback[keyring]``) and :class:`EncryptedStore`
-(``oauth-callback[encryption]``, wraps any of them) on first access, so importing
-the package never imports ``sqlite3``, ``redis``, ``keyring`` or ``cryptography``.
+Every name is imported from its module on first access (module ``__getattr__``):
+importing the package loads no backend, so ``from oauth_callback.storage.file import
+FileStore`` pays for the file store alone, and :class:`SQLiteStore`,
+:class:`RedisStore` (``oauth-callback[redis]``), :class:`KeyringStore`
+(``oauth-callback[keyring]``) and :class:`EncryptedStore`
+(``oauth-callback[encryption]``, wraps any of them) never import ``sqlite3``,
+``redis``, ``keyring`` or ``cryptography`` until used.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from .._lazy import lazy_exports
-from .base import TokenStore
-from .file import FileStore, RepairReport
-from .memory import MemoryStore
-from .migrate import (
-    MigrationError,
-    MigrationFailure,
-    MigrationReport,
-    MigrationVerifyError,
-    migrate,
-)
 
 if TYPE_CHECKING:
+    from .base import TokenStore as TokenStore
     from .encrypted import EncryptedStore as EncryptedStore
+    from .file import FileStore as FileStore
+    from .file import RepairReport as RepairReport
+    from .keyring import KeyringStore as KeyringStore
+    from .memory import MemoryStore as MemoryStore
+    from .migrate import MigrationError as MigrationError
+    from .migrate import MigrationFailure as MigrationFailure
+    from .migrate import MigrationReport as MigrationReport
+    from .migrate import MigrationVerifyError as MigrationVerifyError
+    from .migrate import migrate as migrate
     from .redis import RedisStore as RedisStore
     from .sqlite import SQLiteStore as SQLiteStore
 
@@ -40,13 +44,36 @@ __all__ = [
     "TokenStore",
     "migrate",
 ]
-# Not in __all__: a star import must not fail for want of an optional dependency.
+# RedisStore, KeyringStore, EncryptedStore: not in __all__, so that a star import never
+# fails for want of an optional dependency.
 _LAZY = {
-    "SQLiteStore": ".sqlite",
-    "RedisStore": ".redis",
-    "KeyringStore": ".keyring",
     "EncryptedStore": ".encrypted",
+    "FileStore": ".file",
+    "KeyringStore": ".keyring",
+    "MemoryStore": ".memory",
+    "MigrationError": ".migrate",
+    "MigrationFailure": ".migrate",
+    "MigrationReport": ".migrate",
+    "MigrationVerifyError": ".migrate",
+    "RedisStore": ".redis",
+    "RepairReport": ".file",
+    "SQLiteStore": ".sqlite",
+    "TokenStore": ".base",
+    "migrate": ".migrate",
 }
 
-
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
+
+
+class _Package(ModuleType):
+    """``storage.migrate`` is the function :func:`~oauth_callback.storage.migrate.migrate`,
+    as when the package imported it eagerly, even after its submodule of the same name is
+    imported (Python then sets the package's attribute to the submodule)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "migrate" and isinstance(value, ModuleType):
+            value = value.migrate
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import stat
 import sys
 from collections.abc import Callable, Iterator
@@ -40,7 +41,7 @@ from .document import FORMAT_VERSION, RESERVED_KEY, Document, DocumentError
 from .layout import FileLayout
 
 __all__ = ["DEFAULT_PATH", "ENV_VAR", "RESERVE_HEADROOM", "FileStore", "RepairReport",
-           "default_path"]
+           "default_path", "url_scheme"]
 
 log = logging.getLogger("oauth_callback.storage")
 
@@ -48,6 +49,18 @@ log = logging.getLogger("oauth_callback.storage")
 ENV_VAR = "OAUTH_CALLBACK_STORE"
 #: The npm package's default, shared on purpose.
 DEFAULT_PATH = os.path.join("~", ".mcp", "tokens.json")
+
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]+):")
+
+
+def url_scheme(text: str) -> str | None:
+    """The scheme ``text`` starts with (rule 1 of the store URL grammar of
+    :mod:`~oauth_callback.storage.url`, which uses this), as written; ``None`` for a path
+    (Windows drives included). Here, not there: telling a path from a URL must not load
+    the URL parser."""
+    match = _SCHEME.match(text)
+    return None if match is None else match.group(1)
 
 
 def default_path() -> str:
@@ -68,8 +81,6 @@ def default_path() -> str:
                 "(use oauth_callback.storage.url.open_store() to apply them)"
             )
     else:
-        from .url import url_scheme  # (url imports this module)
-
         scheme = url_scheme(value)
         if scheme is not None:  # any shape: redis+cluster://... is never a directory
             raise ValueError(

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from .base import TokenStore
-from .file import ENV_VAR, FileStore
+from .file import ENV_VAR, FileStore, url_scheme
 from .memory import MemoryStore
 
 __all__ = [
@@ -71,7 +71,6 @@ __all__ = [
     "url_scheme",
 ]
 
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]+):")
 _USERINFO = re.compile(r"(//[^/@?#]*?:)[^/@?#]*@")
 _SECRET_PARAM = re.compile(r"([?&][^=&]*password=)[^&]*")
 
@@ -237,13 +236,6 @@ def _unknown_scheme(scheme: str, display: str) -> ValueError:
     )
 
 
-def url_scheme(text: str) -> str | None:
-    """The scheme ``text`` starts with (rule 1 of the grammar), as written; ``None``
-    for a path (Windows drives included)."""
-    match = _SCHEME.match(text)
-    return None if match is None else match.group(1)
-
-
 def parse_store_url(url: str, *, schemes: frozenset[str] | None = None) -> StoreURL:
     """Split ``url`` into scheme, body and validated parameters (see the module docstring).
 
@@ -252,15 +244,15 @@ def parse_store_url(url: str, *, schemes: frozenset[str] | None = None) -> Store
     a malformed query. Never opens anything.
     """
     display = _mask(url)
-    match = _SCHEME.match(url)
-    if match is None:
+    written = url_scheme(url)
+    if written is None:
         return StoreURL("file", url, {}, url, literal=True)  # a path, taken literally
-    scheme = match.group(1).lower()
+    scheme = written.lower()
     if scheme not in SCHEMES or (schemes is not None and scheme not in schemes):
         if scheme in SCHEMES:
             raise ValueError(f"store URL {display!r}: expected one of {sorted(schemes or ())}")
-        raise _unknown_scheme(match.group(1), display)
-    body, sep, query = url[match.end():].partition("?")
+        raise _unknown_scheme(written, display)
+    body, sep, query = url[len(written) + 1:].partition("?")
     params: dict[str, str] = {}
     if sep and query:
         for item in query.split("&"):
