@@ -127,7 +127,7 @@ def test_existing_file_at_temp_name_is_not_followed(tmp_path: Path, monkeypatch:
     """O_EXCL|O_NOFOLLOW: a planted symlink at the temp path is refused, not written through."""
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
-    monkeypatch.setattr(fs_mod.secrets, "token_hex", lambda n: "0" * 16)
+    monkeypatch.setattr(fs_mod, "_unique", lambda: "0" * 16)
     planted = tmp_path / f".t.{os.getpid()}.{'0' * 16}.tmp"
     planted.symlink_to(victim)
     with pytest.raises(StoreWriteError) as info:

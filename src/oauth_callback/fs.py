@@ -66,6 +66,12 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 WINDOWS_REPLACE_TIMEOUT = 5.0
 
 
+def _unique() -> str:
+    """The 16 random hex digits of a temp file's name (``os.urandom``, as ``secrets``
+    uses, without importing it: it loads OpenSSL, a cost every start would pay)."""
+    return os.urandom(8).hex()
+
+
 @functools.lru_cache(maxsize=64)
 def temp_file_pattern(name: str) -> re.Pattern[str]:
     """The names :func:`atomic_write` gives temporary files for target ``name``.
@@ -334,7 +340,7 @@ def _keep_backup(target: str, backup: str, mode: int) -> None:
             # nothing and would leave the temp link behind.)
             return
     directory, name = os.path.split(backup)
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(8).hex()}.tmp")
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.{_unique()}.tmp")
     try:
         os.link(target, tmp)
     except OSError as exc:
@@ -421,7 +427,7 @@ def reserve(path: str | os.PathLike[str], size: int, *, mode: int = 0o600) -> Re
     """
     target = _resolve_target(os.fspath(path))
     directory, name = os.path.split(target)
-    tmp = os.path.join(directory or ".", f".{name}.{os.getpid()}.{os.urandom(8).hex()}.tmp")
+    tmp = os.path.join(directory or ".", f".{name}.{os.getpid()}.{_unique()}.tmp")
     stage = "create temporary file"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
@@ -501,7 +507,7 @@ def atomic_write(
         reservation.release()  # the link was changed meanwhile: write without it
         reservation = None
     tmp = (reservation.path if reservation is not None else
-           os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(8).hex()}.tmp"))
+           os.path.join(directory, f".{name}.{os.getpid()}.{_unique()}.tmp"))
     stage = "create temporary file"
     replaced = False
     try:
