@@ -46,9 +46,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ._log import get_logger
+
 __all__ = ["ConnectionLoop", "Reply", "fd_budget"]
 
-logger = logging.getLogger("oauth_callback.loopback")
+logger = get_logger("oauth_callback.loopback")
 
 _T = TypeVar("_T")
 _RECV_SIZE = 65536

@@ -9,15 +9,16 @@ headless detection both use (and the CLI, to word its messages).
 from __future__ import annotations
 
 import inspect
-import logging
 import os
 import sys
 from collections.abc import Callable
 from typing import TypeAlias
 
+from ._log import get_logger
+
 __all__ = ["OpenBrowser", "no_graphical_display", "open_url", "open_url_async"]
 
-logger = logging.getLogger("oauth_callback.loopback")
+logger = get_logger("oauth_callback.loopback")
 
 OpenBrowser: TypeAlias = "bool | Callable[[str], object]"
 """``True`` (system browser), ``False`` (print the URL) or a callable given the URL

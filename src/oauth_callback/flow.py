@@ -17,7 +17,6 @@ put in an exception message or shown in a ``repr``.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import threading
 import time
@@ -25,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from ._http import httpx2
+from ._log import get_logger
 from .assertion import PrivateKeyJWT
 from .browser import OpenBrowser
 from .device import (
@@ -98,7 +98,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_TIMEOUT", "OAuthClient"]
 
-logger = logging.getLogger("oauth_callback.flow")
+logger = get_logger("oauth_callback.flow")
 
 #: Default timeout in seconds of every HTTP request the client makes.
 DEFAULT_TIMEOUT = 30.0

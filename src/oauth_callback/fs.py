@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import errno as errno_mod
 import functools
-import logging
 import os
 import re
 import stat
@@ -36,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 
+from ._log import get_logger
 from .errors import StorePermissionError, StoreWriteError
 
 __all__ = [
@@ -53,7 +53,7 @@ __all__ = [
     "temp_file_pattern",
 ]
 
-log = logging.getLogger("oauth_callback.fs")
+log = get_logger("oauth_callback.fs")
 
 _WINDOWS = sys.platform == "win32"
 _MACOS = sys.platform == "darwin"

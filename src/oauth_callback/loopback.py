@@ -33,6 +33,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from ._connections import ConnectionLoop, Reply, fd_budget
+from ._log import get_logger
 from .browser import OpenBrowser, no_graphical_display, open_url, open_url_async
 from .errors import (
     CallbackCancelled,
@@ -59,7 +60,7 @@ __all__ = [
     "open_url_async",
 ]
 
-logger = logging.getLogger("oauth_callback.loopback")
+logger = get_logger("oauth_callback.loopback")
 
 _REDACTED = "<redacted>"
 _POLL_INTERVAL = 0.05  # seconds between checks of a ``cancel`` event

@@ -25,12 +25,12 @@ that was lost with the process.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._log import get_logger
+from ._value import KW_ONLY, valueclass
 from .errors import (
     DiscoveryError,
     OAuthCallbackError,
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LogoutResult", "TokenManager"]
 
-logger = logging.getLogger("oauth_callback.manager")
+logger = get_logger("oauth_callback.manager")
 
 
 def _reauth(key: str, reason: str) -> ReauthRequired:
@@ -74,7 +74,7 @@ def _if_unchanged(
     return update
 
 
-@dataclass(eq=False, repr=False)
+@valueclass(frozen=False, eq=False, repr=False)
 class TokenManager:
     """Hands out a valid access token for ``key`` in ``store``, refreshing when needed.
 
@@ -406,7 +406,7 @@ def _without_identity(client: ClientInfo | None) -> ClientInfo | None:
     return client.replace(identity=None) if client is not None else None
 
 
-@dataclass(frozen=True)
+@valueclass()
 class LogoutResult:
     """What :meth:`TokenManager.logout` did.
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, TypeAlias
+
+from ._value import field, replace, valueclass
 
 __all__ = ["ClientInfo", "Identity", "OAuthSession", "Tokens", "fingerprint"]
 
@@ -106,7 +107,7 @@ _TOKEN_FIELDS = ("accessToken", "refreshToken", "expiresAt", "scope", "tokenType
 _RESPONSE_FIELDS = ("access_token", "refresh_token", "expires_in", "scope", "token_type")
 
 
-@dataclass(frozen=True, eq=True, repr=False)
+@valueclass(repr=False)
 class Tokens:
     """An access token and what came with it.
 
@@ -292,7 +293,7 @@ KEY_ALGORITHM_FIELD = "signingAlgorithm"
 KEY_ID_FIELD = "keyId"
 
 
-@dataclass(frozen=True, eq=True, repr=False)
+@valueclass(repr=False)
 class ClientInfo:
     """A client registration, with enough to refresh a stored login later.
 
@@ -389,7 +390,7 @@ _IDENTITY_RECORD: _Fields = (
 _IDENTITY_FIELDS = ("sub", *_names(_IDENTITY_RECORD))
 
 
-@dataclass(frozen=True, eq=True, repr=False)
+@valueclass(repr=False)
 class Identity:
     """Who a login authenticated: the OpenID Connect ``sub`` and what names it.
 
@@ -482,7 +483,7 @@ _SESSION_RECORD: _Fields = (
 _SESSION_FIELDS = _names(_SESSION_RECORD)
 
 
-@dataclass(frozen=True, eq=True, repr=False)
+@valueclass(repr=False)
 class OAuthSession:
     """An authorization in progress: the PKCE verifier and ``state`` sent."""
 

@@ -6,13 +6,13 @@ Imports nothing heavy: a command module adds what it needs itself.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import stat
 import sys
 import time
 from typing import TYPE_CHECKING
 
+from .._log import get_logger
 from ._exit import *  # noqa: F403 - the exit statuses, used by every command module
 from ._exit import EXIT_FAILURE, EXIT_USAGE
 from ._exit import __all__ as _EXIT_STATUSES
@@ -48,7 +48,7 @@ SECRET_ENV_VAR = "OAUTH_CALLBACK_CLIENT_SECRET"
 #: ``--help`` needs no store module.
 STORE_ENV_VAR = "OAUTH_CALLBACK_STORE"
 
-log = logging.getLogger("oauth_callback.cli")
+log = get_logger("oauth_callback.cli")
 
 
 class CliError(Exception):

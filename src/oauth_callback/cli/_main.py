@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import logging
 import os
 import signal
 import sys
@@ -438,27 +437,6 @@ def build_parser(*, complete: bool = True) -> argparse.ArgumentParser:
     return parser.complete() if complete else parser
 
 
-class _Formatter(logging.Formatter):
-    """``oauth-callback: warning: ...`` (lower-case level, as the error lines)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
-
-
-def _setup_logging(verbosity: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if verbosity <= 0:
-        handler.setFormatter(_Formatter())
-        level = logging.WARNING
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-        level = logging.INFO if verbosity == 1 else logging.DEBUG
-    pkg = logging.getLogger("oauth_callback")
-    pkg.handlers[:] = [handler]
-    pkg.setLevel(level)
-    pkg.propagate = False
-
-
 def _exit_code(exc: OAuthCallbackError) -> int:
     if isinstance(exc, (ReauthRequired, ResourceAccessError)):
         return EXIT_LOGIN_REQUIRED
@@ -567,9 +545,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         complete(build_parser())
     args = build_parser(complete=False).parse_args(argv)
-    _setup_logging(getattr(args, "verbose", 0) or 0)
-    with _signals_end_like_ctrl_c():
-        return _run(args)
+    cancel = _logging_set_up(getattr(args, "verbose", 0) or 0)
+    try:
+        with _signals_end_like_ctrl_c():
+            return _run(args)
+    finally:
+        cancel()
+
+
+def _logging_set_up(verbosity: int) -> Callable[[], None]:
+    """Set up the CLI's logging (:mod:`._logging`) now with ``-v``; without, just before
+    the package first logs, so that a run that logs nothing never imports :mod:`logging`.
+    Returns what cancels a set-up that has not happened (``main`` may run in-process)."""
+    from .._log import when_used
+
+    def setup() -> None:
+        from ._logging import setup_logging
+
+        setup_logging(verbosity)
+
+    if verbosity > 0 or "logging" in sys.modules:
+        setup()
+        return lambda: None
+    return when_used(setup)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
@@ -13,6 +12,7 @@ import anyio
 import anyio.to_thread
 import httpx2
 
+from .._log import get_logger
 from ..browser import OpenBrowser, open_url_async
 from ..errors import OAuthError
 from ..keys import resolve_key
@@ -49,7 +49,7 @@ __all__ = [
     "identity_assertion_auth",
 ]
 
-logger = logging.getLogger("oauth_callback.mcp")
+logger = get_logger("oauth_callback.mcp")
 _MCP_PROTOCOL_VERSION_HEADER = "mcp-protocol-version"
 
 class _HeldLock:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.to_thread
 
+from .._log import get_logger
 from ..keys import default_key  # the one key scheme, re-exported (public name)
 from ..models import ClientInfo, Tokens, fingerprint
 from ..storage.base import TokenStore
@@ -24,7 +24,7 @@ from ._sdk_compat import (
 
 __all__ = ["StoreTokenStorage", "default_key"]
 
-logger = logging.getLogger("oauth_callback.mcp")
+logger = get_logger("oauth_callback.mcp")
 
 # ClientInfo.extra key naming the MCP server a registration was made for.
 _SERVER_URL_FIELD = "mcpServerUrl"

@@ -86,7 +86,6 @@ import base64
 import binascii
 import contextlib
 import json
-import logging
 import os
 import threading
 from collections.abc import Callable
@@ -99,6 +98,7 @@ with requires_extra("EncryptedStore", "the cryptography package", "encryption"):
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .._log import get_logger
 from ..errors import StoreCorruptError, StoreDecryptError, StoreKeyError, StoreWrongKeyError
 from ..models import ClientInfo, OAuthSession, Tokens
 from .base import Section, TokenStore
@@ -114,7 +114,7 @@ __all__ = [
     "RecordStatus",
 ]
 
-log = logging.getLogger("oauth_callback.storage")
+log = get_logger("oauth_callback.storage")
 
 #: The record format this version writes (``"v"`` of the envelope).
 FORMAT_VERSION = 1

@@ -14,15 +14,15 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import stat
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
+from .._log import get_logger
+from .._value import field, valueclass
 from ..errors import StoreCorruptError, StoreError, StorePermissionError, StoreWriteError
 from ..fs import (
     Reservation,
@@ -43,7 +43,7 @@ from .layout import FileLayout
 __all__ = ["DEFAULT_PATH", "ENV_VAR", "RESERVE_HEADROOM", "FileStore", "RepairReport",
            "default_path", "url_scheme"]
 
-log = logging.getLogger("oauth_callback.storage")
+log = get_logger("oauth_callback.storage")
 
 #: Environment variable that overrides the default store path.
 ENV_VAR = "OAUTH_CALLBACK_STORE"
@@ -124,7 +124,7 @@ class _Pin:
             os.close(self.fd)
 
 
-@dataclass(frozen=True)
+@valueclass()
 class _Snapshot:
     """What one read of the file found."""
 
@@ -136,7 +136,7 @@ class _Snapshot:
     pin: _Pin | None = None
 
 
-@dataclass
+@valueclass(frozen=False)
 class RepairReport:
     """What :meth:`FileStore.repair` found and did."""
 

@@ -25,9 +25,9 @@ import glob
 import os
 import re
 import stat
-from dataclasses import dataclass
 from functools import cached_property
 
+from .._value import valueclass
 from ..fs import temp_file_pattern
 
 __all__ = ["FileLayout", "digest", "keyring_lock_file", "lock_file"]
@@ -56,7 +56,7 @@ def _npm_temp_pattern(name: str) -> re.Pattern[str]:
     return re.compile(re.escape(name) + r"\.tmp\.(?P<pid>\d+)\.[0-9A-Fa-f-]{8,36}\Z")
 
 
-@dataclass(frozen=True)
+@valueclass()
 class FileLayout:
     """Every file name of the store at ``path`` (absolute; may be a symlink).
 

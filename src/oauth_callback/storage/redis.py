@@ -53,7 +53,6 @@ import binascii
 import contextlib
 import functools
 import json
-import logging
 import math
 import os
 import random
@@ -74,6 +73,7 @@ with requires_extra("RedisStore", "redis-py", "redis"):
     from redis.backoff import ExponentialWithJitterBackoff
     from redis.retry import Retry
 
+from .._log import get_logger
 from ..errors import StoreCorruptError, StoreError, StoreLockTimeout, StoreUnavailableError
 from ..models import Tokens
 from .base import Section, TokenStore
@@ -82,7 +82,7 @@ from .url import REDIS_PARAMETERS, REDIS_SCHEMES, StoreURL, parse_store_url
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
 
-log = logging.getLogger("oauth_callback.storage")
+log = get_logger("oauth_callback.storage")
 
 #: Prefix of every Redis key the store writes.
 DEFAULT_PREFIX = "oauth-callback"

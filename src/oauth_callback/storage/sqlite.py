@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_mod
-import logging
 import os
 import sqlite3
 import stat
@@ -58,6 +57,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .._log import get_logger
 from ..errors import (
     StoreCorruptError,
     StoreError,
@@ -74,7 +74,7 @@ from .records import MODELS, corrupt, decode_record, encode_record
 
 __all__ = ["SCHEMA_VERSION", "WAL_RESERVE", "SQLiteStore"]
 
-log = logging.getLogger("oauth_callback.storage")
+log = get_logger("oauth_callback.storage")
 
 #: The schema this version writes; a database with a higher one is read but never modified.
 SCHEMA_VERSION = 1
