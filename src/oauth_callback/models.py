@@ -69,6 +69,17 @@ def _opt_number(record: Mapping[str, Any], name: str) -> float | None:
 _Fields: TypeAlias = "tuple[tuple[str, str, Callable[[Mapping[str, Any], str], Any]], ...]"
 
 
+def _required_text(record: Any, kind: str, name: str) -> str:
+    """The non-empty string ``name`` a ``kind`` record must have (``ValueError`` naming
+    it, or saying the record is not a JSON object)."""
+    if not isinstance(record, Mapping):
+        raise ValueError(f"{kind} record must be a JSON object")
+    value = record.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{kind} record has no {name!r} string")
+    return value
+
+
 def _names(fields: _Fields) -> tuple[str, ...]:
     return tuple(name for _attr, name, _read in fields)
 
@@ -180,11 +191,7 @@ class Tokens:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Tokens:
         """Parse a stored record (npm shape). Raises ``ValueError`` naming the field."""
-        if not isinstance(record, Mapping):
-            raise ValueError("token record must be a JSON object")
-        access_token = record.get("accessToken")
-        if not isinstance(access_token, str) or not access_token:
-            raise ValueError("token record has no 'accessToken' string")
+        access_token = _required_text(record, "token", "accessToken")
         expires_ms = _opt_number(record, "expiresAt")
         lifetime = _opt_number(record, "expiresIn")
         return cls(
@@ -328,11 +335,7 @@ class ClientInfo:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> ClientInfo:
         """Parse a stored record. Raises ``ValueError`` naming the field."""
-        if not isinstance(record, Mapping):
-            raise ValueError("client record must be a JSON object")
-        client_id = record.get("clientId")
-        if not isinstance(client_id, str) or not client_id:
-            raise ValueError("client record has no 'clientId' string")
+        client_id = _required_text(record, "client", "clientId")
         return cls(
             client_id=client_id,
             **_read_fields(record, _CLIENT_RECORD, _CLIENT_FIELDS),
@@ -436,9 +439,7 @@ class Identity:
         """Parse a stored record. Raises ``ValueError`` naming the field."""
         if not isinstance(record, Mapping):
             raise ValueError("field 'identity' must be a JSON object")
-        sub = record.get("sub")
-        if not isinstance(sub, str) or not sub:
-            raise ValueError("identity record has no 'sub' string")
+        sub = _required_text(record, "identity", "sub")
         return cls(sub=sub, **_read_fields(record, _IDENTITY_RECORD, _IDENTITY_FIELDS))
 
     def to_record(self) -> dict[str, Any]:
