@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import time
 import webbrowser
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -27,7 +29,7 @@ from oauth_callback import (
     Tokens,
 )
 from oauth_callback.browser import open_url_async
-from oauth_callback.driver import run, run_async
+from oauth_callback.driver import metadata_flow, run, run_async
 from oauth_callback.effects import (
     CloseCallback,
     DeleteSession,
@@ -159,6 +161,64 @@ def test_the_drivers_report_network_failures_as_token_endpoint_errors() -> None:
 
     with pytest.raises(TokenEndpointError, match="could not reach the token endpoint"):
         asyncio.run(main())
+
+
+def _self_signed_ca(path: Path, name: str) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def test_short_lived_clients_share_one_ssl_context_per_ca_setting(
+    provider: MockProvider, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A client opened per flow (a TokenManager without http_client refreshing) must
+    # not load the CA certificates again each time; SSL_CERT_FILE still selects them.
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    used: list[object] = []
+    real_client, real_async = httpx2.Client, httpx2.AsyncClient
+
+    class Client(real_client):  # type: ignore[misc, valid-type]
+        def __init__(self, **kwargs: object) -> None:
+            used.append(kwargs.get("verify"))
+            super().__init__(**kwargs)
+
+    class AsyncClient(real_async):  # type: ignore[misc, valid-type]
+        def __init__(self, **kwargs: object) -> None:
+            used.append(kwargs.get("verify"))
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(httpx2, "Client", Client)
+    monkeypatch.setattr(httpx2, "AsyncClient", AsyncClient)
+    for _ in range(2):
+        assert run(metadata_flow(provider.issuer)).issuer == provider.issuer
+        assert asyncio.run(run_async(metadata_flow(provider.issuer))).issuer == provider.issuer
+    assert len(used) == 4 and isinstance(used[0], ssl.SSLContext)
+    assert all(context is used[0] for context in used)
+    ca = tmp_path / "ca.pem"
+    _self_signed_ca(ca, "oauth-callback test CA")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    run(metadata_flow(provider.issuer))
+    assert used[-1] is not used[0] and isinstance(used[-1], ssl.SSLContext)
+    names = [dict(pair[0] for pair in c["subject"]).get("commonName")
+             for c in used[-1].get_ca_certs()]
+    assert names == ["oauth-callback test CA"]
 
 
 # --------------------------------------------------------------------------- async driver

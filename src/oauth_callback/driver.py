@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -81,6 +82,8 @@ from .errors import CallbackCancelled, DiscoveryError, RegistrationError, TokenE
 from .protocol import CallbackResult, RawResponse, ServerMetadata, discovery_flow
 
 if TYPE_CHECKING:
+    import ssl
+
     from .loopback import CallbackServer
 
 __all__ = ["metadata_flow", "run", "run_async"]
@@ -91,6 +94,25 @@ R = TypeVar("R")
 # refused", "timed out"). Others, protocol errors above all, may quote bytes the
 # server sent, a token among them: only their type is shown.
 _SAFE_DETAIL = (httpx2.ConnectError, httpx2.TimeoutException)
+
+
+_ssl_lock = threading.Lock()
+_ssl_contexts: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+
+
+def _default_verify() -> ssl.SSLContext:
+    """The ``verify=`` of the short-lived clients the drivers open: one SSL context per
+    process (per ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, which select it as httpx2's
+    default does), not a new one per flow. Loading the CA certificates costs
+    ~20-65 ms of CPU, which every refresh by a ``TokenManager`` without an
+    ``http_client`` paid before its token request was sent. CA files changed on
+    disk are seen by a new process (as by a long-lived ``httpx2.Client``)."""
+    where = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    with _ssl_lock:
+        context = _ssl_contexts.get(where)
+        if context is None:
+            context = _ssl_contexts[where] = httpx2.create_ssl_context()
+    return context
 
 
 def metadata_flow(issuer: str) -> Flow[ServerMetadata]:
@@ -254,7 +276,9 @@ def _perform(
 ) -> Any:
     if isinstance(effect, (TokenRequest, HttpGet, PostJSON)):
         if state.http is None:
-            state.http = stack.enter_context(httpx2.Client(timeout=state.timeout))
+            state.http = stack.enter_context(
+                httpx2.Client(timeout=state.timeout, verify=_default_verify())
+            )
         method, url, kwargs = _request_args(effect)
         try:
             return _raw(state.http.request(method, url, **kwargs))
@@ -316,7 +340,7 @@ async def _perform_async(effect: Any, state: _Run, stack: contextlib.AsyncExitSt
     if isinstance(effect, (TokenRequest, HttpGet, PostJSON)):
         if state.http is None:
             state.http = await stack.enter_async_context(
-                httpx2.AsyncClient(timeout=state.timeout)
+                httpx2.AsyncClient(timeout=state.timeout, verify=_default_verify())
             )
         method, url, kwargs = _request_args(effect)
         try:
