@@ -232,6 +232,33 @@ def test_the_probe_for_error_page_servers_mints_no_code(setup: Any) -> None:
     assert login_again(setup) == (Counts(1, 0, 2, 1, 1), 1)
 
 
+def test_what_the_probe_takes_for_a_stale_client() -> None:
+    from oauth_callback.mcp.provider import _probe_finds_stale, _probe_url
+
+    redirect = "http://localhost:5000/callback"
+    probe = _probe_url("https://as.example/authorize?tenant=t1", "c1", redirect)
+    assert probe.startswith("https://as.example/authorize?tenant=t1&response_type=none&")
+    assert "state=" not in probe and "code_challenge" not in probe
+
+    def answer(status: int, location: str | None = None) -> httpx2.Response:
+        headers = {} if location is None else {"Location": location}
+        return httpx2.Response(status, headers=headers, request=httpx2.Request("GET", probe))
+
+    assert _probe_finds_stale(answer(400), redirect)  # the error page of RFC 6749 4.1.2.1
+    assert _probe_finds_stale(answer(401), redirect)
+    assert _probe_finds_stale(answer(302, f"{redirect}?error=invalid_client"), redirect)
+    # The server redirected to us, so it knows the client and its redirect URI.
+    assert not _probe_finds_stale(answer(302, f"{redirect}?error=unsupported_response_type"),
+                                  redirect)
+    assert not _probe_finds_stale(answer(302, f"{redirect}?error=unauthorized_client"), redirect)
+    # A login page, or an invalid_client redirect to somewhere else: not a verdict.
+    assert not _probe_finds_stale(answer(302, "https://as.example/login"), redirect)
+    assert not _probe_finds_stale(answer(302, "http://evil.example/cb?error=invalid_client"),
+                                  redirect)
+    assert not _probe_finds_stale(answer(200), redirect)
+    assert not _probe_finds_stale(answer(503), redirect)
+
+
 # --------------------------------------------------------------------------- secrets
 
 
@@ -274,3 +301,40 @@ def test_the_registration_access_token_is_never_logged_nor_shown(setup: Any) -> 
         assert secret not in text
         for shown in (repr(configuration), str(configuration), repr(final), str(final)):
             assert secret not in shown
+
+
+@WITHOUT_RFC7592
+def test_a_refresh_answered_invalid_client_drops_the_registration(setup: Any) -> None:
+    """Tokens still stored, the server forgot the client: the refresh's invalid_client
+    (its body read from the response) drops the registration; no probe needed."""
+    provider, url, store = setup
+    assert login(url, store, Browser()).status_code == 200
+    client = store.get_client(default_key(url))
+    assert client is not None
+    provider.forget_client(client.client_id)  # an error page at /authorize
+    provider.expire_access_tokens()
+    assert login_again(setup, check_registration=False, refresh_margin=10**9) == (
+        Counts(1, 0, 1, 1, 1), 1
+    )
+    registered_again(store, url, client)
+
+
+@pytest.mark.parametrize("setup", [{}, {"client_configuration": False}], indirect=True,
+                         ids=["rfc7592", "without-rfc7592"])
+def test_a_step_up_re_authorizes_without_any_check(setup: Any) -> None:
+    """A 403 insufficient_scope re-authorizes the client that just worked: one
+    authorization request, no configuration read and no probe."""
+    provider, url, store = setup
+    assert login(url, store, Browser()).status_code == 200
+    admin = url.replace("/api", "/admin")
+    before, browser = counts(provider), Browser()
+    auth = browser_auth(url, store=store, open_browser=browser, timeout=20.0)
+
+    async def get() -> httpx2.Response:
+        async with httpx2.AsyncClient(auth=auth, timeout=30.0) as http:
+            assert (await http.get(url)).status_code == 200  # the stored tokens work
+            return await http.get(admin)
+
+    response = asyncio.run(asyncio.wait_for(get(), 60))
+    assert response.status_code == 200 and "admin" in response.json()["scope"].split()
+    assert (delta(before, provider), len(browser.opened)) == (Counts(0, 0, 1, 1, 1), 1)
