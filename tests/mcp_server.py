@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import socket
 import sys
@@ -280,18 +281,28 @@ def _client_main(argv: list[str]) -> int:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--refresh-margin", type=float, default=0.0)
     parser.add_argument("--ready", help="touch this file just before waiting for a refresh lock")
+    parser.add_argument("--ready-login", help="touch this file just before waiting for the login lock")
+    parser.add_argument("--browser-gate", help="the browser touches GATE.open, then waits for GATE")
     args = parser.parse_args(argv)
 
     class SignallingStore(FileStore):
-        """Says when the provider is about to wait for the refresh lock."""
+        """Says when the provider is about to wait for the refresh (or login) lock."""
 
         def refresh_lock(self, key, *, timeout=None):  # type: ignore[no-untyped-def]
-            if args.ready and not key.endswith("#login"):
-                open(args.ready, "w").close()
+            ready = args.ready_login if key.endswith("#login") else args.ready
+            if ready:
+                open(ready, "w").close()
             return super().refresh_lock(key, timeout=timeout)
 
     def headless(url: str) -> None:
         time.sleep(args.delay)  # widen the window in which another process waits
+        if args.browser_gate:  # the login lock is held until the test opens the gate
+            open(args.browser_gate + ".open", "w").close()
+            deadline = time.monotonic() + 60
+            while not os.path.exists(args.browser_gate):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the test never opened the browser gate")
+                time.sleep(0.01)
         follow_authorize(url)
 
     auth = browser_auth(

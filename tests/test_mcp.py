@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -332,6 +333,51 @@ def test_four_second_tokens_two_processes_at_once_authorize_once(store_path: Pat
         assert [result(p) for p in procs] == [{"text": "echo: from-child"}] * 2
         counts = srv.provider.counts
         assert (counts["authorize"], counts["code_exchange"]) == (1, 1)
+    finally:
+        srv.stop()
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the child ended early: {proc.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {path.name}"
+        time.sleep(0.01)
+
+
+def test_a_login_waiter_slower_than_the_refresh_margin_refreshes_instead_of_authorizing(
+    store_path: Path, tmp_path: Path
+) -> None:
+    """The race of the test above, made certain: the second process is paused while it
+    waits for the first one's login, and resumed only once the tokens it will find
+    are within their refresh margin (2 s of 4). It refreshes them; it must not open
+    the browser (its browser is forbidden) for a second authorization."""
+    srv = AuthMCPServer(access_ttl=4).start()
+    try:
+        gate, waiting = tmp_path / "gate", tmp_path / "waiting"
+        first = spawn(srv.url, store_path, "--browser-gate", str(gate), "--refresh-margin", "30")
+        _wait_for_file(tmp_path / "gate.open", first)  # it holds the login lock, in its browser
+        second = spawn(srv.url, store_path, "--browser", "forbid", "--refresh-margin", "30",
+                       "--ready-login", str(waiting))
+        try:
+            _wait_for_file(waiting, second)  # it waits for the login lock
+            second.send_signal(signal.SIGSTOP)
+            gate.touch()
+            assert result(first) == {"text": "echo: from-child"}
+            store, key = FileStore(store_path), default_key(srv.url)
+            deadline = time.monotonic() + 60
+            while True:  # the first login's tokens enter their refresh margin
+                tokens = store.get(key)
+                assert tokens is not None and tokens.lifetime == 4
+                if tokens.needs_refresh(30):
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        finally:
+            second.send_signal(signal.SIGCONT)
+        assert result(second) == {"text": "echo: from-child"}
+        counts = srv.provider.counts
+        assert (counts["authorize"], counts["code_exchange"], counts["refresh"]) == (1, 1, 1)
     finally:
         srv.stop()
 

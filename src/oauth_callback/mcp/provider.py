@@ -524,6 +524,13 @@ class StoreOAuthClientProvider(OAuthClientProvider):
             # Whoever held the lock before us may have logged in: use their tokens.
             tokens = await self._oc_store.get_async(self._oc_key)
             client = await self._oc_store.get_client_async(self._oc_key)
+            if (tokens is not None and tokens.access_token != sent and tokens.refresh_token
+                    and not self._oc_usable(tokens, sent) and not _is_step_up(response)):
+                # Their tokens are already near expiry (short-lived tokens, a slow
+                # waiter): refresh them rather than open the browser a second time.
+                yield self._oc_refresh_flow(sent, [])
+                tokens = await self._oc_store.get_async(self._oc_key)
+                client = await self._oc_store.get_client_async(self._oc_key)
             if self._oc_usable(tokens, sent):
                 self._oc_adopt(tokens, client)
                 if self.context.current_tokens is not None:
