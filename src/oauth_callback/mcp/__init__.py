@@ -24,7 +24,11 @@ of SDK internals, checked at import). Needs the ``mcp`` extra
 
 Nothing here blocks the event loop: store calls use the ``_async`` twins and
 lock waits run in worker threads (each held lock is acquired and released by
-one dedicated thread, as the file locks are thread-affine).
+one dedicated thread, as the file locks are thread-affine). The one exception:
+the factories (:func:`browser_auth` and its siblings) called without ``key``
+read the store once, synchronously, to find the key
+(:func:`~oauth_callback.keys.resolve_key`: the one key scheme's, or the one an
+earlier version wrote), as cheap as one ``get``; pass ``key=`` to skip it.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from ..keys import resolve_key
 from ..loopback import CallbackServer, LoopbackOptions
 from ..models import ClientInfo, Tokens
 from ..protocol import choose_auth_method
+from ..resource import resource_metadata_urls
 from ..storage.base import TokenStore, validate_key
 from ._sdk_compat import (
     AnyUrl,
@@ -859,17 +860,6 @@ def browser_auth(
 # --------------------------------------------------------------------------- machine to machine
 
 
-def _protected_resource_metadata_urls(server_url: str) -> list[str]:
-    """Where RFC 9728 3.1 puts the MCP server's protected-resource metadata:
-    the path-aware well-known URL first, then the origin's."""
-    parts = urlsplit(server_url)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    path = parts.path.rstrip("/")
-    urls = [f"{origin}/.well-known/oauth-protected-resource{path}"] if path else []
-    urls.append(f"{origin}/.well-known/oauth-protected-resource")
-    return urls
-
-
 class ClientCredentialsAuth(httpx2.Auth):
     """An ``httpx2.Auth`` for an MCP server, with tokens from the client-credentials grant.
 
@@ -924,7 +914,7 @@ class ClientCredentialsAuth(httpx2.Auth):
 
     async def _discover(self, challenge: str | None) -> tuple[str, str]:
         """(authorization server issuer, resource) from protected-resource metadata."""
-        urls = _protected_resource_metadata_urls(self.server_url)
+        urls = resource_metadata_urls(self.server_url)  # RFC 9728 3.1, then the origin's
         if challenge:
             urls.insert(0, challenge)
         async with httpx2.AsyncClient(timeout=self._timeout) as http:
