@@ -69,7 +69,8 @@ def test_default_key_rules(url: str, key: str) -> None:
 
 
 @pytest.mark.parametrize("bad", ["example.com/mcp", "ftp://example.com", "https://", "",
-                                 "https://example.com:99999/", "mailto:a@example.com"])
+                                 "https://example.com:99999/", "mailto:a@example.com",
+                                 "https://a b/", "https://a<b>/"])
 def test_default_key_rejects_what_is_not_an_http_url(bad: str) -> None:
     with pytest.raises(ValueError, match="store key"):
         default_key(bad)
@@ -357,3 +358,20 @@ def test_run_python_sees_the_exports() -> None:
     out = run_python("import oauth_callback, sys; print(oauth_callback.default_key("
                      "'https://a.example/x/'), 'httpx2' in sys.modules)").stdout
     assert out.split() == ["a.example/x", "False"]
+
+
+def test_a_new_key_finds_the_record_an_earlier_version_stored(tmp_path: Path) -> None:
+    from oauth_callback.keys import find_key, key_url
+
+    assert key_url("example.com/mcp") == "https://example.com/mcp"
+    assert key_url("http://127.0.0.1:8000/mcp") == "http://127.0.0.1:8000/mcp"
+    assert key_url("mcp:https://example.com/mcp") is None and key_url("a b") is None
+    store_path = tmp_path / "tokens.json"
+    store = FileStore(store_path)
+    store.set(old_mcp_key("https://example.com/mcp"), Tokens("at-old", expires_at=4e9))
+    assert find_key(store, "example.com/mcp") == "mcp:https://example.com/mcp"
+    assert find_key(store, "other.example.com/mcp") == "other.example.com/mcp"
+    assert find_key(store, "work") == "work"
+    r = cli(cli_env(store_path), "token", "example.com/mcp")
+    assert r.returncode == 0 and r.stdout == "at-old\n", r.stderr
+    assert store.keys() == ["mcp:https://example.com/mcp"]  # read where it is, not moved

@@ -12,8 +12,10 @@ So ``oauth-callback login https://mcp.example.com/mcp`` and
 
 :func:`default_key` -- the rules, applied in this order:
 
-1. The URL must be absolute ``http`` or ``https`` with a host
-   (:class:`ValueError` otherwise). Leading and trailing whitespace is ignored.
+1. The URL must be absolute ``http`` or ``https`` with a valid host (no
+   space, control character, quote, angle or curly bracket, ``|``, ``^``,
+   backslash or backtick) and port (:class:`ValueError` otherwise). Leading
+   and trailing whitespace is ignored.
 2. Scheme and host are compared without case (lower-cased). A non-ASCII host
    is written in its IDNA (punycode) form. An IPv6 address keeps its brackets
    (``[::1]``), lower-cased.
@@ -47,7 +49,8 @@ using such a key where it holds the login: a record is never copied or
 moved to the new key, so no two copies of one login can drift apart, a
 process of an earlier version sharing the store keeps working on the same
 record, and scripts that name the old key (``oauth-callback token
-127.0.0.1:8080``) keep working.
+127.0.0.1:8080``) keep working. Reads by a key of this scheme find such a
+record too (:func:`find_key`: ``oauth-callback token example.com/mcp``).
 """
 
 from __future__ import annotations
@@ -59,9 +62,11 @@ if TYPE_CHECKING:
     from .models import ClientInfo
     from .storage.base import TokenStore
 
-__all__ = ["default_key", "legacy_keys", "origin_key", "resolve_key"]
+__all__ = ["default_key", "find_key", "key_url", "legacy_keys", "origin_key", "resolve_key"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Characters no host name (RFC 3986 reg-name or IP literal) may hold.
+_NOT_IN_HOSTS = frozenset('<>"{}|\\^`')
 #: The ClientInfo.extra field where the MCP helpers record the server URL.
 _SERVER_URL_FIELD = "mcpServerUrl"
 #: The prefix of the keys the MCP helpers derived before this scheme.
@@ -83,6 +88,8 @@ def _split(url: str) -> tuple[SplitResult, str, str, int | None]:
         raise ValueError(
             f"cannot derive a store key from {url!r}: not an absolute http(s) URL"
         )
+    if any(c.isspace() or not c.isprintable() or c in _NOT_IN_HOSTS for c in parts.hostname):
+        raise ValueError(f"cannot derive a store key from {url!r}: not a valid host name")
     return parts, scheme, parts.hostname.lower(), port
 
 
@@ -184,6 +191,28 @@ def resolve_key(store: TokenStore, url: str) -> str:
         elif client is not None and _names(client, key):
             return legacy
     return key
+
+
+def key_url(key: str) -> str | None:
+    """The URL a key of this scheme was derived from (``https://`` unless the key says
+    ``http://``), or ``None`` when ``key`` is not such a key (then no URL derives it)."""
+    url = key if key.startswith("http://") else f"https://{key}"
+    try:
+        return url if default_key(url) == key else None
+    except ValueError:
+        return None
+
+
+def find_key(store: TokenStore, key: str) -> str:
+    """The key under which ``store`` holds what ``key`` names: ``key`` itself, unless
+    nothing is stored there and ``key`` is a key of this scheme whose server's login an
+    earlier version stored under its old key (:func:`resolve_key` of :func:`key_url`).
+    So ``oauth-callback token example.com/mcp`` finds tokens stored under
+    ``mcp:https://example.com/mcp``."""
+    if _holds(store, key):
+        return key
+    url = key_url(key)
+    return key if url is None else resolve_key(store, url)
 
 
 def _holds(store: TokenStore, key: str) -> bool:

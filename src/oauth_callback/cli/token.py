@@ -28,6 +28,10 @@ def cmd_token(args: argparse.Namespace) -> int:
     store = store_from_args(args)
     try:
         if store.get(args.key) is None:
+            from ..keys import find_key  # a login an earlier version stored under its old key
+
+            args.key = find_key(store, args.key)
+        if store.get(args.key) is None:
             raise ReauthRequired(args.key, "login_required", message="")
         tokens = TokenManager(store, args.key).tokens()
     except ReauthRequired as exc:
