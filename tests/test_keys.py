@@ -302,7 +302,7 @@ def test_browser_auth_finds_tokens_an_earlier_version_stored(
     assert stored is not None
 
     auth = browser_auth(url, store=store, open_browser=forbid_browser, timeout=20.0)
-    assert auth.key == old
+    assert f"key={old!r}>" in repr(auth)
     assert asyncio.run(asyncio.wait_for(call_echo(url, auth), 40)) == "echo: hi"
     assert mcp_server.provider.counts["authorize"] == 1
     assert store.keys() == [old] and store.get(old) == stored
