@@ -13,10 +13,11 @@ work as on any logger. Every module of the package gets its logger here (a test 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from logging import Logger
+    from typing import Any
 
 __all__ = ["get_logger", "when_used"]
 

@@ -28,12 +28,16 @@ What :func:`valueclass` gives a class, as ``@dataclass`` would:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from dataclasses import KW_ONLY as KW_ONLY
+    from typing import Any, TypeVar
 
     from typing_extensions import dataclass_transform
+
+    _T = TypeVar("_T")
+    _C = TypeVar("_C", bound=type)
 else:
     KW_ONLY = "KW_ONLY"  # only ever an annotation (a string, by the __future__ import)
 
@@ -42,8 +46,6 @@ else:
 
 __all__ = ["KW_ONLY", "field", "replace", "valueclass"]
 
-_T = TypeVar("_T")
-_C = TypeVar("_C", bound=type)
 _MISSING: Any = object()
 
 

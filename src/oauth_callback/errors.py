@@ -45,8 +45,8 @@ Hierarchy::
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from .models import Identity
     from .storage.migrate import MigrationReport

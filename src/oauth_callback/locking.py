@@ -27,7 +27,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Protocol
 
 try:
     import fcntl
@@ -35,6 +34,21 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 from .errors import StoreLockTimeout, StorePermissionError, StoreWriteError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _FileLockLike(Protocol):
+        @property
+        def is_locked(self) -> bool: ...
+
+        def acquire(
+            self, timeout: float | None = None, poll_interval: float | None = None
+        ) -> object: ...
+
+        def release(self) -> None: ...
+
 
 __all__ = ["InterProcessLock"]
 
@@ -162,15 +176,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-class _FileLockLike(Protocol):
-    @property
-    def is_locked(self) -> bool: ...
-
-    def acquire(
-        self, timeout: float | None = None, poll_interval: float | None = None
-    ) -> object: ...
-
-    def release(self) -> None: ...
 
 
 _NO_FLOCK = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
 
 from ._log import get_logger
 from ._value import KW_ONLY, valueclass
@@ -41,7 +40,10 @@ from .errors import (
 )
 from .models import ClientInfo, Tokens
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
+    from typing import Any
+
     from .flow import OAuthClient
     from .httpx_auth import HttpxTokenAuth
     from .requests_auth import RequestsTokenAuth

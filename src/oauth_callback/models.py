@@ -16,9 +16,12 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, TypeAlias
 
 from ._value import field, replace, valueclass
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
 
 __all__ = ["ClientInfo", "Identity", "OAuthSession", "Tokens", "fingerprint"]
 

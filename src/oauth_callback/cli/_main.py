@@ -15,7 +15,6 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import Any
 
 from .. import __version__
 from ..errors import (
@@ -46,6 +45,10 @@ from ._common import (
     log,
     opened_stores,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["build_parser", "main"]
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import sys
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
 from .._lazy import lazy_exports
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
+    from typing import Any
+
     from .base import TokenStore as TokenStore
     from .encrypted import EncryptedStore as EncryptedStore
     from .file import FileStore as FileStore

@@ -18,15 +18,23 @@ import contextlib
 import functools
 import threading
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
 
 from ..models import ClientInfo, OAuthSession, Tokens
 
 __all__ = ["SECTIONS", "Section", "TokenStore", "Updater", "validate_key"]
 
-T = TypeVar("T")
-Updater = Callable[[T | None], T | None]
-Section = Literal["tokens", "clients", "sessions"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
+if TYPE_CHECKING:
+    from typing import Any, Literal, TypeVar
+
+    T = TypeVar("T")
+    #: A function from the stored value (or ``None``) to the new one (``None``: delete).
+    Updater = Callable[[T | None], T | None]
+    #: The name of a store's section.
+    Section = Literal["tokens", "clients", "sessions"]
+else:  # for annotations only (strings at run time); names kept importable
+    Updater = Callable
+    Section = str
 #: Every section of a store, in the order records of one key are best written.
 SECTIONS: tuple[Section, ...] = ("tokens", "clients", "sessions")
 

@@ -25,10 +25,13 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from json import decoder as json_decoder
-from typing import Any
 
 from ..models import ClientInfo, OAuthSession, Tokens
 from .base import Section
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["FORMAT_VERSION", "RESERVED_KEY", "Document", "DocumentError"]
 

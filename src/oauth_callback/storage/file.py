@@ -19,7 +19,6 @@ import re
 import stat
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from .._log import get_logger
 from .._value import field, valueclass
@@ -39,6 +38,10 @@ from ..locking import InterProcessLock
 from .base import Section, TokenStore
 from .document import FORMAT_VERSION, RESERVED_KEY, Document, DocumentError
 from .layout import FileLayout
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["DEFAULT_PATH", "ENV_VAR", "RESERVE_HEADROOM", "FileStore", "RepairReport",
            "default_path", "url_scheme"]
