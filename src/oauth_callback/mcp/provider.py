@@ -280,9 +280,9 @@ class StoreOAuthClientProvider(OAuthClientProvider):
             client_metadata_url=client_metadata_url,
         )
         self._oc_open_browser = open_browser
-        self._oc_host = host
-        self._oc_port = port
-        self._oc_callback_path = callback_path
+        self._oc_loopback = LoopbackOptions(
+            host, port, callback_path, success_html=success_html, error_html=error_html
+        )
         self._oc_timeout = timeout
         self._oc_refresh_margin = refresh_margin
         self._oc_refresh_lock_timeout = refresh_lock_timeout
@@ -291,9 +291,6 @@ class StoreOAuthClientProvider(OAuthClientProvider):
         )
         self._oc_check_registration = check_registration
         self._oc_fixed_client = client_info
-        self._oc_loopback = LoopbackOptions(
-            host, port, callback_path, success_html=success_html, error_html=error_html
-        )
         self._oc_explicit_auth_method = token_endpoint_auth_method
         self._oc_login_key = self._oc_key + "#login"
         self._oc_stored_client: OAuthClientInformationFull | None = None
@@ -676,19 +673,20 @@ class StoreOAuthClientProvider(OAuthClientProvider):
 
     @contextlib.asynccontextmanager
     async def _oc_callback_server(self) -> AsyncIterator[CallbackServer]:
-        ports = [self._oc_port]
+        loopback = self._oc_loopback
+        ports = [loopback.port]
         info = self.context.client_info
-        if self._oc_port == 0 and self._oc_fixed_client is None and info is not None:
+        if loopback.port == 0 and self._oc_fixed_client is None and info is not None:
             # Reuse the port the stored client was registered with, so the
             # registration stays valid on servers that compare ports exactly.
             for uri in info.redirect_uris or []:
-                previous = _loopback_port(str(uri), self._oc_host, self._oc_callback_path)
+                previous = _loopback_port(str(uri), loopback.host, loopback.callback_path)
                 if previous:
                     ports.insert(0, previous)
                     break
         server: CallbackServer | None = None
         for index, port in enumerate(ports):
-            server = self._oc_loopback.server(port=port)
+            server = loopback.server(port=port)
             try:
                 server.start()
             except OSError:  # PortInUseError included: fall back to the next choice

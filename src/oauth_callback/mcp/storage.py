@@ -28,18 +28,18 @@ logger = get_logger("oauth_callback.mcp")
 
 # ClientInfo.extra key naming the MCP server a registration was made for.
 _SERVER_URL_FIELD = "mcpServerUrl"
-# OAuthClientInformationFull fields that ClientInfo models directly.
-_MAPPED_CLIENT_FIELDS = frozenset(
-    {
-        "client_id",
-        "client_secret",
-        "client_id_issued_at",
-        "client_secret_expires_at",
-        "issuer",
-        "scope",
-        "token_endpoint_auth_method",
-    }
+# OAuthClientInformationFull fields that ClientInfo models directly, under the same name
+# (the two times are floats there, ints in the SDK's model).
+_MAPPED_CLIENT_FIELDS = (
+    "client_id",
+    "client_secret",
+    "client_id_issued_at",
+    "client_secret_expires_at",
+    "issuer",
+    "scope",
+    "token_endpoint_auth_method",
 )
+_TIME_FIELDS = frozenset({"client_id_issued_at", "client_secret_expires_at"})
 # Token endpoint errors meaning "this client registration is not (or no longer) valid".
 _STALE_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 # ClientInfo.extra keys of the RFC 7592 client configuration endpoint and its bearer token.
@@ -147,32 +147,19 @@ def _client_to_record(info: OAuthClientInformationFull, server_url: str | None) 
     if server_url is not None:
         extra[_SERVER_URL_FIELD] = server_url
     redirect_uris = data.get("redirect_uris") or []
+    mapped = {name: getattr(info, name) for name in _MAPPED_CLIENT_FIELDS}
     return ClientInfo(
-        client_id=info.client_id,
-        client_secret=info.client_secret,
-        client_id_issued_at=info.client_id_issued_at,
-        client_secret_expires_at=info.client_secret_expires_at,
-        issuer=info.issuer,
-        redirect_uri=redirect_uris[0] if redirect_uris else None,
-        scope=info.scope,
-        token_endpoint_auth_method=info.token_endpoint_auth_method,
-        extra=extra,
+        **mapped, redirect_uri=redirect_uris[0] if redirect_uris else None, extra=extra
     )
 
 
 def _client_from_record(client: ClientInfo) -> OAuthClientInformationFull | None:
     ours = (_SERVER_URL_FIELD, _CONFIGURATION_URI_FIELD, _CONFIGURATION_TOKEN_FIELD)
     data: dict[str, Any] = {k: v for k, v in client.extra.items() if k not in ours}
-    pairs: tuple[tuple[str, Any], ...] = (
-        ("client_id", client.client_id),
-        ("client_secret", client.client_secret),
-        ("client_id_issued_at", _opt_int(client.client_id_issued_at)),
-        ("client_secret_expires_at", _opt_int(client.client_secret_expires_at)),
-        ("issuer", client.issuer),
-        ("scope", client.scope),
-        ("token_endpoint_auth_method", client.token_endpoint_auth_method),
-    )
-    data.update((name, value) for name, value in pairs if value is not None)
+    for name in _MAPPED_CLIENT_FIELDS:
+        value = getattr(client, name)
+        if value is not None:
+            data[name] = int(value) if name in _TIME_FIELDS else value
     if "redirect_uris" not in data and client.redirect_uri:
         data["redirect_uris"] = [client.redirect_uri]
     try:
@@ -180,10 +167,6 @@ def _client_from_record(client: ClientInfo) -> OAuthClientInformationFull | None
     except ValidationError:
         logger.warning("stored client registration %r is not usable; ignoring it", client.client_id)
         return None
-
-
-def _opt_int(value: float | None) -> int | None:
-    return None if value is None else int(value)
 
 
 # --------------------------------------------------------------------------- storage
