@@ -375,3 +375,38 @@ def test_a_new_key_finds_the_record_an_earlier_version_stored(tmp_path: Path) ->
     r = cli(cli_env(store_path), "token", "example.com/mcp")
     assert r.returncode == 0 and r.stdout == "at-old\n", r.stderr
     assert store.keys() == ["mcp:https://example.com/mcp"]  # read where it is, not moved
+
+
+def test_login_url_refuses_a_plaintext_authorization_server_elsewhere(tmp_path: Path) -> None:
+    """A resource's metadata may not send the login to http on another machine: the
+    authorization server it names gets the same check as --issuer (exit 2)."""
+    import http.server
+    import threading
+
+    class Metadata(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            host = f"http://127.0.0.1:{self.server.server_address[1]}"
+            body = json.dumps({"resource": f"{host}/mcp",
+                               "authorization_servers": ["http://auth.example.com"]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/mcp"
+        r = cli(cli_env(tmp_path / "t.json"), "login", url, "--no-browser")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 2, r.stderr
+    assert f"the authorization server of {url} http://auth.example.com" in r.stderr
+    assert "only for loopback" in r.stderr
+    assert not (tmp_path / "t.json").exists()
