@@ -410,3 +410,19 @@ def test_login_url_refuses_a_plaintext_authorization_server_elsewhere(tmp_path: 
     assert f"the authorization server of {url} http://auth.example.com" in r.stderr
     assert "only for loopback" in r.stderr
     assert not (tmp_path / "t.json").exists()
+
+
+def test_endpoint_login_key_is_the_endpoints_origin(tmp_path: Path) -> None:
+    from oauth_callback.testing import MockProvider
+
+    store_path = tmp_path / "tokens.json"
+    with MockProvider(expires_in=3600) as provider:
+        code, out, err = Login(cli_env(store_path), "--authorize-url",
+                               provider.authorization_endpoint, "--token-url",
+                               provider.token_endpoint, "--client-id",
+                               provider.client_id).finish(follow_redirect)
+        assert code == 0, err
+        key = f"http://127.0.0.1:{provider.port}"
+        assert urlsplit(provider.authorization_endpoint).path not in ("", "/")
+        assert out.startswith(f"Logged in: key '{key}'")
+        assert FileStore(store_path).keys() == [key]

@@ -124,10 +124,10 @@ def login_key(store: TokenStore, args: argparse.Namespace) -> str:
     version wrote for that server is kept (:func:`~oauth_callback.keys.resolve_key`)."""
     if args.key:
         return str(args.key)
-    url = getattr(args, "url", None) or args.issuer or args.authorize_url or args.token_url
+    url = getattr(args, "url", None) or args.issuer
     try:
-        if url is not getattr(args, "url", None) and not args.issuer:
-            url = urlunsplit((*urlsplit(url)[:2], "", "", ""))  # the endpoints' origin
+        if not url:  # endpoint URLs only: their origin names the server
+            url = urlunsplit((*urlsplit(args.authorize_url or args.token_url)[:2], "", "", ""))
         return resolve_key(store, url)
     except ValueError as exc:
         raise CliError(f"{exc}; pass --key", EXIT_USAGE) from None
