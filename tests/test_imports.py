@@ -9,6 +9,7 @@ imported does not count.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,12 +25,21 @@ HEAVY = ("httpx", "httpx2", "ssl", "_ssl", "sqlite3", "_sqlite3", "webbrowser", 
          "anyio", "importlib.metadata", "redis", "keyring", "mcp", "filelock")
 
 
-def _loaded_after(code: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
-    """The HEAVY modules in ``sys.modules`` after running ``code`` in a fresh interpreter."""
+# What the start-up path of 'token KEY', 'tokens list' and '--help' also keeps out (issue 11
+# item 11, benchmarks/bench_cli.py): each costs milliseconds next to a ~15 ms interpreter.
+START_UP = ("logging", "dataclasses", "inspect", "typing", "shutil", "secrets", "hashlib",
+            "urllib", "glob", "datetime", "importlib.metadata", "oauth_callback.storage.url",
+            "oauth_callback.storage.migrate", "oauth_callback.storage.memory",
+            "oauth_callback.flow", "oauth_callback.protocol", "oauth_callback.cli.login")
+
+
+def _loaded_after(code: str, *args: str, env: dict[str, str] | None = None,
+                  heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    """The ``heavy`` modules in ``sys.modules`` after running ``code`` in a fresh interpreter."""
     probe = (
         "import json, sys\n"
         f"{code}\n"
-        f"heavy = {HEAVY!r}\n"
+        f"heavy = {heavy!r}\n"
         "print(json.dumps(sorted(m for m in sys.modules "
         "if any(m == h or m.startswith(h + '.') for h in heavy))))\n"
     )
@@ -89,6 +99,58 @@ def test_cli_token_path_loads_no_http_stack(tmp_path) -> None:
     assert _loaded_after("from oauth_callback.cli import main\n"
                          "assert main(['--store', sys.argv[1], 'tokens', 'list']) == 0",
                          path) == []
+
+
+def test_cli_start_up_loads_only_what_the_command_needs(tmp_path) -> None:
+    from oauth_callback import FileStore, Tokens
+
+    path = str(tmp_path / "tokens.json")
+    FileStore(path).set("k", Tokens(access_token="at-1", refresh_token="rt",
+                                    expires_at=time.time() + 3600))
+    run = ("import contextlib, io\n"
+           "from oauth_callback.cli import main\n"
+           "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+           "    code = main(sys.argv[1:])\n")
+    assert _loaded_after(run + "assert code == 0 and out.getvalue() == 'at-1\\n'",
+                         "--store", path, "token", "k", heavy=START_UP) == []
+    assert _loaded_after(run + "assert code == 0 and out.getvalue().startswith('KEY')",
+                         "--store", path, "tokens", "list", heavy=START_UP) == []
+    env = {**os.environ, "OAUTH_CALLBACK_STORE": path}
+    assert _loaded_after(run + "assert code == 0", "token", "k", env=env, heavy=START_UP) == []
+    help_run = ("import contextlib, io\n"
+                "from oauth_callback.cli import main\n"
+                "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+                "    try:\n"
+                "        main(['--help'])\n"
+                "    except SystemExit as exc:\n"
+                "        assert exc.code == 0\n"
+                "assert 'tokens' in out.getvalue() and 'completion' in out.getvalue()")
+    assert _loaded_after(help_run, heavy=START_UP) == []
+
+
+def test_storage_migrate_is_the_function_whatever_loads_first() -> None:
+    # The package imports its names lazily; importing the submodule storage.migrate
+    # first must not turn the package's 'migrate' into that module.
+    probe = ("import types\n"
+             "from oauth_callback.storage.migrate import RecordRef\n"
+             "import oauth_callback.storage as storage\n"
+             "from oauth_callback.storage import migrate\n"
+             "assert not isinstance(storage.migrate, types.ModuleType), storage.migrate\n"
+             "assert migrate is storage.migrate and callable(migrate)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_package_loggers_load_logging_on_first_use() -> None:
+    # Every module takes its logger from _log.get_logger, so 'token KEY' imports no
+    # logging, and the CLI's handler is set up before the first record (see _main).
+    import pathlib
+
+    src = pathlib.Path(oauth_callback.__file__).parent
+    direct = sorted(str(p.relative_to(src)) for p in src.rglob("*.py")
+                    if "logging.getLogger(" in p.read_text(encoding="utf-8"))
+    assert direct == ["_log.py", "cli/_logging.py", "mcp/_sdk_compat.py"]
 
 
 def test_cli_store_env_var_is_the_stores() -> None:

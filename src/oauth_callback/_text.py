@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from typing import Any
-from urllib.parse import quote, quote_plus
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["REDACTED", "clip", "escape_control", "redact", "secret_forms"]
 
@@ -35,6 +37,8 @@ def secret_forms(secret: str) -> set[str]:
     HTTP Basic credentials is a secret of its own: the request lists it (see
     ``TokenRequest.secrets``).
     """
+    from urllib.parse import quote, quote_plus  # here: 'oauth-callback tokens list' needs none
+
     forms = {
         secret,
         quote(secret, safe=""),

@@ -16,8 +16,6 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from ._common import (
     EXIT_AUTH_FAILED,
@@ -35,9 +33,13 @@ from ._common import (
     store_from_args,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..models import ClientInfo, Identity, Tokens
     from ..storage.base import TokenStore
+
 
 __all__ = [
     "account_keys",
@@ -213,6 +215,8 @@ def check_server_url(option: str, value: str | None) -> None:
     meant: ``--issuer 127.0.0.1:9100`` -> ``did you mean http://127.0.0.1:9100?``."""
     if value is None:
         return
+    from urllib.parse import urlsplit  # here: 'tokens list' and 'status' need none
+
     scheme, sep, rest = value.partition("://")
     if not sep:
         scheme, rest = "", value

@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 from .._text import escape_control
 from ..models import fingerprint
@@ -27,9 +26,13 @@ from ._common import (
     store_from_url,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..models import ClientInfo, Tokens
     from ..storage.base import TokenStore
+
 
 __all__ = [
     "cmd_tokens_clear",
@@ -42,7 +45,11 @@ __all__ = [
 ]
 
 
-def _token_summary(store: TokenStore, key: str, tokens: Tokens | None) -> dict[str, Any]:
+def _token_summary(store: TokenStore, key: str, tokens: Tokens | None,
+                   *, json_fields: bool = True) -> dict[str, Any]:
+    """The ``tokens list --json`` row of ``key``; ``json_fields=False``: without what only
+    the JSON shows (the access token's fingerprint, the ISO expiry), which the table
+    does not need (and the hashing would cost start-up time)."""
     from .accounts import identity_record, login_command
 
     client = store.get_client(key)
@@ -59,13 +66,13 @@ def _token_summary(store: TokenStore, key: str, tokens: Tokens | None) -> dict[s
     expires_in = tokens.expires_in()
     row.update({
         "expires_at": tokens.expires_at,
-        "expires_at_iso": iso(tokens.expires_at),
+        "expires_at_iso": iso(tokens.expires_at) if json_fields else None,
         "expires_in": None if expires_in is None else int(expires_in),
         "expired": tokens.is_expired(0.0),
         "scope": tokens.scope,
         "token_type": tokens.token_type,
         "has_refresh_token": tokens.refresh_token is not None,
-        "access_token_fingerprint": fingerprint(tokens.access_token),
+        "access_token_fingerprint": fingerprint(tokens.access_token) if json_fields else None,
     })
     return row
 
@@ -84,7 +91,8 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
     from .accounts import account_keys, no_store_message
 
     store = store_from_args(args)
-    rows = [_token_summary(store, key, store.get(key)) for key in account_keys(store)]
+    rows = [_token_summary(store, key, store.get(key), json_fields=args.json)
+            for key in account_keys(store)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK

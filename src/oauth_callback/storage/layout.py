@@ -21,7 +21,6 @@ doctor`` all take their names from here.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import stat
@@ -100,6 +99,8 @@ class FileLayout:
     @property
     def refresh_lock_glob(self) -> str:
         """A :mod:`glob` pattern matching every refresh lock."""
+        import glob  # here: opening a store lists no files
+
         return glob.escape(self.real_path) + ".refresh-*.lock"
 
     @property
@@ -109,6 +110,8 @@ class FileLayout:
 
     def corrupt_copies(self) -> list[str]:
         """The corrupt copies present, oldest first."""
+        import glob
+
         return sorted(glob.glob(glob.escape(self.corrupt_prefix) + "*"))
 
     @cached_property
