@@ -800,6 +800,47 @@ def test_acquire_unless_returns_when_the_record_changes_while_another_process_ho
         child.wait()
 
 
+def test_waiters_of_one_process_are_answered_by_one_get_when_the_record_changes(
+    server: RedisServer, url: str, tmp_path: Path
+) -> None:
+    """Another process holds the lock; of this process's waiters one listens in Redis,
+    the others queue locally. The change wakes them all at once (not one after the
+    other) and one GET, sent after the change, answers every one of them."""
+    store, client = _gated_store(server, tmp_path)
+    writer = RedisStore(url)
+    store.set("shared", tok(1))
+    child = _holder(url, 30.0)  # holds the lock until killed
+    try:
+        outcomes: list[bool] = []
+
+        def waiter() -> None:
+            lock = store.refresh_lock("shared", timeout=15)
+            outcomes.append(lock.acquire_unless(lambda: store.get("shared") == tok(2)))
+
+        threads = [threading.Thread(target=waiter) for _ in range(4)]
+        for t in threads:
+            t.start()
+        channel = store.redis_key("refresh-events", "shared")
+        r = server.client()
+        _wait_until(lambda: r.pubsub_numsub(channel)[0][1] == 1 and sum(
+            _blocked_in(t, "_acquire", "wait") for t in threads) == 3)
+        client.gets = 0
+        client.gate.clear()  # GETs are held once answered
+        writer.set("shared", tok(2))
+        for t in threads:
+            _wait_until(lambda t=t: _blocked_in(t, "get", "wait"))  # type: ignore[misc]
+        assert client.gets == 1
+        client.gate.set()
+        for t in threads:
+            t.join(10)
+        assert outcomes == [False] * 4 and client.gets == 1
+        assert child.poll() is None  # answered while the lock is still held
+    finally:
+        client.gate.set()
+        child.kill()
+        child.wait()
+
+
 def test_acquire_unless_threads_of_one_process_check_together(url: str) -> None:
     """Threads queued behind a thread of the same process that refreshed all see its
     new record when it lets go, and none of them takes the Redis lock."""

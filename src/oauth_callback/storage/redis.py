@@ -427,11 +427,12 @@ def _given_client(client: Any) -> _Connection:
 class _Flight:
     """One ``GET`` that several threads wait for."""
 
-    __slots__ = ("done", "ok", "raw", "started")
+    __slots__ = ("done", "ok", "raw", "sent", "started")
 
-    def __init__(self) -> None:
+    def __init__(self, sent: float = math.inf) -> None:
         self.started = threading.Event()  # set when this flight's GET may be sent
         self.done = threading.Event()
+        self.sent = sent  # when it was let go (its GET is sent after): inf until then
         self.ok = False
         self.raw: Any = None
 
@@ -450,6 +451,11 @@ class _SharedReads:
     refresh. Each thread decodes the value itself (no mutable record is
     shared); when the shared ``GET`` failed, each sends its own (and gets its
     own error).
+
+    Inside :meth:`since` a read may also join the ``GET`` in flight when it was
+    sent after the given time: a waiter of the refresh lock checks the record
+    on behalf of a call that began before it started waiting, so the one
+    ``GET`` the first woken waiter sent serves every waiter of the process.
     """
 
     def __init__(self, client: Any) -> None:
@@ -462,14 +468,29 @@ class _SharedReads:
         self._lock = threading.Lock()
         self._flying: dict[str, _Flight] = {}  # the GET in flight, per Redis key
         self._next: dict[str, _Flight] = {}  # the one to send when it lands
+        self._since = threading.local()
+
+    @contextlib.contextmanager
+    def since(self, began: float) -> Iterator[None]:
+        """Reads of this thread in the block may use a ``GET`` sent after ``began``
+        (``time.monotonic()``): the caller's operation began before that."""
+        before = getattr(self._since, "value", None)
+        self._since.value = began
+        try:
+            yield
+        finally:
+            self._since.value = before
 
     def get(self, rkey: str) -> Any:
+        since = getattr(self._since, "value", None)
         with self._lock:
             flight = self._flying.get(rkey)
             if flight is None:
-                flight = self._flying[rkey] = _Flight()
+                flight = self._flying[rkey] = _Flight(time.monotonic())
                 flight.started.set()
                 send = True
+            elif since is not None and flight.sent >= since:
+                send = False  # in flight, sent after what the caller's operation saw
             else:
                 send = rkey not in self._next
                 flight = self._next.setdefault(rkey, _Flight())
@@ -488,6 +509,7 @@ class _SharedReads:
                     del self._flying[rkey]
                 else:
                     self._flying[rkey] = following
+                    following.sent = time.monotonic()
                     following.started.set()
             flight.done.set()
 
@@ -915,13 +937,15 @@ class _LocalHold:
     """
 
     __slots__ = (
-        "__weakref__", "busy", "cv", "depth", "generation", "owner", "renewer", "stop", "token",
+        "__weakref__", "busy", "cv", "depth", "generation", "nudges", "owner", "renewer", "stop",
+        "token",
     )
 
     def __init__(self) -> None:
         self.cv = threading.Condition(threading.Lock())
         self.busy = 0  # ident of the thread that has the slot, 0 when free
         self.generation = 0
+        self.nudges = 0  # moves on when the thread waiting in Redis hears of a change
         self.depth = 0
         self.token = ""
         self.owner = 0  # ident of the thread holding the Redis lock (the save's fence)
@@ -989,7 +1013,10 @@ class RedisRefreshLock:
     def _acquire(self, changed: Callable[[], bool] | None) -> bool:
         hold = self._hold
         me = threading.get_ident()
-        deadline = time.monotonic() + max(self.timeout, 0.0)
+        began = time.monotonic()
+        deadline = began + max(self.timeout, 0.0)
+        if changed is not None:
+            changed = self._checked_since(changed, began)
         while True:
             with hold.cv:
                 if hold.busy == me:  # re-entry
@@ -998,14 +1025,15 @@ class RedisRefreshLock:
                 if hold.busy == 0:
                     hold.busy = me
                     break
-                generation = hold.generation
+                generation, nudges = hold.generation, hold.nudges
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._timed_out("held by another thread")
                 hold.cv.wait(remaining)
-                moved = hold.generation != generation
-            # Another thread of this process gave the slot back: it may have just
-            # refreshed, or seen the record change. Checked by all waiters at once.
+                moved = hold.generation != generation or hold.nudges != nudges
+            # Another thread of this process gave the slot back (it may have just
+            # refreshed, or seen the record change), or the thread waiting in Redis
+            # heard of a change. Checked by all waiters at once.
             if moved and changed is not None and changed():
                 return False
         taken = False
@@ -1027,6 +1055,24 @@ class RedisRefreshLock:
         finally:
             if not taken:
                 self._give_back()
+
+    def _checked_since(self, changed: Callable[[], bool], began: float) -> Callable[[], bool]:
+        """``changed``, whose store reads may share a ``GET`` sent after ``began`` (the
+        caller's operation began before): one ``GET`` serves every woken waiter."""
+        reads = self.store._reads
+
+        def check() -> bool:
+            with reads.since(began):
+                return changed()
+
+        return check
+
+    def _nudge(self) -> None:
+        """Wake this process's other waiters to check the record (it changed)."""
+        hold = self._hold
+        with hold.cv:
+            hold.nudges += 1
+            hold.cv.notify_all()
 
     def _give_back(self) -> None:
         hold = self._hold
@@ -1093,6 +1139,8 @@ class RedisRefreshLock:
                         events.close()
                         events = False
                     event = got or "poll"
+                if event == "changed":
+                    self._nudge()
                 if changed is not None and event != "released" and changed():
                     return False
         finally:
