@@ -426,3 +426,68 @@ def test_endpoint_login_key_is_the_endpoints_origin(tmp_path: Path) -> None:
         assert urlsplit(provider.authorization_endpoint).path not in ("", "/")
         assert out.startswith(f"Logged in: key '{key}'")
         assert FileStore(store_path).keys() == [key]
+
+
+@pytest.fixture
+def short_mcp_server() -> Iterator[object]:
+    pytest.importorskip("mcp", reason="the mcp extra needs Python 3.11+ (httpx2); CI installs it")
+    from .mcp_server import AuthMCPServer
+
+    srv = AuthMCPServer(access_ttl=2).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _wait_expired(store: FileStore, key: str) -> Tokens:
+    import time
+
+    tokens = store.get(key)
+    assert tokens is not None and tokens.expires_at is not None
+    deadline = time.monotonic() + 30
+    while not tokens.is_expired(0):
+        assert time.monotonic() < deadline, "the access token did not expire"
+        time.sleep(0.05)
+    return tokens
+
+
+def test_each_side_refreshes_what_the_other_logged_in(
+    short_mcp_server: object, tmp_path: Path
+) -> None:
+    """The CLI's login is refreshed by browser_auth, and browser_auth's by ``token``:
+    each reads the other's client registration, not only its tokens."""
+    from oauth_callback.mcp import browser_auth
+
+    from .mcp_server import AuthMCPServer, call_echo, follow_authorize, forbid_browser
+
+    assert isinstance(short_mcp_server, AuthMCPServer)
+    url = short_mcp_server.url
+    counts = short_mcp_server.provider.counts
+    store_path = tmp_path / "tokens.json"
+    env = cli_env(store_path)
+    code, _, err = Login(env, url).finish(follow_authorize)
+    assert code == 0, err
+    store = FileStore(store_path)
+    key = default_key(url)
+    old = _wait_expired(store, key)
+
+    auth = browser_auth(url, store=store, open_browser=forbid_browser, timeout=20.0,
+                        refresh_margin=0.0)
+    assert asyncio.run(asyncio.wait_for(call_echo(url, auth), 40)) == "echo: hi"
+    assert (counts["authorize"], counts["refresh"]) == (1, 1)
+    refreshed = store.get(key)
+    assert refreshed is not None and refreshed.refresh_token != old.refresh_token
+
+    # browser_auth logs in (another store), `token` refreshes it.
+    other_path = tmp_path / "other.json"
+    other = FileStore(other_path)
+    first = browser_auth(url, store=other, open_browser=follow_authorize, timeout=20.0)
+    assert asyncio.run(asyncio.wait_for(call_echo(url, first), 40)) == "echo: hi"
+    assert other.keys() == [key]
+    stale = _wait_expired(other, key)
+    r = cli(cli_env(other_path), "token", key)
+    assert r.returncode == 0, r.stderr
+    fresh = other.get(key)
+    assert fresh is not None and r.stdout == fresh.access_token + "\n"
+    assert fresh.access_token != stale.access_token and counts["refresh"] == 2
