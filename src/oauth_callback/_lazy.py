@@ -7,14 +7,24 @@ which keep ``import`` cheap (no HTTP client, ``sqlite3``, ``redis`` or
 
 from __future__ import annotations
 
-import importlib
+import sys
 from collections.abc import Callable, Mapping
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
+    from types import ModuleType
     from typing import Any
 
-__all__ = ["lazy_exports"]
+__all__ = ["import_module", "lazy_exports"]
+
+
+def import_module(name: str, package: str | None = None) -> ModuleType:
+    """:func:`importlib.import_module` for an absolute ``name`` or one relative to
+    ``package`` (``.sub``), without importing :mod:`importlib` (and :mod:`warnings`)."""
+    if name.startswith("."):
+        name = f"{package}{name}"
+    __import__(name)
+    return sys.modules[name]
 
 
 def lazy_exports(
@@ -30,7 +40,7 @@ def lazy_exports(
         module = names.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module, package), name)
+        value = getattr(import_module(module, package), name)
         namespace[name] = value
         return value
 

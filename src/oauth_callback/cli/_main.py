@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 import signal
 import sys
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 from .. import __version__
+from .._lazy import import_module
 from ..errors import (
     CallbackError,
     DiscoveryError,
@@ -99,54 +99,47 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
-    """A parser whose own arguments are added when first needed: when it parses, shows its
-    usage or help, or :meth:`complete` asks. Its sub-commands are listed (name and help)
-    from the start, so ``--help`` shows every command while ``token KEY`` builds only
-    the arguments of ``token``."""
+    """A parser that ``build`` fills in, with sub-commands added by :meth:`command`.
+
+    ``lazy=True`` (what :func:`main` uses): each sub-command's parser is made only when
+    that command runs (a :class:`_Command` stands in for it until then), so ``token KEY``
+    builds the parser of ``token`` alone, while ``--help`` still lists every command.
+    """
 
     def __init__(self, *args: Any, build: Callable[[_Parser], None] | None = None,
-                 **kwargs: Any) -> None:
+                 lazy: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
-        self._build = build
-        self._commands: list[_Parser] = []
-
-    def _built(self) -> None:
-        build, self._build = self._build, None
+        self._lazy = lazy
         if build is not None:
             build(self)
 
+    def commands(self, **kwargs: Any) -> Any:
+        """``add_subparsers(**kwargs)``, making sub-command parsers lazily when this is lazy."""
+        return self.add_subparsers(parser_class=_Command if self._lazy else _Parser, **kwargs)
+
     def command(self, sub: Any, name: str, build: Callable[[_Parser], None],
                 shared: bool = True, **kwargs: Any) -> None:
-        """Add the sub-command ``name`` to ``sub`` (this parser's ``add_subparsers()``):
-        ``build`` adds its arguments when needed, after the shared ``--store`` and ``-v``
-        (``shared=False``: without them)."""
+        """Add the sub-command ``name`` to ``sub`` (from :meth:`commands`): ``build`` adds
+        its arguments after the shared ``--store`` and ``-v`` (``shared=False``: without)."""
         def arguments(p: _Parser) -> None:
             if shared:
                 _add_shared_options(p, suppress=True)
             build(p)
 
-        parser: _Parser = sub.add_parser(name, build=arguments, **kwargs)
-        self._commands.append(parser)
+        sub.add_parser(name, build=arguments, lazy=self._lazy, **kwargs)
 
-    def complete(self) -> _Parser:
-        """Add every argument now, of this parser and of its sub-commands at every depth."""
-        self._built()
-        for parser in self._commands:
-            parser.complete()
-        return self
+
+class _Command:
+    """Stands in for a sub-command's :class:`_Parser` (argparse's ``parser_class``) until
+    the command runs: argparse then calls :meth:`parse_known_args`, which makes the
+    parser. Making one costs about as much as the whole start of ``token KEY`` saves."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        self._built()
-        return super().parse_known_args(args, namespace)
-
-    def format_usage(self) -> str:
-        self._built()
-        return super().format_usage()
-
-    def format_help(self) -> str:
-        self._built()
-        return super().format_help()
+        return _Parser(**self._kwargs).parse_known_args(args, namespace)
 
 
 def _add_shared_options(p: argparse.ArgumentParser, suppress: bool) -> None:
@@ -270,7 +263,7 @@ def _token(p: _Parser) -> None:
 
 
 def _tokens(p: _Parser) -> None:
-    sub = p.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
+    sub = p.commands(dest="tokens_command", metavar="ACTION", required=True)
     p.command(sub, "list", _tokens_list, help="list stored tokens (no secrets)")
     p.command(sub, "show", _tokens_show, help="show one entry (secrets masked)")
     p.command(sub, "delete", _tokens_delete, help="delete the tokens of one key")
@@ -386,13 +379,14 @@ def build_parser(*, complete: bool = True) -> argparse.ArgumentParser:
     """
     parser = _Parser(
         prog=PROG,
+        lazy=not complete,
         description="OAuth 2.0 loopback login and token storage for command-line tools.",
         epilog="exit status: 0 ok, 1 failure or problems found, 2 usage, 3 login required, "
         "4 network/provider/store error, 5 authorization failed, 130 interrupted",
     )
     _add_shared_options(parser, suppress=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.commands(dest="command", metavar="COMMAND", required=True)
     parser.command(sub, "login", _login,
                    help="log in (browser, paste-back or device code) and store the tokens",
                    description="Log in and store the tokens: with a browser (authorization "
@@ -437,7 +431,7 @@ def build_parser(*, complete: bool = True) -> argparse.ArgumentParser:
                    description="Start an embedded mock OAuth provider and run login, token "
                    "and an expiry-driven refresh end to end, in a temporary store unless "
                    "--store is given.")
-    return parser.complete() if complete else parser
+    return parser
 
 
 def _exit_code(exc: OAuthCallbackError) -> int:
@@ -576,7 +570,7 @@ def _logging_set_up(verbosity: int) -> Callable[[], None]:
 def _run(args: argparse.Namespace) -> int:
     module_name, function_name = args.run
     try:
-        module = importlib.import_module(f"{__package__}.{module_name}")
+        module = import_module(f"{__package__}.{module_name}")
         func: Callable[[argparse.Namespace], int] = getattr(module, function_name)
         code = func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
