@@ -338,3 +338,30 @@ def test_a_step_up_re_authorizes_without_any_check(setup: Any) -> None:
     response = asyncio.run(asyncio.wait_for(get(), 60))
     assert response.status_code == 200 and "admin" in response.json()["scope"].split()
     assert (delta(before, provider), len(browser.opened)) == (Counts(0, 0, 1, 1, 1), 1)
+
+
+def test_a_network_error_mid_login_releases_the_login_lock(setup: Any) -> None:
+    """httpx closes the auth flow when a request of it fails: every unfinished
+    sub-flow is closed too, so the login lock is released and the next login of the
+    same key (here in the same process) proceeds instead of waiting for the lock."""
+    _, url, store = setup
+    first_login(setup)
+
+    class TokenEndpointDown(httpx2.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            if request.url.path == "/token":
+                raise httpx2.ConnectError("the token endpoint is down", request=request)
+            return await super().handle_async_request(request)
+
+    auth = browser_auth(url, store=store, open_browser=Browser(), timeout=20.0)
+
+    async def get() -> None:
+        async with httpx2.AsyncClient(auth=auth, transport=TokenEndpointDown()) as http:
+            with pytest.raises(httpx2.ConnectError):
+                await http.get(url)
+            # Released by the time the error arrives (not later, by garbage collection).
+            with store.refresh_lock(default_key(url) + "#login", timeout=0):
+                pass
+
+    asyncio.run(asyncio.wait_for(get(), 60))
+    assert login_again(setup) == (Counts(0, 1, 1, 1, 1), 1)
