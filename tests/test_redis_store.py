@@ -590,6 +590,40 @@ def test_refresh_lock_lease_is_renewed_while_held(server: RedisServer, url: str)
 # --------------------------------------------------------------------------- outages
 
 
+def test_scripts_take_one_round_trip_even_after_the_server_lost_its_script_cache(
+    tmp_path: Path,
+) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        admin = server.client()
+
+        def calls() -> dict[str, int]:
+            stats = admin.info("commandstats")
+            return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+        def lock_and_write(store: RedisStore) -> None:
+            with store.refresh_lock("k", timeout=5):
+                store.set("k", tok(1))
+
+        store = RedisStore(server.url)
+        lock_and_write(store)  # first run in this process: EVAL (acquire, CAS, release)
+        first = calls()
+        assert first.get("eval") == 3 and "evalsha" not in first
+        lock_and_write(store)  # then EVALSHA
+        second = calls()
+        assert second.get("eval") == 3 and second.get("evalsha") == 3
+        admin.script_flush()  # as after a restart or a failover
+        lock_and_write(store)
+        third = calls()
+        assert third.get("eval") == 6  # NOSCRIPT: straight to EVAL, for each of the 3
+        assert "script|load" not in third and "script|exists" not in third
+        assert store.get("k") == tok(1)
+        store.close()
+    finally:
+        server.stop()
+
+
 def test_redis_restart_keeps_acknowledged_writes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     server = RedisServer(tmp_path / "redis", password="s3cret-pw")
     server.start()

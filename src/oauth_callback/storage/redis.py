@@ -52,6 +52,7 @@ import base64
 import binascii
 import contextlib
 import functools
+import hashlib
 import json
 import math
 import os
@@ -424,6 +425,40 @@ def _given_client(client: Any) -> _Connection:
     return _Connection(client, location, (str(password),) if password else (), "single")
 
 
+class _Script:
+    """One Lua script of the store, run in one round trip whatever the server's script cache.
+
+    ``EVALSHA``; ``EVAL`` (the server caches the script) the first time this
+    process runs it and whenever the server lost its cache (``NOSCRIPT``: a
+    restart, a failover, ``SCRIPT FLUSH``, a cluster node that never ran it).
+    redis-py's ``register_script`` takes three round trips then (``EVALSHA``,
+    ``SCRIPT LOAD``, ``EVALSHA``: the first refresh after a restart paid them
+    for the lock, and again for the release), and one more (``SCRIPT EXISTS``)
+    every time it runs in a pipeline. In a pipeline (the ``WAIT`` of
+    ``replicas``) it is always ``EVAL``: an error only comes back at ``execute()``.
+    """
+
+    def __init__(self, client: Any, text: str) -> None:
+        self._client = client
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - Redis's script name
+        self._cached = False
+
+    def __call__(
+        self, *, keys: Sequence[str], args: Sequence[Any], client: Any = None
+    ) -> Any:
+        if client is not None:
+            return client.eval(self.text, len(keys), *keys, *args)
+        if self._cached:
+            try:
+                return self._client.evalsha(self.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                pass
+        result = self._client.eval(self.text, len(keys), *keys, *args)
+        self._cached = True
+        return result
+
+
 class _Flight:
     """One ``GET`` that several threads wait for."""
 
@@ -613,10 +648,10 @@ class RedisStore(TokenStore):
         self.retry_timeout = retry_timeout
         self._pattern_prefix = _GLOB_SPECIAL.sub(r"\\\1", self.prefix)
         self._seq_key = f"{self.prefix}:seq"
-        self._acquire_script = self._client.register_script(_ACQUIRE)
-        self._renew_script = self._client.register_script(_RENEW)
-        self._release_script = self._client.register_script(_RELEASE)
-        self._cas_script = self._client.register_script(_CAS)
+        self._acquire_script = _Script(self._client, _ACQUIRE)
+        self._renew_script = _Script(self._client, _RENEW)
+        self._release_script = _Script(self._client, _RELEASE)
+        self._cas_script = _Script(self._client, _CAS)
         self._reads = _SharedReads(self._client)
 
     def describe(self) -> str:
