@@ -11,10 +11,9 @@ only reads a stored token never pays for the login machinery.
 from __future__ import annotations
 
 from . import errors as _errors
-from ._lazy import lazy_exports
+from ._lazy import TYPE_CHECKING, lazy_exports
 from .errors import *  # noqa: F403 - every exception, eagerly (errors.py is pure and small)
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:  # what the lazy names are, for mypy and IDEs
     from .browser import open_url as open_url
     from .flow import OAuthClient as OAuthClient

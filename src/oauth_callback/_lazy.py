@@ -10,12 +10,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
+#: ``typing.TYPE_CHECKING`` without importing :mod:`typing` (milliseconds every start of
+#: the CLI would pay): ``False`` at run time; type checkers take any ``TYPE_CHECKING`` as
+#: true. The modules ``oauth-callback token KEY`` loads import this one.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
-__all__ = ["import_module", "lazy_exports"]
+__all__ = ["TYPE_CHECKING", "import_module", "lazy_exports"]
 
 
 def import_module(name: str, package: str | None = None) -> ModuleType:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
+from ._lazy import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from logging import Logger
     from typing import Any

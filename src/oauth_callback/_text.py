@@ -6,7 +6,8 @@ import json
 import re
 from collections.abc import Iterable
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
+from ._lazy import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from typing import Any
 

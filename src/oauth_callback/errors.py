@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import os
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
+from ._lazy import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from .models import Identity
     from .storage.migrate import MigrationReport

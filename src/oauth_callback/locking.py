@@ -33,9 +33,9 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+from ._lazy import TYPE_CHECKING
 from .errors import StoreLockTimeout, StorePermissionError, StoreWriteError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from typing import Protocol
 

@@ -28,6 +28,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 
+from ._lazy import TYPE_CHECKING
 from ._log import get_logger
 from ._value import KW_ONLY, valueclass
 from .errors import (
@@ -40,7 +41,6 @@ from .errors import (
 )
 from .models import ClientInfo, Tokens
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from typing import Any
 

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
+from ._lazy import TYPE_CHECKING
 from ._value import field, replace, valueclass
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from typing import Any, TypeAlias
 

@@ -11,12 +11,12 @@ import stat
 import sys
 import time
 
+from .._lazy import TYPE_CHECKING
 from .._log import get_logger
 from ._exit import *  # noqa: F403 - the exit statuses, used by every command module
 from ._exit import EXIT_FAILURE, EXIT_USAGE
 from ._exit import __all__ as _EXIT_STATUSES
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from ..models import Tokens
     from ..storage.base import TokenStore

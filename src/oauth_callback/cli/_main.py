@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 from .. import __version__
-from .._lazy import import_module
+from .._lazy import TYPE_CHECKING, import_module
 from ..errors import (
     CallbackError,
     DiscoveryError,
@@ -46,7 +46,6 @@ from ._common import (
     opened_stores,
 )
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from typing import Any
 

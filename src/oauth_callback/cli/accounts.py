@@ -17,6 +17,7 @@ import json
 import os
 import sys
 
+from .._lazy import TYPE_CHECKING
 from ._common import (
     EXIT_AUTH_FAILED,
     EXIT_FAILURE,
@@ -33,7 +34,6 @@ from ._common import (
     store_from_args,
 )
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from typing import Any
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._lazy import TYPE_CHECKING
 from ..errors import ReauthRequired
 from ..manager import TokenManager
 from ._common import EXIT_LOGIN_REQUIRED, EXIT_OK, CliError, store_from_args
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from ..storage.base import TokenStore
 

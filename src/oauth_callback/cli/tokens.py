@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+from .._lazy import TYPE_CHECKING
 from .._text import escape_control
 from ..models import fingerprint
 from ._common import (
@@ -26,7 +27,6 @@ from ._common import (
     store_from_url,
 )
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from typing import Any
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import sys
 from types import ModuleType
 
-from .._lazy import lazy_exports
+from .._lazy import TYPE_CHECKING, lazy_exports
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from typing import Any
 

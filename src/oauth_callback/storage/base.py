@@ -19,11 +19,11 @@ import functools
 import threading
 from collections.abc import Callable
 
+from .._lazy import TYPE_CHECKING
 from ..models import ClientInfo, OAuthSession, Tokens
 
 __all__ = ["SECTIONS", "Section", "TokenStore", "Updater", "validate_key"]
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from typing import Any, Literal, TypeVar
 

@@ -26,10 +26,10 @@ import re
 from collections.abc import Callable, Mapping
 from json import decoder as json_decoder
 
+from .._lazy import TYPE_CHECKING
 from ..models import ClientInfo, OAuthSession, Tokens
 from .base import Section
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from typing import Any
 

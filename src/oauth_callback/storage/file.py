@@ -20,6 +20,7 @@ import stat
 import sys
 from collections.abc import Callable, Iterator
 
+from .._lazy import TYPE_CHECKING
 from .._log import get_logger
 from .._value import field, valueclass
 from ..errors import StoreCorruptError, StoreError, StorePermissionError, StoreWriteError
@@ -39,7 +40,6 @@ from .base import Section, TokenStore
 from .document import FORMAT_VERSION, RESERVED_KEY, Document, DocumentError
 from .layout import FileLayout
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing at start-up
 if TYPE_CHECKING:
     from typing import Any
 
