@@ -256,7 +256,7 @@ class Tokens:
         return self.expires_at - (time.time() if now is None else now)
 
     def replace(self, **changes: Any) -> Tokens:
-        """A copy with ``changes`` applied (``dataclasses.replace``)."""
+        """A copy with ``changes`` applied (as ``dataclasses.replace``: checked again)."""
         return replace(self, **changes)
 
     def __hash__(self) -> int:  # ``extra`` (a mapping) is left out; equal values hash alike
