@@ -1,11 +1,16 @@
-"""Redis refresh-lock checks no other test pinned: a renewal extends the lock only while
-its owner token is still the one in Redis (``_RENEW``'s compare). A holder that was
-paused past its lease, and whose lock another process then took, must not extend (or
-shorten) the new holder's lease when it wakes up.
+"""RedisStore checks no other test pinned.
 
-Real redis-server (tests/redis_server.py), the old holder a real child process paused
-with SIGSTOP. The test fails when the owner compare is deleted from
-oauth_callback.storage.redis._RENEW."""
+* A renewal extends the lock only while its owner token is still the one in Redis
+  (``_RENEW``'s compare). A holder that was paused past its lease, and whose lock
+  another process then took, must not extend (or shorten) the new holder's lease when
+  it wakes up. The old holder is a real child process paused with SIGSTOP.
+* With replicas required, an update that finds nothing to change confirms that on
+  the primary (``_modify``): after a failover a pooled connection may still read the
+  demoted primary, whose data can hold a save the new primary never got; taking
+  "already saved" from there loses it (seen in the Sentinel refresh storm).
+
+Real redis-servers (tests/redis_server.py). Each test fails when the check it names is
+deleted from oauth_callback.storage.redis."""
 
 from __future__ import annotations
 
@@ -18,13 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from .redis_server import RedisServer, prefix_for, session_server, skip_reason
+from .redis_server import REDIS_SERVER, RedisServer, prefix_for, session_server, skip_reason
 
 pytestmark = [pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""),
               pytest.mark.timeout(120)]
 
 pytest.importorskip("redis", reason="redis-py is not installed (pip install 'oauth-callback[redis]')")
 
+from oauth_callback import StoreError, Tokens  # noqa: E402
 from oauth_callback.storage.redis import RedisStore  # noqa: E402
 
 from .conftest import python_env  # noqa: E402
@@ -101,3 +107,37 @@ def test_a_stale_holder_waking_up_does_not_renew_the_new_holders_lock(
         child.kill()
         child.wait()
         reader.join(10)
+
+
+def test_nothing_to_change_read_from_a_demoted_primary_is_not_taken_as_saved(
+    tmp_path: Path,
+) -> None:
+    """The state a failover leaves behind: this process's connection still reaches the
+    old primary, now a replica that has not resynced yet (it serves its own data, with
+    the save it took but never replicated, and refuses writes). A save retried there
+    (``TokenManager`` re-runs its compare-and-set update after a failed acknowledgement)
+    finds its own tokens and would write nothing: the update must fail instead, so the
+    caller tries again on the new primary."""
+    assert REDIS_SERVER is not None
+    demoted = RedisServer(tmp_path / "old-primary")
+    demoted.start()
+    try:
+        prefix = prefix_for(tmp_path)
+        before, saved = Tokens("at-before", refresh_token="rt-before"), Tokens(
+            "at-saved", refresh_token="rt-saved")
+        RedisStore(demoted.url_for(prefix), replicas=0).set("k", saved)  # never replicated
+        gone = RedisServer(tmp_path / "gone")  # a primary that is not there
+        demoted.client().execute_command("REPLICAOF", "127.0.0.1", str(gone.port))
+        assert demoted.client().info("replication")["role"] == "slave"
+        store = RedisStore(demoted.url_for(prefix), replicas=1, replicas_timeout=0.1,
+                           retry_timeout=1.0)
+        assert store.get("k") == saved  # the stale read
+
+        def if_unchanged(current: Tokens | None) -> Tokens | None:
+            return current if current != before else saved  # as TokenManager's save
+
+        with pytest.raises(StoreError):
+            store.update("k", if_unchanged)
+        store.close()
+    finally:
+        demoted.stop()

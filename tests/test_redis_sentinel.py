@@ -166,7 +166,10 @@ STORM = textwrap.dedent(
     from oauth_callback.storage.redis import RedisStore
 
     url, key, stop, ready = sys.argv[1:5]
-    store = RedisStore(url, lock_lease=5)
+    # The default lease (30 s): a planned failover takes ~10 s (more on a loaded
+    # machine) during which a holder's renewals reach only the old primary, so a
+    # lease shorter than that lapses on the new one (docs/redis.md, assumption 3).
+    store = RedisStore(url)
     store.get(key)
     manager = TokenManager(store, key, skew=0, lock_timeout=60)
     open(ready, "w").close()

@@ -842,17 +842,27 @@ class RedisStore(TokenStore):
                 raw = self._client.get(rkey)
                 current, seq = self._decode(rkey, section, raw)
                 new = fn(current)
-                if new is current:
+                if new is current and not self.replicas:
                     return current
-                if new is not None and current is None:
-                    seq = int(self._client.incr(self._seq_key))
-                payload = "" if new is None else self._encode(key, seq, new)
-                ttl = None if new is None else self._ttl_ms(section, new)
-                owner = _held_token(self, key) if section == "tokens" else ""
-                keys = [rkey, self.redis_key(_LOCK_SUFFIX, key)] if owner else [rkey]
+                if new is current:
+                    # "Nothing to change" is decided on the primary too: after a
+                    # failover a pooled connection may still read the demoted one,
+                    # whose data can hold a write the new primary never got (a save
+                    # whose acknowledgement failed). Writing back the value read
+                    # fails there (READONLY), conflicts on a primary holding another
+                    # value, and is waited for like any write.
+                    payload = b"" if raw is None else raw
+                    keys, owner, ttl = [rkey], "", None
+                else:
+                    if new is not None and current is None:
+                        seq = int(self._client.incr(self._seq_key))
+                    payload = "" if new is None else self._encode(key, seq, new)
+                    ttl = None if new is None else self._ttl_ms(section, new)
+                    owner = _held_token(self, key) if section == "tokens" else ""
+                    keys = [rkey, self.redis_key(_LOCK_SUFFIX, key)] if owner else [rkey]
                 args = [
                     "0" if raw is None else "1", b"" if raw is None else raw, payload,
-                    str(ttl or 0), owner, announce,
+                    str(ttl or 0), owner, "" if new is current else announce,
                 ]
                 result, acks = self._run_cas(keys, args, deadline)
                 pause = 0.05
