@@ -132,6 +132,27 @@ def test_cli_start_up_loads_only_what_the_command_needs(tmp_path) -> None:
     assert _loaded_after(help_run, heavy=START_UP) == []
 
 
+def test_cli_as_the_command_freezes_the_collector_before_exit(tmp_path) -> None:
+    # main() without argv (the script, python -m) freezes the GC so that the shutdown
+    # skips its last collections; main(argv), as a caller that runs on, never does.
+    from oauth_callback import FileStore, Tokens
+
+    path = str(tmp_path / "tokens.json")
+    FileStore(path).set("k", Tokens(access_token="at-1", expires_at=time.time() + 3600))
+    probe = ("import contextlib, gc, io, sys\n"
+             "from oauth_callback.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             "    assert main(['--store', sys.argv[1], 'token', 'k']) == 0\n"
+             "assert gc.get_freeze_count() == 0\n"
+             "sys.argv[1:] = ['--store', sys.argv[1], 'token', 'k']\n"
+             "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+             "    assert main() == 0\n"
+             "assert out.getvalue() == 'at-1\\n' and gc.get_freeze_count() > 0\n")
+    done = subprocess.run([sys.executable, "-c", probe, path], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
 def test_storage_migrate_is_the_function_whatever_loads_first() -> None:
     # The package imports its names lazily; importing the submodule storage.migrate
     # first must not turn the package's 'migrate' into that module.

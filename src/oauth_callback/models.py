@@ -12,7 +12,6 @@ PKCE verifiers and ``state`` appear as a short SHA-256 fingerprint.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -43,6 +42,15 @@ def _freeze(extra: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(extra))
 
 
+_INF = float("inf")
+
+
+def _finite(number: float) -> bool:
+    """``math.isfinite`` (not NaN, not infinite) without loading the ``math`` extension
+    module at start-up."""
+    return -_INF < number < _INF
+
+
 def _opt_str(record: Mapping[str, Any], name: str) -> str | None:
     value = record.get(name)
     if value is None:
@@ -62,7 +70,7 @@ def _opt_number(record: Mapping[str, Any], name: str) -> float | None:
         number = float(value)
     except OverflowError:
         raise ValueError(f"field {name!r} must be a finite number") from None
-    if not math.isfinite(number):
+    if not _finite(number):
         raise ValueError(f"field {name!r} must be a finite number")
     return number
 
@@ -172,7 +180,7 @@ class Tokens:
                 seconds = float(expires_in)
             except (TypeError, ValueError, OverflowError):
                 raise ValueError("token response field 'expires_in' is not a number") from None
-            if isinstance(expires_in, bool) or not math.isfinite(seconds):
+            if isinstance(expires_in, bool) or not _finite(seconds):
                 raise ValueError("token response field 'expires_in' is not a number")
             expires_at = (time.time() if now is None else now) + seconds
         token_type = response.get("token_type") or "Bearer"
