@@ -875,6 +875,52 @@ def test_waiters_of_one_process_are_answered_by_one_get_when_the_record_changes(
         child.wait()
 
 
+def test_a_woken_waiter_never_takes_its_answer_from_a_get_sent_before_the_change(
+    server: RedisServer, url: str, tmp_path: Path
+) -> None:
+    """A GET of the record is in flight (sent before the change) when the change is
+    announced: the waiters woken by it wait for a GET sent after, and see the change."""
+    store, client = _gated_store(server, tmp_path)
+    writer = RedisStore(url)
+    store.set("shared", tok(1))
+    child = _holder(url, 30.0)
+    try:
+        outcomes: list[bool | BaseException] = []
+
+        def waiter() -> None:
+            try:
+                lock = store.refresh_lock("shared", timeout=5)
+                outcomes.append(lock.acquire_unless(lambda: store.get("shared") == tok(2)))
+            except BaseException as exc:  # reported by the assertion below
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=waiter) for _ in range(2)]
+        for t in threads:
+            t.start()
+        channel = store.redis_key("refresh-events", "shared")
+        r = server.client()
+        _wait_until(lambda: r.pubsub_numsub(channel)[0][1] == 1 and sum(
+            _blocked_in(t, "_acquire", "wait") for t in threads) == 1)
+        client.gets = 0
+        client.gate.clear()
+        early: list[Tokens | None] = []
+        reader = threading.Thread(target=lambda: early.append(store.get("shared")))
+        reader.start()  # its GET has the old record, held in flight
+        _wait_until(lambda: client.gets == 1 and _blocked_in(reader, "get", "wait"))
+        writer.set("shared", tok(2))
+        for t in threads:
+            _wait_until(lambda t=t: _blocked_in(t, "get", "wait"))  # type: ignore[misc]
+        client.gate.set()
+        for t in [reader, *threads]:
+            t.join(10)
+        assert early == [tok(1)]
+        assert outcomes == [False, False] and client.gets == 2
+    finally:
+        client.gate.set()
+        child.kill()
+        child.wait()
+
+
 def test_acquire_unless_threads_of_one_process_check_together(url: str) -> None:
     """Threads queued behind a thread of the same process that refreshed all see its
     new record when it lets go, and none of them takes the Redis lock."""

@@ -489,8 +489,10 @@ class _SharedReads:
 
     Inside :meth:`since` a read may also join the ``GET`` in flight when it was
     sent after the given time: a waiter of the refresh lock checks the record
-    on behalf of a call that began before it started waiting, so the one
-    ``GET`` the first woken waiter sent serves every waiter of the process.
+    when it heard of a change (or was handed the slot) on behalf of a call that
+    began before, so any ``GET`` sent after that moment sees the change and is
+    linearizable for the call: the first woken waiter's ``GET`` serves every
+    waiter of the process.
     """
 
     def __init__(self, client: Any) -> None:
@@ -982,8 +984,8 @@ class _LocalHold:
     """
 
     __slots__ = (
-        "__weakref__", "busy", "cv", "depth", "generation", "nudges", "owner", "renewer", "stop",
-        "token",
+        "__weakref__", "busy", "cv", "depth", "generation", "nudges", "owner", "renewer", "since",
+        "stop", "token",
     )
 
     def __init__(self) -> None:
@@ -991,6 +993,7 @@ class _LocalHold:
         self.busy = 0  # ident of the thread that has the slot, 0 when free
         self.generation = 0
         self.nudges = 0  # moves on when the thread waiting in Redis hears of a change
+        self.since = 0.0  # when the slot was last given back or a change last heard of
         self.depth = 0
         self.token = ""
         self.owner = 0  # ident of the thread holding the Redis lock (the save's fence)
@@ -1058,10 +1061,7 @@ class RedisRefreshLock:
     def _acquire(self, changed: Callable[[], bool] | None) -> bool:
         hold = self._hold
         me = threading.get_ident()
-        began = time.monotonic()
-        deadline = began + max(self.timeout, 0.0)
-        if changed is not None:
-            changed = self._checked_since(changed, began)
+        deadline = time.monotonic() + max(self.timeout, 0.0)
         while True:
             with hold.cv:
                 if hold.busy == me:  # re-entry
@@ -1076,10 +1076,11 @@ class RedisRefreshLock:
                     raise self._timed_out("held by another thread")
                 hold.cv.wait(remaining)
                 moved = hold.generation != generation or hold.nudges != nudges
+                since = hold.since
             # Another thread of this process gave the slot back (it may have just
             # refreshed, or seen the record change), or the thread waiting in Redis
-            # heard of a change. Checked by all waiters at once.
-            if moved and changed is not None and changed():
+            # heard of a change. Checked by all waiters at once, with one GET.
+            if moved and changed is not None and self._changed_since(changed, since):
                 return False
         taken = False
         try:
@@ -1101,22 +1102,20 @@ class RedisRefreshLock:
             if not taken:
                 self._give_back()
 
-    def _checked_since(self, changed: Callable[[], bool], began: float) -> Callable[[], bool]:
-        """``changed``, whose store reads may share a ``GET`` sent after ``began`` (the
-        caller's operation began before): one ``GET`` serves every woken waiter."""
-        reads = self.store._reads
+    def _changed_since(self, changed: Callable[[], bool], since: float) -> bool:
+        """``changed()``, whose store reads may share a ``GET`` sent after ``since``: the
+        moment the caller learned of a possible change (that change is older, and the
+        caller's operation began before it), so one ``GET`` serves every woken waiter."""
+        with self.store._reads.since(since):
+            return changed()
 
-        def check() -> bool:
-            with reads.since(began):
-                return changed()
-
-        return check
-
-    def _nudge(self) -> None:
-        """Wake this process's other waiters to check the record (it changed)."""
+    def _nudge(self, heard: float) -> None:
+        """Wake this process's other waiters to check the record (a change was heard of
+        at ``heard``)."""
         hold = self._hold
         with hold.cv:
             hold.nudges += 1
+            hold.since = heard
             hold.cv.notify_all()
 
     def _give_back(self) -> None:
@@ -1124,6 +1123,7 @@ class RedisRefreshLock:
         with hold.cv:
             hold.busy = 0
             hold.generation += 1
+            hold.since = time.monotonic()
             hold.cv.notify_all()
 
     def _try(self, token: str, lease_ms: int) -> int:
@@ -1184,9 +1184,13 @@ class RedisRefreshLock:
                         events.close()
                         events = False
                     event = got or "poll"
+                heard = time.monotonic()
                 if event == "changed":
-                    self._nudge()
-                if changed is not None and event != "released" and changed():
+                    self._nudge(heard)
+                if (
+                    changed is not None and event != "released"
+                    and self._changed_since(changed, heard)
+                ):
                     return False
         finally:
             if events:
