@@ -157,12 +157,14 @@ class GatedRedis(redis.Redis):  # type: ignore[misc]
         self.gate = threading.Event()
         self.gate.set()
         self.fail_call = 0  # the number of the GET that fails (0: none)
+        self.only: set[int] | None = None  # the threads whose GETs the gate holds (None: all)
 
     def get(self, name: str) -> object:
         self.gets += 1
         call = self.gets
         value = super().get(name)
-        assert self.gate.wait(30)
+        if self.only is None or threading.get_ident() in self.only:
+            assert self.gate.wait(30)
         if call == self.fail_call:
             raise redis.exceptions.ConnectionError("connection lost (test)")
         return value
@@ -259,6 +261,38 @@ def test_a_failed_shared_get_makes_each_waiting_thread_read_for_itself(
     assert sum(isinstance(r, StoreUnavailableError) for r in results) == 1
     assert results.count(tok(1)) == 3  # never "no tokens" from a failed read
     assert client.gets == 4
+    store.close()
+
+
+def test_the_lock_holders_read_is_not_queued_behind_a_get_in_flight(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    store, client = _gated_store(server, tmp_path)
+    store.set("k", tok(1))
+    client.gets = 0
+    client.gate.clear()
+
+    def read() -> None:
+        client.only = {threading.get_ident()}
+        store.get("k")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    _wait_until(lambda: client.gets == 1 and _blocked_in(reader, "get", "wait"))
+    held: list[Tokens | None] = []
+
+    def refresher() -> None:
+        with store.refresh_lock("k", timeout=5):
+            held.append(store.get("k"))  # its own GET, while the reader's is in flight
+
+    holder = threading.Thread(target=refresher)
+    holder.start()
+    holder.join(10)
+    in_time = not holder.is_alive()
+    client.gate.set()
+    holder.join()
+    reader.join()
+    assert in_time and held == [tok(1)]
     store.close()
 
 

@@ -766,7 +766,12 @@ class RedisStore(TokenStore):
     def _read(self, section: Section, key: str) -> Any:
         rkey = self.redis_key(section, key)
         try:
-            raw = self._reads.get(rkey)
+            if section == "tokens" and _held_token(self, key):
+                # The refresher's read under the lock: never queued behind other
+                # threads' GET in flight (it is on the path to the token request).
+                raw = self._client.get(rkey)
+            else:
+                raw = self._reads.get(rkey)
         except redis.exceptions.RedisError as exc:
             raise self._failed(exc) from None
         return self._decode(rkey, section, raw)[0]
