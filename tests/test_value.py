@@ -93,3 +93,10 @@ def test_mutable_value_is_unhashable_and_compares_by_fields() -> None:
     assert box == Box(2)
     with pytest.raises(TypeError, match="unhashable"):
         hash(box)
+
+
+def test_replace_keeps_keyword_only_fields() -> None:
+    """``replace`` copies every field, the keyword-only ones too (as ``dataclasses.replace``)."""
+    s = Settings("a", retries=5)
+    r = replace(s, name="b")
+    assert (r.name, r.retries) == ("b", 5)

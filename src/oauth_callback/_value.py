@@ -115,6 +115,7 @@ def valueclass(*, frozen: bool = True, eq: bool = True, repr: bool = True) -> Ca
         if eq:
             cls.__eq__ = __eq__  # type: ignore[assignment,method-assign]
         cls.__match_args__ = names[:positional]  # type: ignore[attr-defined,misc]
+        cls.__value_fields__ = names  # type: ignore[attr-defined]  # every field, keyword-only too
         for name, default in defaults.items():
             if isinstance(default, _Factory):
                 delattr(cls, name)
@@ -151,6 +152,6 @@ def _fields(obj: object, names: tuple[str, ...]) -> tuple[Any, ...]:
 
 def replace(obj: _T, **changes: Any) -> _T:
     """A copy of the value ``obj`` with ``changes`` applied (``__post_init__`` runs again)."""
-    for name in obj.__match_args__:  # type: ignore[attr-defined]
+    for name in obj.__value_fields__:  # type: ignore[attr-defined]
         changes.setdefault(name, getattr(obj, name))
     return obj.__class__(**changes)
