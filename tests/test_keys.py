@@ -76,6 +76,23 @@ def test_default_key_rejects_what_is_not_an_http_url(bad: str) -> None:
         default_key(bad)
 
 
+def test_a_non_ascii_host_never_takes_another_hosts_key(tmp_path: Path) -> None:
+    """IDNA 2003 (the stdlib codec) maps faß.de onto fass.de, another domain; the HTTP
+    client connects to IDNA 2008's xn--fa-hia.de. The key is the host connected to, so
+    fass.de's tokens are never sent to faß.de (nor ASCII look-alikes' to full-width)."""
+    import httpx2
+
+    store = FileStore(tmp_path / "tokens.json")
+    store.set(resolve_key(store, "https://fass.de/mcp"), Tokens("fass-token"))
+    store.set(resolve_key(store, "https://example.com/mcp"), Tokens("example-token"))
+    for url in ("https://faß.de/mcp", "https://\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com/mcp", "https://FAß.de/mcp"):
+        key = resolve_key(store, url)
+        assert store.get(key) is None, url
+    connected = httpx2.URL("https://faß.de/mcp").raw_host.decode("ascii")
+    assert default_key("https://faß.de/mcp") == f"{connected}/mcp" == "xn--fa-hia.de/mcp"
+    assert default_key(f"https://{connected}/mcp") == default_key("https://faß.de/mcp")
+
+
 def test_old_default_key_names_are_the_new_function() -> None:
     from oauth_callback.cli import login
 

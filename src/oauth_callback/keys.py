@@ -17,7 +17,8 @@ So ``oauth-callback login https://mcp.example.com/mcp`` and
    backslash or backtick) and port (:class:`ValueError` otherwise). Leading
    and trailing whitespace is ignored.
 2. Scheme and host are compared without case (lower-cased). A non-ASCII host
-   is written in its IDNA (punycode) form. An IPv6 address keeps its brackets
+   is written in its IDNA 2008 (punycode) form, as the HTTP client encodes it
+   (kept as written when it has none: no request can reach it). An IPv6 address keeps its brackets
    (``[::1]``), lower-cased.
 3. The port is kept unless it is the scheme's default (443 for ``https``, 80
    for ``http``), whether given or not: ``https://h:443`` is ``https://h``.
@@ -98,10 +99,15 @@ def _host(hostname: str) -> str:
         return f"[{hostname}]"
     if hostname.isascii():
         return hostname
+    # IDNA 2008, as the HTTP client (httpx) encodes the host it connects to. Not the
+    # stdlib's IDNA 2003 codec: it maps names onto other hosts' (faß.de -> fass.de,
+    # full-width letters -> ASCII), which would hand one server's tokens to another.
+    import idna  # a dependency of httpx; here: only a non-ASCII host needs it
+
     try:
-        return hostname.encode("idna").decode("ascii")
-    except UnicodeError:
-        return hostname  # not encodable: kept as written (still valid text)
+        return str(idna.encode(hostname).decode("ascii"))
+    except (idna.IDNAError, UnicodeError):
+        return hostname  # not encodable (no HTTP request can reach it): kept as written
 
 
 def default_key(url: str) -> str:
