@@ -195,28 +195,41 @@ def _wait_until(condition: Callable[[], bool]) -> None:
         time.sleep(0.001)
 
 
+def _start_held(client: GatedRedis, target: Callable[[], object]) -> threading.Thread:
+    """``target`` in a thread whose GET (the first the client sends from now on) has
+    its answer but is held: in flight for the store until ``client.gate`` is set."""
+    client.gets = 0
+    client.gate.clear()
+    thread = threading.Thread(target=target)
+    thread.start()
+    _wait_until(lambda: client.gets == 1 and _blocked_in(thread, "get", "wait"))
+    return thread
+
+
+def _start_waiting_in_get(threads: list[threading.Thread]) -> None:
+    """Start ``threads`` (unless started) and wait until each waits inside a store read."""
+    for t in threads:
+        if t.ident is None:
+            t.start()
+    for t in threads:
+        _wait_until(lambda t=t: _blocked_in(t, "get", "wait"))  # type: ignore[misc]
+
+
 def test_threads_reading_one_key_at_once_share_gets_sent_after_they_began(
     server: RedisServer, tmp_path: Path
 ) -> None:
     store, client = _gated_store(server, tmp_path)
     store.set("k", tok("old"))
-    client.gets = 0
-    client.gate.clear()
     results: dict[str, Tokens | None] = {}
 
     def read(name: str) -> None:
         results[name] = store.get("k")
 
-    first = threading.Thread(target=read, args=("first",))
-    first.start()
-    _wait_until(lambda: client.gets == 1 and _blocked_in(first, "get", "wait"))
+    first = _start_held(client, lambda: read("first"))
     # The first GET has its answer ("old") but has not landed; a write completes now.
     RedisStore(server.url, prefix=prefix_for(tmp_path)).set("k", tok("new"))
     later = [threading.Thread(target=read, args=(f"later-{i}",)) for i in range(7)]
-    for t in later:
-        t.start()
-    for t in later:
-        _wait_until(lambda t=t: _blocked_in(t, "get", "wait"))  # type: ignore[misc]
+    _start_waiting_in_get(later)
     assert client.gets == 1  # the 7 wait for one GET sent after the first lands
     client.gate.set()
     for t in [first, *later]:
@@ -234,8 +247,6 @@ def test_a_failed_shared_get_makes_each_waiting_thread_read_for_itself(
 ) -> None:
     store, client = _gated_store(server, tmp_path)
     store.set("k", tok(1))
-    client.gets = 0
-    client.gate.clear()
     results: list[object] = []
 
     def read() -> None:
@@ -244,14 +255,9 @@ def test_a_failed_shared_get_makes_each_waiting_thread_read_for_itself(
         except StoreUnavailableError as exc:
             results.append(exc)
 
-    first = threading.Thread(target=read)
-    first.start()
-    _wait_until(lambda: client.gets == 1 and _blocked_in(first, "get", "wait"))
+    first = _start_held(client, read)
     waiting = [threading.Thread(target=read) for _ in range(3)]
-    for t in waiting:
-        t.start()
-    for t in waiting:
-        _wait_until(lambda t=t: _blocked_in(t, "get", "wait"))  # type: ignore[misc]
+    _start_waiting_in_get(waiting)
     # The first GET lands; the one sent for the three then fails: the thread that
     # sent it gets the error, the two others read for themselves.
     client.fail_call = 2
@@ -269,16 +275,12 @@ def test_the_lock_holders_read_is_not_queued_behind_a_get_in_flight(
 ) -> None:
     store, client = _gated_store(server, tmp_path)
     store.set("k", tok(1))
-    client.gets = 0
-    client.gate.clear()
 
     def read() -> None:
         client.only = {threading.get_ident()}
         store.get("k")
 
-    reader = threading.Thread(target=read)
-    reader.start()
-    _wait_until(lambda: client.gets == 1 and _blocked_in(reader, "get", "wait"))
+    reader = _start_held(client, read)
     held: list[Tokens | None] = []
 
     def refresher() -> None:
@@ -302,11 +304,7 @@ def test_a_child_forked_while_a_get_is_in_flight_reads_for_itself(
 ) -> None:
     store, client = _gated_store(server, tmp_path)
     store.set("k", tok(1))
-    client.gets = 0
-    client.gate.clear()
-    first = threading.Thread(target=store.get, args=("k",))
-    first.start()
-    _wait_until(lambda: client.gets == 1 and _blocked_in(first, "get", "wait"))
+    first = _start_held(client, lambda: store.get("k"))
     pid = os.fork()
     if pid == 0:  # child: the parent's GET in flight never lands here
         code = 1
@@ -895,8 +893,7 @@ def test_waiters_of_one_process_are_answered_by_one_get_when_the_record_changes(
         client.gets = 0
         client.gate.clear()  # GETs are held once answered
         writer.set("shared", tok(2))
-        for t in threads:
-            _wait_until(lambda t=t: _blocked_in(t, "get", "wait"))  # type: ignore[misc]
+        _start_waiting_in_get(threads)
         assert client.gets == 1
         client.gate.set()
         for t in threads:
@@ -935,15 +932,11 @@ def test_a_woken_waiter_never_takes_its_answer_from_a_get_sent_before_the_change
         r = server.client()
         _wait_until(lambda: r.pubsub_numsub(channel)[0][1] == 1 and sum(
             _blocked_in(t, "_acquire", "wait") for t in threads) == 1)
-        client.gets = 0
-        client.gate.clear()
         early: list[Tokens | None] = []
-        reader = threading.Thread(target=lambda: early.append(store.get("shared")))
-        reader.start()  # its GET has the old record, held in flight
-        _wait_until(lambda: client.gets == 1 and _blocked_in(reader, "get", "wait"))
+        # Its GET has the old record, held in flight.
+        reader = _start_held(client, lambda: early.append(store.get("shared")))
         writer.set("shared", tok(2))
-        for t in threads:
-            _wait_until(lambda t=t: _blocked_in(t, "get", "wait"))  # type: ignore[misc]
+        _start_waiting_in_get(threads)
         client.gate.set()
         for t in [reader, *threads]:
             t.join(10)
