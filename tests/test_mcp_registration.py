@@ -11,6 +11,7 @@ redirects headlessly. Issue 15 item 4: no needless authorization requests.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -365,3 +366,128 @@ def test_a_network_error_mid_login_releases_the_login_lock(setup: Any) -> None:
 
     asyncio.run(asyncio.wait_for(get(), 60))
     assert login_again(setup) == (Counts(0, 1, 1, 1, 1), 1)
+
+
+# --------------------------------------------------------------------------- hostile answers
+
+
+class ConfigurationServer:
+    """A real loopback HTTP server standing in for a client configuration endpoint: it
+    answers every GET with ``body`` (200) and records the Authorization header it got."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.body, self.seen = body, []  # type: list[str | None]
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.seen.append(self.headers.get("Authorization"))
+                data = json.dumps(outer.body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.02}, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/register/c"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def stored_with_configuration_at(store: FileStore, url: str, uri: str) -> ClientInfo:
+    """The stored registration, its RFC 7592 endpoint moved to ``uri`` (token kept)."""
+    client = store.get_client(default_key(url))
+    assert client is not None and _Configuration.of(client) is not None
+    moved = client.replace(extra={**client.extra, "registrationClientUri": uri})
+    store.set_client(default_key(url), moved)
+    return moved
+
+
+def test_a_configuration_answer_for_another_client_changes_nothing(setup: Any) -> None:
+    """A read answered with another client's registration (its secret, no token): the
+    stored client keeps its secret, and still works (no registration again)."""
+    _, url, store = setup
+    first_login(setup)
+    hostile = ConfigurationServer({"client_id": "someone-else", "client_secret": "cs_evil"})
+    try:
+        client = stored_with_configuration_at(store, url, hostile.url)
+        counted, _ = login_again(setup)
+    finally:
+        hostile.close()
+    assert len(hostile.seen) == 1
+    assert counted.registrations == 0
+    stored = store.get_client(default_key(url))
+    assert stored is not None and stored.client_id == client.client_id
+    assert stored.client_secret == client.client_secret
+
+
+def test_a_rotation_never_moves_the_token_to_another_origin(setup: Any) -> None:
+    """A read that "rotates" the configuration endpoint to another host: not adopted,
+    so the registration access token is never sent there."""
+    _, url, store = setup
+    first_login(setup)
+    thief = ConfigurationServer({})
+    hostile = ConfigurationServer({})
+    try:
+        client = stored_with_configuration_at(store, url, hostile.url)
+        hostile.body = {"client_id": client.client_id, "registration_client_uri": thief.url,
+                        "registration_access_token": "rat_moved"}
+        assert login(url, store, Browser()).status_code == 200
+        store.delete(default_key(url))
+        assert login(url, store, Browser()).status_code == 200
+    finally:
+        thief.close()
+        hostile.close()
+    assert thief.seen == [] and len(hostile.seen) == 2
+    stored = store.get_client(default_key(url))
+    assert stored is not None
+    configuration = _Configuration.of(stored)
+    assert configuration is not None and configuration.uri == hostile.url
+
+
+def test_a_registration_naming_an_endpoint_on_another_host_keeps_none() -> None:
+    body = {"client_id": "c1", "registration_access_token": "rat_secret"}
+    registered_at = "https://as.example/register"
+    for uri in ("https://as.example/register/c1", "https://AS.example:443/register/c1"):
+        assert _Configuration.parse({**body, "registration_client_uri": uri},
+                                    origin=registered_at) is not None
+    for uri in ("https://evil.example/register/c1", "https://as.example:8443/register/c1",
+                "https://as.example.evil.example/c1"):
+        assert _Configuration.parse({**body, "registration_client_uri": uri},
+                                    origin=registered_at) is None
+
+
+def test_a_registration_response_naming_another_host_is_not_kept(setup: Any) -> None:
+    """The registration response's registration_client_uri on another origin than the
+    registration endpoint: not stored, so no login ever sends the token there."""
+    provider = setup[0]
+    thief = ConfigurationServer({})
+    document = provider._client_document
+
+    def elsewhere(client_id: str) -> dict[str, Any]:
+        return {**document(client_id), "registration_client_uri": thief.url}
+
+    provider._client_document = elsewhere  # type: ignore[method-assign]
+    try:
+        client = first_login(setup)
+        assert _Configuration.of(client) is None
+        assert login_again(setup)[0].registrations == 0
+    finally:
+        thief.close()
+    assert thief.seen == []

@@ -601,7 +601,8 @@ class StoreOAuthClientProvider(OAuthClientProvider):
             str(request.url) == registration_url(self.context)
         ):
             body = await _json_body(response)
-            self._oc_storage.expect_configuration(_Configuration.parse(body))
+            self._oc_storage.expect_configuration(
+                _Configuration.parse(body, origin=str(request.url)))
         elif (
             response.status_code in (400, 401)
             and _is_code_exchange(request)
@@ -647,11 +648,14 @@ class StoreOAuthClientProvider(OAuthClientProvider):
     async def _oc_update_configuration(self, client: ClientInfo, body: Any) -> None:
         """Adopt what an RFC 7592 read rotated: a new registration access token (or
         URI) and a new client secret (RFC 7592 3: the client must use them)."""
-        fresh = _Configuration.parse(body, client.client_id)
-        secret = body.get("client_secret") if isinstance(body, Mapping) else None
+        if not isinstance(body, Mapping) or body.get("client_id", client.client_id) \
+                != client.client_id:
+            return  # not this client's registration: nothing in it is adopted
+        current = _Configuration.of(client)
+        fresh = _Configuration.parse(body, client.client_id,
+                                     origin=None if current is None else current.uri)
+        secret = body.get("client_secret")
         secret = secret if isinstance(secret, str) and secret else None
-        if fresh is not None and fresh.client_id != client.client_id:
-            return
 
         def update(current: ClientInfo | None) -> ClientInfo | None:
             if current is None or current.client_id != client.client_id:

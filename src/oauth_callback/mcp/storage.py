@@ -65,10 +65,14 @@ class _Configuration:
         )
 
     @classmethod
-    def parse(cls, data: Any, client_id: str | None = None) -> _Configuration | None:
+    def parse(
+        cls, data: Any, client_id: str | None = None, *, origin: str | None = None
+    ) -> _Configuration | None:
         """From a registration (or configuration) response body, ``None`` without
         the two fields, or with a URI the token may not be sent to: only over
-        ``https``, or ``http`` to a loopback host (RFC 7592 requires TLS)."""
+        ``https``, or ``http`` to a loopback host (RFC 7592 requires TLS), and
+        only on the origin of ``origin`` when given (the URL that answered: the
+        token never goes to another host)."""
         if not isinstance(data, Mapping):
             return None
         uri, token = data.get("registration_client_uri"), data.get("registration_access_token")
@@ -81,6 +85,8 @@ class _Configuration:
             parts.scheme == "https"
             or (parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK_HOSTS)
         ):
+            return None
+        if origin is not None and _origin(uri) != _origin(origin):
             return None
         return cls(client_id, uri, token)
 
@@ -103,6 +109,18 @@ class _Configuration:
             _CONFIGURATION_TOKEN_FIELD: self.access_token,
         }
         return client.replace(extra=extra)
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """``(scheme, host, port)`` of ``url``, the port ``None`` when the scheme's default."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), None if port == {
+        "http": 80, "https": 443}.get(scheme) else port
 
 
 # --------------------------------------------------------------------------- conversions
