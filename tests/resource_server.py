@@ -34,6 +34,8 @@ class ResourceServer:
         self.provider = provider
         self.current_only = current_only
         self.reject_all = False
+        self.metadata: dict[str, object] = {}  # fields that replace the metadata's own
+        self.metadata_url: str | None = None  # named by the 401 (resource_metadata=)
         self._lock = threading.Lock()
         self._seen: list[tuple[str, str | None]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -73,12 +75,14 @@ class ResourceServer:
         if path.startswith("/.well-known/oauth-protected-resource"):
             # RFC 9728 metadata: this API trusts the mock provider (for the MCP
             # client-credentials tests, which discover the server from here).
-            prm = {"resource": f"{self.url}/api", "authorization_servers": [self.provider.issuer]}
+            prm = {"resource": f"{self.url}/api", "authorization_servers": [self.provider.issuer],
+                   **self.metadata}
             return 200, {"Content-Type": "application/json"}, json.dumps(prm).encode()
         if path == "/basic":
             return 401, {"WWW-Authenticate": f'Basic realm="{REALM}"'}, b""
         if token is None:
-            return 401, {"WWW-Authenticate": f'Bearer realm="{REALM}"'}, b""
+            named = f', resource_metadata="{self.metadata_url}"' if self.metadata_url else ""
+            return 401, {"WWW-Authenticate": f'Bearer realm="{REALM}"{named}'}, b""
         info = self.provider.access_token_info(token)
         if self.reject_all or info is None or (
             self.current_only and token != self.provider.last_access_token

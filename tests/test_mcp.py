@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -521,6 +522,47 @@ def test_client_credentials_auth_four_processes_one_token_request(tmp_path: Path
         results = _run_cc_children(f"{api.url}/api", store_path, client_id, secret, 4)
         assert [r["status"] for r in results] == [200] * 4
         assert provider.client_credentials_count == 2  # one renewal for all four
+
+
+@pytest.mark.parametrize(("metadata", "refused"), [
+    ({"resource": "https://other-api.example/api"}, "is for 'https://other-api.example/api'"),
+    ({"authorization_servers": ["http://as.invalid"]}, "http only on loopback"),
+], ids=["another-resource", "plaintext-authorization-server"])
+@pytest.mark.parametrize("named", [False, True], ids=["well-known", "named-by-the-401"])
+def test_client_credentials_auth_refuses_metadata_of_another_resource(
+    tmp_path: Path, metadata: dict[str, Any], refused: str, named: bool
+) -> None:
+    """A resource server whose RFC 9728 metadata names another resource (a token for
+    that API would be sent here) or a plaintext authorization server (the client secret
+    and the metadata in clear text): refused before any token request."""
+    import httpx2
+
+    from oauth_callback.errors import DiscoveryError
+    from oauth_callback.mcp import client_credentials_auth
+    from oauth_callback.testing import MockProvider
+
+    from .resource_server import ResourceServer
+
+    with MockProvider(auth_methods=["client_secret_basic"]) as provider, \
+            ResourceServer(provider) as api, ResourceServer(provider) as elsewhere:
+        client_id, secret = provider.register_machine_client()
+        if named:  # the 401 names the metadata of another server, which says it
+            elsewhere.metadata = {"resource": f"{api.url}/api", **metadata}
+            api.metadata_url = f"{elsewhere.url}/.well-known/oauth-protected-resource"
+        else:
+            api.metadata = metadata
+        auth = client_credentials_auth(f"{api.url}/api", client_id=client_id,
+                                       client_secret=secret, timeout=10.0,
+                                       store=FileStore(tmp_path / "tokens.json"))
+
+        async def get() -> None:
+            async with httpx2.AsyncClient(auth=auth, timeout=30) as http:
+                await http.get(f"{api.url}/api")
+
+        with pytest.raises(DiscoveryError, match=re.escape(refused)):
+            asyncio.run(asyncio.wait_for(get(), 60))
+        assert provider.client_credentials_count == 0
+        assert [token for token in api.tokens_seen() if token] == []
 
 
 # --------------------------------------------------------------------------- SDK internals

@@ -49,9 +49,12 @@ def resource_metadata_urls(url: str) -> list[str]:
 
 
 def resource_metadata_flow(
-    url: str,
+    url: str, *, named: str | None = None,
 ) -> Generator[str, RawResponse | DiscoveryError, ResourceMetadata | None]:
     """Yield each metadata URL of ``url`` to ``GET``; return the first usable metadata.
+    ``named``: the metadata URL the resource named (``WWW-Authenticate``'s
+    ``resource_metadata``), tried first; its document, as the origin's, must name
+    ``url`` or its origin (RFC 9728 3.3; the MCP SDK also accepts a parent resource).
 
     Usable: a ``200`` JSON object with a non-empty ``authorization_servers``
     list of strings. Its ``resource`` must name ``url`` (RFC 9728 3.3: the
@@ -63,7 +66,10 @@ def resource_metadata_flow(
     wanted = default_key(url)
     origin = urlunsplit((*urlsplit(url)[:2], "", "", ""))
     urls = resource_metadata_urls(url)
-    for index, metadata_url in enumerate(urls):
+    exact = set(urls[:1]) if len(urls) == 2 else set()  # the path-aware URL's document
+    if named and named not in urls:
+        urls.insert(0, named)
+    for metadata_url in urls:
         outcome = yield metadata_url
         if isinstance(outcome, DiscoveryError) or outcome.status != 200:
             continue
@@ -79,12 +85,11 @@ def resource_metadata_flow(
         if not isinstance(resource, str) or not resource:
             resource = url
         try:
-            named = default_key(resource)
+            key = default_key(resource)
         except ValueError:
-            named = None
-        path_aware = index == 0 and len(urls) == 2
-        allowed = {wanted} if path_aware else {wanted, default_key(origin)}
-        if named not in allowed:
+            key = None
+        allowed = {wanted} if metadata_url in exact else {wanted, default_key(origin)}
+        if key not in allowed:
             raise DiscoveryError(
                 f"the protected resource metadata at {metadata_url} is for "
                 f"{resource!r}, not {url!r}"

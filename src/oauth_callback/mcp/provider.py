@@ -19,7 +19,7 @@ from ..keys import resolve_key
 from ..loopback import CallbackServer, LoopbackOptions
 from ..models import ClientInfo, Tokens
 from ..protocol import choose_auth_method
-from ..resource import resource_metadata_urls
+from ..resource import resource_metadata_flow
 from ..storage.base import TokenStore, validate_key
 from ._sdk_compat import (
     AnyUrl,
@@ -915,28 +915,40 @@ class ClientCredentialsAuth(httpx2.Auth):
         return f"<ClientCredentialsAuth {self.server_url} key={self.key!r}>"
 
     async def _discover(self, challenge: str | None) -> tuple[str, str]:
-        """(authorization server issuer, resource) from protected-resource metadata."""
-        urls = resource_metadata_urls(self.server_url)  # RFC 9728 3.1, then the origin's
-        if challenge:
-            urls.insert(0, challenge)
+        """(authorization server issuer, resource) from protected-resource metadata
+        (:func:`~oauth_callback.resource.resource_metadata_flow`: a document for another
+        resource is refused, RFC 9728 3.3), the issuer https (http only on loopback)."""
+        from ..errors import DiscoveryError
+        from ..protocol import RawResponse, _is_loopback_host
+
+        flow = resource_metadata_flow(self.server_url, named=challenge)
+        found = None
         async with httpx2.AsyncClient(timeout=self._timeout) as http:
-            for url in urls:
-                try:
-                    response = await http.get(url)
-                except httpx2.HTTPError:
-                    continue
-                if response.status_code != 200:
-                    continue
-                try:
-                    data = response.json()
-                    issuer = str(data["authorization_servers"][0])
-                except (ValueError, KeyError, IndexError, TypeError):
-                    continue
-                return issuer, str(data.get("resource") or self.server_url)
-        raise OAuthError(
-            "invalid_resource",
-            f"no protected-resource metadata (RFC 9728) found for {self.server_url}",
-        )
+            try:
+                url = next(flow)
+                while True:
+                    outcome: RawResponse | DiscoveryError
+                    try:
+                        response = await http.get(url)
+                        outcome = RawResponse(response.status_code, {}, response.content)
+                    except httpx2.HTTPError as exc:
+                        outcome = DiscoveryError(f"GET {url}: {type(exc).__name__}")
+                    url = flow.send(outcome)
+            except StopIteration as stop:
+                found = stop.value
+        if found is None:
+            raise OAuthError(
+                "invalid_resource",
+                f"no protected-resource metadata (RFC 9728) found for {self.server_url}",
+            )
+        issuer = found.authorization_servers[0]
+        parts = urlsplit(issuer)
+        if not (parts.scheme == "https" and parts.hostname) and not (
+            parts.scheme == "http" and _is_loopback_host(parts.hostname)
+        ):
+            raise DiscoveryError(f"the authorization server of {self.server_url} must be "
+                                 f"an https URL (http only on loopback), got {issuer!r}")
+        return issuer, found.resource
 
     async def _manager_auth(self, challenge: str | None) -> httpx2.Auth:
         from ..flow import OAuthClient
