@@ -415,6 +415,9 @@ def test_store_repr_and_errors_hold_no_secret(path: Path) -> None:
     assert SECRET not in str(t)
     assert SECRET not in repr(store)
     assert "sha256:" in repr(t)
+    # What a debugger or an error reporter capturing locals shows of the store: its
+    # attributes (the cached snapshot of the file held every token in clear).
+    assert SECRET not in repr(vars(store))
 
 
 def test_expiry_survives_with_millisecond_precision(path: Path) -> None:

@@ -127,9 +127,9 @@ class _Pin:
             os.close(self.fd)
 
 
-@valueclass()
+@valueclass(repr=False)
 class _Snapshot:
-    """What one read of the file found."""
+    """What one read of the file found (its ``repr`` shows no byte of the file: tokens)."""
 
     doc: Document
     data: bytes | None  # the bytes parsed; None when the file is missing
@@ -137,6 +137,10 @@ class _Snapshot:
     mode: int | None = None
     corrupt_reason: str | None = None  # set when ``doc`` came from the backup
     pin: _Pin | None = None
+
+    def __repr__(self) -> str:
+        size = "missing" if self.data is None else f"<{len(self.data)} bytes>"
+        return f"_Snapshot(data={size}, key={self.key!r}, corrupt_reason={self.corrupt_reason!r})"
 
 
 @valueclass(frozen=False)
