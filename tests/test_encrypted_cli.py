@@ -99,3 +99,36 @@ def test_token_from_an_encrypted_store_opened_without_encryption(tmp_path: Path)
     assert "?encryption=" in result.stderr and "Traceback" not in result.stderr
     opened = cli("token", "k", "--store", f"file:{store}?encryption=file:{key_file}")
     assert opened.returncode == 0 and opened.stdout == SECRET + "\n", opened.stderr
+
+
+def test_login_without_encryption_does_not_replace_encrypted_tokens(tmp_path: Path) -> None:
+    """``login`` run without ``?encryption=`` against a key whose tokens are encrypted:
+    exit 4 and a message naming the key and the option; the encrypted record is not
+    replaced by the new tokens in clear (a silent downgrade) and still opens with its key."""
+    from oauth_callback.testing import MockProvider
+
+    from .conftest import cli_env
+
+    store = tmp_path / "store" / "tokens.json"
+    key_file = tmp_path / "oc.key"
+    assert cli("tokens", "keygen", str(key_file)).returncode == 0
+    encrypted = EncryptedStore(FileStore(store), FileKey(key_file))
+    encrypted.set("svc", Tokens(SECRET, refresh_token="rt-CLI-SECRET-0123456789"))
+    before = json.loads(store.read_text())["svc"]
+    with MockProvider() as provider:
+        client_id, client_secret = provider.register_machine_client(scope="read")
+        assert client_secret is not None
+        env = {**cli_env(store), "OAUTH_CALLBACK_CLIENT_SECRET": client_secret}
+        result = subprocess.run(
+            [sys.executable, "-m", "oauth_callback", "login", "--client-credentials",
+             "--issuer", provider.issuer, "--client-id", client_id, "--key", "svc"],
+            capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+        assert provider.client_credentials_count == 1  # the provider did answer
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert "'svc'" in result.stderr and "is encrypted" in result.stderr
+    assert "not replaced by a plaintext record" in result.stderr
+    assert "?encryption=" in result.stderr
+    assert json.loads(store.read_text())["svc"] == before  # unchanged, still encrypted
+    reopened = EncryptedStore(FileStore(store), FileKey(key_file))
+    assert reopened.get("svc") == Tokens(SECRET, refresh_token="rt-CLI-SECRET-0123456789")

@@ -494,3 +494,59 @@ def test_encrypted_record_read_without_encryption_raises(backend: str, tmp_path:
     assert encrypted.get_client("k") == ClientInfo("cid", client_secret="cs-SECRET-0123456789")
     assert encrypted.get_session("k") == OAuthSession("v" * 43, "state-SECRET-0123456789")
     reopened.close()
+
+
+@pytest.mark.parametrize("backend", PLAIN_BACKENDS)
+def test_encrypted_record_is_not_replaced_without_encryption(backend: str, tmp_path: Path) -> None:
+    """``set``/``set_client``/``set_session`` through a store opened without encryption
+    never replace an encrypted record with a plaintext one (a silent downgrade): they
+    raise StoreEncryptedError naming the key and ``?encryption=``, and write nothing. The
+    check runs inside the backend's read-modify-write: a stale ``_read`` does not defeat it.
+    ``delete`` still removes encrypted records (logout needs no key), and plaintext
+    records are per record: another key, or the same key once deleted, is written in clear."""
+    from oauth_callback.errors import StoreEncryptedError
+    from oauth_callback.storage.encrypted import ENVELOPE_FIELD, EncryptedStore
+
+    from .conftest import ENCRYPTION_KEY_SOURCE
+
+    factory = BACKENDS[backend]
+    plain = factory(tmp_path)
+    encrypted = EncryptedStore(plain, ENCRYPTION_KEY_SOURCE)
+    tokens = Tokens("at-SECRET-encrypted-0123456789", refresh_token="rt-SECRET-0123456789")
+    client = ClientInfo("cid", client_secret="cs-SECRET-0123456789")
+    session = OAuthSession("v" * 43, "state-SECRET-0123456789")
+    encrypted.set("k", tokens)
+    encrypted.set_client("k", client)
+    encrypted.set_session("k", session)
+    reopened = plain if backend == "memory" else factory(tmp_path)  # without encryption
+    reopened._read = lambda section, key: None  # type: ignore[method-assign]  # a stale read
+    for section, operation in (
+        ("tokens", lambda: reopened.set("k", Tokens("at-plain"))),
+        ("clients", lambda: reopened.set_client("k", ClientInfo("cid-plain"))),
+        ("sessions", lambda: reopened.set_session("k", OAuthSession("p" * 43, "st"))),
+        ("tokens", lambda: asyncio.run(reopened.set_async("k", Tokens("at-plain")))),
+        ("clients", lambda: asyncio.run(reopened.set_client_async("k", ClientInfo("c")))),
+    ):
+        with pytest.raises(StoreEncryptedError) as info:
+            operation()
+        error = info.value
+        assert (error.key, error.section, error.key_id) == ("k", section, encrypted.key_id)
+        assert "'k'" in str(error) and "is encrypted" in str(error)
+        assert "not replaced by a plaintext record" in str(error)
+        assert "?encryption=" in str(error) and "SECRET" not in str(error)
+    del reopened._read
+    assert encrypted.get("k") == tokens  # unchanged, and still encrypted at rest
+    assert encrypted.get_client("k") == client
+    assert encrypted.get_session("k") == session
+    for section in ("tokens", "clients", "sessions"):
+        assert ENVELOPE_FIELD in plain._read(section, "k").extra
+    reopened.set("other", Tokens("at-plain-other"))  # a plaintext record beside them: fine
+    assert encrypted.get("other") == Tokens("at-plain-other")
+    reopened.delete("k")
+    reopened.delete_client("k")
+    reopened.delete_session("k")
+    assert reopened.keys() == ["other"] and encrypted.get("k") is None
+    assert reopened.keys("clients") == [] and reopened.keys("sessions") == []
+    reopened.set("k", Tokens("at-plain-again"))  # nothing encrypted left under "k"
+    assert reopened.get("k") == Tokens("at-plain-again")
+    reopened.close()

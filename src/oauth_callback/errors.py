@@ -16,7 +16,7 @@ Hierarchy::
     │   ├── StoreUnavailableError       backend unreachable (keyring, Redis, ...)
     │   ├── StoreKeyError               encryption key missing or unusable (.key_source)
     │   │   ├── StoreWrongKeyError      record under another key id (.key_id)
-    │   │   └── StoreEncryptedError     an encrypted record read without encryption (.key)
+    │   │   └── StoreEncryptedError     an encrypted record read/replaced without encryption (.key)
     │   └── MigrationError              records not copied by migrate() (.report)
     │       └── MigrationVerifyError    a record read back differs from the source
     ├── CallbackError                   loopback capture
@@ -204,7 +204,9 @@ class StoreEncryptedError(StoreKeyError):
     Raised by reads (``get``, ``get_client``, ``get_session``) and by the
     read-modify-writes (``update``...) of that record, instead of handing out
     the placeholder an encrypted record carries where its secrets were
-    (``"$encrypted"``). Nothing is changed. ``key`` is the record's key,
+    (``"$encrypted"``), and by ``set``/``set_client``/``set_session`` over it,
+    instead of replacing it with a plaintext record. Nothing is changed (the
+    ``delete`` methods still remove it). ``key`` is the record's key,
     ``section`` its kind (``tokens``, ``clients``, ``sessions``), ``key_id``
     the id of the key it was encrypted under. Open the store with its key:
     ``?encryption=SOURCE`` on the store URL, or

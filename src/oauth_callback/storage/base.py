@@ -109,13 +109,22 @@ class TokenStore(abc.ABC):
         return value
 
     def set(self, key: str, tokens: Tokens) -> None:
-        """Store ``tokens`` under ``key``, replacing what was there."""
+        """Store ``tokens`` under ``key``, replacing what was there.
+
+        A store opened without encryption does not replace an encrypted record
+        (:class:`~oauth_callback.errors.StoreEncryptedError`; nothing is written):
+        tokens written in clear over encrypted ones would be a silent downgrade.
+        """
         if not isinstance(tokens, Tokens):
             raise TypeError(f"tokens must be a Tokens, not {type(tokens).__name__}")
-        self._modify("tokens", self._check(key), lambda _current: tokens)
+        key = self._check(key)
+        self._modify("tokens", key, self._replacing("tokens", key, tokens))
 
     def delete(self, key: str) -> None:
-        """Remove the tokens stored under ``key`` (client and session stay)."""
+        """Remove the tokens stored under ``key`` (client and session stay).
+
+        An encrypted record is removed even by a store opened without its key
+        (logging out needs no key)."""
         self._modify("tokens", self._check(key), lambda _current: None)
 
     def keys(self, section: Section = "tokens") -> list[str]:
@@ -148,10 +157,12 @@ class TokenStore(abc.ABC):
         return value
 
     def set_client(self, key: str, client: ClientInfo) -> None:
-        """Store the client registration for ``key``."""
+        """Store the client registration for ``key`` (an encrypted one only through
+        encryption, as :meth:`set`)."""
         if not isinstance(client, ClientInfo):
             raise TypeError(f"client must be a ClientInfo, not {type(client).__name__}")
-        self._modify("clients", self._check(key), lambda _current: client)
+        key = self._check(key)
+        self._modify("clients", key, self._replacing("clients", key, client))
 
     def delete_client(self, key: str) -> None:
         """Remove the client registration for ``key``."""
@@ -169,10 +180,12 @@ class TokenStore(abc.ABC):
         return value
 
     def set_session(self, key: str, session: OAuthSession) -> None:
-        """Store the authorization in progress for ``key``."""
+        """Store the authorization in progress for ``key`` (an encrypted one only
+        through encryption, as :meth:`set`)."""
         if not isinstance(session, OAuthSession):
             raise TypeError(f"session must be an OAuthSession, not {type(session).__name__}")
-        self._modify("sessions", self._check(key), lambda _current: session)
+        key = self._check(key)
+        self._modify("sessions", key, self._replacing("sessions", key, session))
 
     def delete_session(self, key: str) -> None:
         """Remove the authorization in progress for ``key``."""
@@ -293,9 +306,10 @@ class TokenStore(abc.ABC):
     def _check(self, key: str) -> str:  # what the backends call
         return self.check_key(key)
 
-    def _plain(self, section: Section, key: str, value: Any) -> Any:
+    def _plain(self, section: Section, key: str, value: Any, *, writing: bool = False) -> Any:
         """``value`` as read, unless it is an encrypted record this store cannot open
-        (it was opened without encryption): then :class:`StoreEncryptedError`."""
+        (it was opened without encryption): then :class:`StoreEncryptedError`
+        (``writing``: its message says a plaintext record would have replaced it)."""
         if value is None:
             return None
         envelope = value.extra.get(ENCRYPTED_FIELD)
@@ -309,11 +323,24 @@ class TokenStore(abc.ABC):
         raise StoreEncryptedError(
             f"{_NOUNS[section]} record {key!r} in token store {where} is encrypted"
             + (f" (key id {kid})" if kid else "")
-            + ", but the store was opened without encryption; nothing was changed. Open "
+            + ", but the store was opened without encryption"
+            + ("; it is not replaced by a plaintext record" if writing else "")
+            + "; nothing was changed. Open "
             "it with its key: the store URL with ?encryption=SOURCE (keyring, env:NAME or "
             "file:PATH), or EncryptedStore(store, SOURCE)",
             path=where, key=key, section=section, key_id=kid,
         )
+
+    def _replacing(self, section: Section, key: str, value: Any) -> Callable[[Any], Any]:
+        """``fn`` for :meth:`_modify` of the ``set`` methods: ``value``, unless the
+        current record is encrypted and this store cannot open it. Checked inside
+        the backend's atomic read-modify-write, so no encrypted record written
+        meanwhile is replaced by a plaintext one either."""
+        def replace(current: Any) -> Any:
+            self._plain(section, key, current, writing=True)
+            return value
+
+        return replace
 
     def _checked(
         self, section: Section, key: str, fn: Callable[[Any], Any], kind: type
