@@ -105,7 +105,7 @@ def userinfo_flow(userinfo_endpoint: str, access_token: str) -> UserinfoFlow:
             f"the userinfo endpoint {userinfo_endpoint} answered HTTP {outcome.status}")
     try:
         claims = json.loads(outcome.body)
-    except ValueError:
+    except (ValueError, RecursionError):
         claims = None
     if not isinstance(claims, dict) or not isinstance(claims.get("sub"), str):
         raise DiscoveryError(

@@ -85,7 +85,7 @@ def parse_jwks(body: bytes, uri: str) -> KeySet:
         raise DiscoveryError(f"the JWK Set at {uri} is larger than {_MAX_JWKS_BYTES} bytes")
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise DiscoveryError(f"the JWK Set at {uri} is not JSON") from None
     keys = data.get("keys") if isinstance(data, Mapping) else None
     if not isinstance(keys, list) or not all(isinstance(k, Mapping) for k in keys):

@@ -295,7 +295,7 @@ def discovery_flow(issuer: str) -> Generator[str, RawResponse | DiscoveryError, 
             continue
         try:
             data = json.loads(outcome.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             failures.append(f"{url}: not JSON")
             continue
         return ServerMetadata.from_json(data, issuer=issuer)
@@ -777,7 +777,7 @@ def _json_object(body: bytes) -> Mapping[str, Any] | None:
     """The JSON object ``body`` holds; ``None`` when it is empty, not JSON or not an object."""
     try:
         data = json.loads(body) if body else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return data if isinstance(data, Mapping) else None
 

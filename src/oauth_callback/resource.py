@@ -75,7 +75,7 @@ def resource_metadata_flow(
             continue
         try:
             data = json.loads(outcome.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         servers = data.get("authorization_servers") if isinstance(data, dict) else None
         if not (isinstance(servers, list) and servers

@@ -349,7 +349,7 @@ def parse_token_input(text: str, *, now: float | None = None) -> Tokens:
     if body.startswith("{"):
         try:
             data = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             position = f" (line {exc.lineno}, column {exc.colno})" if isinstance(
                 exc, json.JSONDecodeError) else ""
             raise CliError(f"stdin starts with '{{' but is not valid JSON{position}",
