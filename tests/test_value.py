@@ -100,3 +100,28 @@ def test_replace_keeps_keyword_only_fields() -> None:
     s = Settings("a", retries=5)
     r = replace(s, name="b")
     assert (r.name, r.retries) == ("b", 5)
+
+
+def test_a_class_own_repr_and_eq_are_kept_as_a_dataclass_keeps_them() -> None:
+    """A value class that hides a secret in its own ``__repr__`` (or compares in its own
+    ``__eq__``) keeps it under ``@valueclass()``, as under ``@dataclass``: the
+    decorator's field-by-field repr would show the secret."""
+
+    def declare(decorate: object) -> type:
+        class Credential:
+            name: str
+            secret: str
+
+            def __repr__(self) -> str:
+                return f"Credential(name={self.name!r}, secret=<hidden>)"
+
+            def __eq__(self, other: object) -> bool:
+                return isinstance(other, Credential) and other.name == self.name
+
+        return decorate(Credential)  # type: ignore[operator, no-any-return]
+
+    for decorate in (dataclasses.dataclass(frozen=True), valueclass()):
+        cls = declare(decorate)
+        shown = repr(cls("api", "s3cr3t"))
+        assert shown == "Credential(name='api', secret=<hidden>)", decorate
+        assert cls("api", "one") == cls("api", "two"), decorate

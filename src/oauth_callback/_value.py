@@ -13,7 +13,8 @@ What :func:`valueclass` gives a class, as ``@dataclass`` would:
    class attribute with a default being optional; :func:`field` gives a
    ``default_factory``. Then ``__post_init__`` runs, if the class has one.
 2. ``__eq__``: equal when the other is of the same class with equal fields (in order).
-3. ``__repr__`` ``Name(field=value, ...)``, unless ``repr=False``.
+3. ``__repr__`` ``Name(field=value, ...)``, unless ``repr=False``. A ``__repr__`` or
+   ``__eq__`` the class defines itself is kept (as by ``@dataclass``).
 4. ``frozen=True`` (the default): assigning or deleting an attribute raises
    :class:`dataclasses.FrozenInstanceError` (``__init__`` and ``__post_init__`` set
    fields with ``object.__setattr__``); ``__hash__`` hashes the fields unless the class
@@ -112,14 +113,14 @@ def valueclass(*, frozen: bool = True, eq: bool = True, repr: bool = True) -> Ca
             return _fields(self, names) == _fields(other, names)
 
         cls.__init__ = __init__  # type: ignore[misc]
-        if eq:
+        if eq and "__eq__" not in cls.__dict__:  # the class's own is kept, as by dataclass
             cls.__eq__ = __eq__  # type: ignore[assignment,method-assign]
         cls.__match_args__ = names[:positional]  # type: ignore[attr-defined,misc]
         cls.__value_fields__ = names  # type: ignore[attr-defined]  # every field, keyword-only too
         for name, default in defaults.items():
             if isinstance(default, _Factory):
                 delattr(cls, name)
-        if repr:
+        if repr and "__repr__" not in cls.__dict__:  # e.g. one that hides a secret
             def __repr__(self: Any) -> str:
                 shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
                 return f"{cls.__name__}({shown})"
