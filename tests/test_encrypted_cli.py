@@ -132,3 +132,72 @@ def test_login_without_encryption_does_not_replace_encrypted_tokens(tmp_path: Pa
     assert json.loads(store.read_text())["svc"] == before  # unchanged, still encrypted
     reopened = EncryptedStore(FileStore(store), FileKey(key_file))
     assert reopened.get("svc") == Tokens(SECRET, refresh_token="rt-CLI-SECRET-0123456789")
+
+
+def test_status_and_tokens_list_show_encrypted_records_without_encryption(
+    tmp_path: Path,
+) -> None:
+    """``status`` and ``tokens list`` on a store opened without ``?encryption=`` list every
+    key: one whose records are encrypted as "encrypted (open with ?encryption=SOURCE)"
+    with no other field (``--json``: ``"encrypted": true``), the others as usual, and
+    the exit status is that of the readable logins."""
+    import time
+
+    from oauth_callback import ClientInfo
+
+    from .conftest import cli_env
+
+    store = tmp_path / "store" / "tokens.json"
+    key_file = tmp_path / "oc.key"
+    assert cli("tokens", "keygen", str(key_file)).returncode == 0
+    encrypted = EncryptedStore(FileStore(store), FileKey(key_file))
+    encrypted.set("enc", Tokens(SECRET, refresh_token="rt-CLI-SECRET-0123456789",
+                                expires_at=time.time() + 3600))
+    encrypted.set_client("enc", ClientInfo("cid-enc", issuer="https://idp.example"))
+    FileStore(store).set("plain", Tokens("at-plain-0123", expires_at=time.time() + 3600,
+                                         scope="read"))
+    env = cli_env(store)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "oauth_callback", *args],
+                                capture_output=True, text=True, env=env, timeout=60,
+                                stdin=subprocess.DEVNULL)
+        assert "Traceback" not in result.stderr
+        assert SECRET not in result.stdout + result.stderr
+        assert "$encrypted" not in result.stdout + result.stderr
+        return result
+
+    label = "encrypted (open with ?encryption=SOURCE)"
+    listed = run("tokens", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["KEY", "ACCOUNT", "EXPIRES", "SCOPE", "REFRESH"]
+    assert lines[1] == f"{'enc':<5}  {label}"  # the key column's width; nothing else
+    assert lines[2].split()[0] == "plain" and lines[2].split()[-2:] == ["read", "no"]
+    assert len(lines) == 3
+    rows = json.loads(run("tokens", "list", "--json").stdout)
+    assert rows[0] == {"key": "enc", "encrypted": True}
+    assert rows[1]["key"] == "plain" and rows[1]["logged_in"] is True
+    assert "encrypted" not in rows[1]
+
+    status = run("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"enc\n  status:        {label}\n" in status.stdout
+    assert "plain\n" in status.stdout and "  status:        usable" in status.stdout
+    assert "cid-enc" not in status.stdout and "idp.example" not in status.stdout
+    rows = json.loads(run("status", "--json").stdout)
+    assert {"key": "enc", "encrypted": True} in rows
+    assert [row["usable"] for row in rows if row["key"] == "plain"] == [True]
+    one = run("status", "enc")
+    assert one.returncode == 0 and one.stdout == f"enc\n  status:        {label}\n"
+    assert json.loads(run("status", "enc", "--json").stdout) == {"key": "enc",
+                                                                 "encrypted": True}
+    assert run("token", "enc").returncode == 4  # reading it still needs the key
+
+    # Opened with its key, the same store shows the record in full.
+    env["OAUTH_CALLBACK_STORE"] = f"file:{store}?encryption=file:{key_file}"
+    opened = run("status", "enc", "--json")
+    assert opened.returncode == 0, opened.stderr
+    row = json.loads(opened.stdout)
+    assert row["client_id"] == "cid-enc" and row["usable"] is True
+    assert "encrypted" not in row

@@ -399,7 +399,9 @@ def build_parser(*, complete: bool = True) -> argparse.ArgumentParser:
                    description="For each key (or KEY): the account, provider, scopes, "
                    "access-token expiry, refresh token, store and whether the login is "
                    "usable. Exit 0 when every login is usable, 3 when one needs a new "
-                   "login, 4 when --check could not reach the provider.")
+                   "login, 4 when --check could not reach the provider. Records encrypted "
+                   "in a store opened without ?encryption= are listed as encrypted and do "
+                   "not change the exit status.")
     parser.command(sub, "logout", _logout,
                    help="revoke a login at the provider and remove it locally",
                    description="Revoke KEY's refresh and access tokens at the provider "

@@ -35,6 +35,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ..models import ClientInfo, Identity, Tokens
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "ENCRYPTED_LABEL",
     "account_keys",
     "apply_stored_login",
     "check_server_url",
@@ -52,6 +54,7 @@ __all__ = [
     "login_error",
     "missing_store_directory",
     "no_store_message",
+    "readable_row",
     "remember_port",
 ]
 
@@ -66,6 +69,24 @@ def account_keys(store: TokenStore) -> list[str]:
         if key not in keys:
             keys.append(key)
     return keys
+
+
+#: What ``status`` and ``tokens list`` show for a key whose records are encrypted
+#: when the store was opened without encryption (``--json``: ``"encrypted": true``).
+ENCRYPTED_LABEL = "encrypted (open with ?encryption=SOURCE)"
+
+
+def readable_row(store: TokenStore, key: str,
+                 build: Callable[[TokenStore, str], dict[str, Any]]) -> dict[str, Any]:
+    """``build(store, key)``, the listing row of ``key``; ``{"key": key, "encrypted":
+    True}`` when a record of ``key`` is encrypted and the store was opened without
+    encryption (:class:`~oauth_callback.errors.StoreEncryptedError`): listed, not read."""
+    from ..errors import StoreEncryptedError
+
+    try:
+        return build(store, key)
+    except StoreEncryptedError:
+        return {"key": key, "encrypted": True}
 
 
 def _store_path(store: TokenStore) -> str | None:
@@ -325,6 +346,10 @@ def _check(store: TokenStore, key: str, row: dict[str, Any]) -> int:
 
 
 def _print_status(row: dict[str, Any], out: Any) -> None:
+    if row.get("encrypted"):  # no other field: the store cannot read them
+        print(row["key"], file=out)
+        print(f"  {'status:':<15}{ENCRYPTED_LABEL}", file=out)
+        return
     account = row["account"]
     who = "unknown"
     if account is not None:
@@ -354,16 +379,25 @@ def _print_status(row: dict[str, Any], out: Any) -> None:
         print(f"  {label + ':':<15}{value}", file=out)
 
 
+def _stored(store: TokenStore, key: str) -> bool:
+    """Whether ``key`` has tokens or a client registration (encrypted ones count)."""
+    row = readable_row(store, key, lambda store, key: {
+        "stored": store.get(key) is not None or store.get_client(key) is not None})
+    return bool(row.get("encrypted") or row["stored"])
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """For each key (or KEY): account, provider, scopes, expiry, refresh token, store,
     whether it is usable; ``--check`` asks the provider. Exit 0 when every login is
-    usable, 3 when one needs a new login, 4 when the provider could not be asked."""
+    usable, 3 when one needs a new login, 4 when the provider could not be asked. A key
+    whose records are encrypted, in a store opened without encryption, is listed as
+    such (:data:`ENCRYPTED_LABEL`) and does not change the exit status."""
     store = store_from_args(args)
     missing = no_store_message(store)
     if missing is not None:
         raise CliError(missing, EXIT_LOGIN_REQUIRED)
     keys = [args.key] if args.key else account_keys(store)
-    if args.key and store.get(args.key) is None and store.get_client(args.key) is None:
+    if args.key and not _stored(store, args.key):
         raise CliError(
             f"no login stored under {args.key!r} in {store.describe()}; log in: "
             f"{login_command(args.key, None)}", EXIT_LOGIN_REQUIRED)
@@ -377,7 +411,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     code = EXIT_OK
     rows = []
     for key in keys:
-        row = _summary(store, key)
+        row = readable_row(store, key, _summary)
+        if row.get("encrypted"):
+            rows.append(row)
+            continue
         if args.check and row["state"] != "logged out":
             code = max(code, _check(store, key, row))
         if not row["usable"]:

@@ -87,12 +87,17 @@ def _account_label(row: dict[str, Any]) -> str:
 
 def cmd_tokens_list(args: argparse.Namespace) -> int:
     """Print a table (or ``--json``) of the stored logins, without secrets; a client
-    registration without tokens is listed as logged out, with the command to log in."""
-    from .accounts import account_keys, no_store_message
+    registration without tokens is listed as logged out, with the command to log in;
+    a key whose records are encrypted, in a store opened without encryption, as
+    encrypted (``--json``: ``{"key": KEY, "encrypted": true}``)."""
+    from .accounts import ENCRYPTED_LABEL, account_keys, no_store_message, readable_row
 
     store = store_from_args(args)
-    rows = [_token_summary(store, key, store.get(key), json_fields=args.json)
-            for key in account_keys(store)]
+
+    def row(store: TokenStore, key: str) -> dict[str, Any]:
+        return _token_summary(store, key, store.get(key), json_fields=args.json)
+
+    rows = [readable_row(store, key, row) for key in account_keys(store)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
@@ -102,23 +107,32 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
              f"no tokens stored in {store.describe()}")
         return EXIT_OK
     table = [("KEY", "ACCOUNT", "EXPIRES", "SCOPE", "REFRESH")]
-    for row in rows:
-        if not row["logged_in"]:
-            table.append((row["key"], _account_label(row), "logged out",
-                          f"log in: {row['login_command']}", ""))
+    for entry in rows:
+        if entry.get("encrypted"):
+            table.append((entry["key"], ENCRYPTED_LABEL, "", "", ""))
+            continue
+        if not entry["logged_in"]:
+            table.append((entry["key"], _account_label(entry), "logged out",
+                          f"log in: {entry['login_command']}", ""))
             continue
         table.append((
-            row["key"],
-            _account_label(row),
-            human_expiry(row["expires_at"]),
-            row["scope"] or "-",
-            "yes" if row["has_refresh_token"] else "no",
+            entry["key"],
+            _account_label(entry),
+            human_expiry(entry["expires_at"]),
+            entry["scope"] or "-",
+            "yes" if entry["has_refresh_token"] else "no",
         ))
     # Keys, accounts and scopes come from users and providers: escaped, so no cell
     # can send terminal control sequences (--json escapes them its own way).
     shown = [[escape_control(cell) for cell in r] for r in table]
-    widths = [max(len(r[i]) for r in shown) for i in range(4)]
-    for r in shown:
+    # An encrypted row's one cell spans the columns after the key (it sets no width).
+    spans = [False] + [bool(entry.get("encrypted")) for entry in rows]
+    widths = [max(len(r[i]) for r, span in zip(shown, spans, strict=True) if not span or i == 0)
+              for i in range(4)]
+    for r, span in zip(shown, spans, strict=True):
+        if span:
+            print(f"{r[0]:<{widths[0]}}  {r[1]}")
+            continue
         line = "  ".join(f"{r[i]:<{widths[i]}}" for i in range(4)) + f"  {r[4]}"
         print(line.rstrip())
     return EXIT_OK
