@@ -398,3 +398,17 @@ def test_identify_flow_yields_a_bearer_fetch_without_showing_it(provider: MockPr
     assert "at-secret-value" not in repr(fetch)
     assert oidc_nonce("openid", meta) is None  # no jwks_uri: not an OIDC provider
     assert oidc_nonce("read", meta.__class__(**{**meta.__dict__, "jwks_uri": "https://j"})) is None
+
+
+def test_a_signed_payload_nested_deeper_than_the_parser_is_a_typed_error(
+    provider: MockProvider, keyset
+) -> None:
+    """A provider's signed payload ``[[[[...`` is an IdTokenError, never a RecursionError."""
+    from joserfc import jws
+
+    key = provider._current_key()
+    token = jws.serialize_compact({"alg": "RS256", "kid": str(key.kid)}, b"[" * 50_000, key,
+                                  algorithms=["RS256"])
+    with pytest.raises(IdTokenError) as info:
+        _validate(provider, token, keyset)
+    assert info.value.claim == "payload"

@@ -194,7 +194,7 @@ def _verify(id_token: str, header: Mapping[str, Any], keys: KeySet) -> dict[str,
             continue  # e.g. an RSA key offered for an EC algorithm
         try:
             claims = json.loads(obj.payload or b"")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise IdTokenError("the ID Token's payload is not JSON", claim="payload") from None
         if not isinstance(claims, dict):
             raise IdTokenError("the ID Token's payload is not a JSON object", claim="payload")
