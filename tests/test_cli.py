@@ -424,6 +424,14 @@ def test_login_no_browser_follow_url_from_stderr(env: dict[str, str], store_path
     assert r.returncode == 0 and r.stdout == tokens.access_token + "\n"
 
 
+def test_login_without_a_server_names_every_way_to_give_one(env: dict[str, str]) -> None:
+    result = cli(env, "login")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    for way in ("the URL to log in to", "--issuer", "--authorize-url", "--token-url"):
+        assert way in result.stderr
+
+
 def test_login_denied_exit_5(env: dict[str, str], store_path: Path,
                              provider: MockProvider) -> None:
     provider.next_authorize_error = "access_denied"

@@ -39,8 +39,9 @@ So ``HTTPS://Example.COM:443/mcp/?x=1#f`` is ``example.com/mcp``,
 What a key may contain: a store accepts any non-empty, valid Unicode text
 except its reserved names (:meth:`TokenStore.check_key
 <oauth_callback.storage.base.TokenStore.check_key>`; ``$oauth_callback`` for
-the file and SQLite stores). A derived key is such a text: it is never empty
-and never starts with ``$``. A key given explicitly (``--key``, ``key=``) is
+the file and SQLite stores). A derived key is such a text: it is never empty,
+and a store refuses one that is a reserved name (a host named
+``$oauth_callback``) with a typed error. A key given explicitly (``--key``, ``key=``) is
 used as it is.
 
 Keys written by earlier versions (:func:`legacy_keys`): ``oauth-callback

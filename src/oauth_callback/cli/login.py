@@ -431,7 +431,8 @@ def cmd_login(args: argparse.Namespace) -> int:
                 "--token-url)", EXIT_USAGE)
         if args.client_credentials:
             raise CliError("--client-credentials needs --issuer or --token-url", EXIT_USAGE)
-        raise CliError("pass --issuer, or both --authorize-url and --token-url", EXIT_USAGE)
+        raise CliError("pass the URL to log in to (an MCP server or an issuer), --issuer, or "
+                       "both --authorize-url and --token-url", EXIT_USAGE)
     for option, value in (("--issuer", args.issuer), ("--authorize-url", args.authorize_url),
                           ("--token-url", args.token_url)):
         check_server_url(option, value)
