@@ -359,14 +359,19 @@ class RedisSentinelSet:
     Sentinel names the new primary and it has a replica again.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], service: str = "oc") -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], service: str = "oc", replicas: int = 1
+    ) -> None:
         self.directory = Path(directory)
         self.service = service
         self.primary = RedisServer(self.directory / "a")
-        self.replica = RedisServer(self.directory / "b", extra_args=(
-            "--replicaof", "127.0.0.1", str(self.primary.port),
-        ))
-        self.servers = [self.primary, self.replica]
+        self.replicas = [
+            RedisServer(self.directory / name, extra_args=(
+                "--replicaof", "127.0.0.1", str(self.primary.port),
+            ))
+            for name in "bcdefgh"[:replicas]
+        ]
+        self.servers = [self.primary, *self.replicas]
         self.sentinel_ports = [_free_port() for _ in range(3)]
         self.sentinels: list[subprocess.Popen[bytes]] = []
 
@@ -386,8 +391,10 @@ class RedisSentinelSet:
     def start(self, timeout: float = 60.0) -> None:
         assert REDIS_SERVER is not None, skip_reason()
         self.primary.start()
-        self.replica.start()
-        self._wait(lambda: self._replicas_online(self.primary) >= 1, timeout, "replica in sync")
+        for replica in self.replicas:
+            replica.start()
+        self._wait(lambda: self._replicas_online(self.primary) >= len(self.replicas), timeout,
+                   "replicas in sync")
         for i, port in enumerate(self.sentinel_ports):
             directory = self.directory / f"sentinel{i}"
             directory.mkdir(parents=True, exist_ok=True)
@@ -445,15 +452,28 @@ class RedisSentinelSet:
 
     def failover(self, timeout: float = 60.0) -> RedisServer:
         """A planned failover; returns the new primary once the set is whole again."""
+        new = self.start_failover(timeout)
+        self._wait(lambda: self._replicas_online(new) >= len(self.replicas), timeout,
+                   "the old primary to sync")
+        return new
+
+    def start_failover(self, timeout: float = 60.0) -> RedisServer:
+        """``SENTINEL FAILOVER``; returns the new primary once every Sentinel names it.
+
+        The old primary is then still a primary, accepting writes: Sentinel turns it
+        into a replica of the new one only after it reported the old role for 8 s
+        (4 Sentinel publish periods), whatever the load."""
         old = self.current_primary()
-        new = next(s for s in self.servers if s is not old)
         self.sentinel().execute_command("SENTINEL", "FAILOVER", self.service)
+        named: list[int] = []
+
+        def switched() -> bool:
+            named[:] = [self._named_primary(i) for i in range(3)]
+            return named[0] not in (0, old.port) and len(set(named)) == 1
+
+        self._wait(switched, timeout, "every Sentinel to name a new primary")
+        new = next(s for s in self.servers if s.port == named[0])
         self._wait(lambda: self._is_primary(new), timeout, "the replica's promotion")
-        self._wait(
-            lambda: all(self._named_primary(i) == new.port for i in range(3)),
-            timeout, "every Sentinel to name the new primary",
-        )
-        self._wait(lambda: self._replicas_online(new) >= 1, timeout, "the old primary to sync")
         return new
 
     def _named_primary(self, index: int) -> int:

@@ -236,3 +236,73 @@ def test_refresh_storm_across_a_failover_never_reuses_a_refresh_token(
         assert sum(int(out.split()[0]) for out, _ in outputs) > 0
         final = open_store(url).get(KEY)
         assert final is not None and provider.is_refresh_token_active(final.refresh_token or "")
+
+
+def _saved(server: object, store: RedisStore, key: str) -> Tokens | None:
+    """The tokens record of ``key`` as ``server`` itself holds it (no Sentinel asked)."""
+    direct = RedisStore(server.client(), prefix=store.prefix, replicas=0)  # type: ignore[attr-defined]
+    return direct.get(key)
+
+
+def test_a_save_after_a_failover_reaches_the_new_primary_despite_a_pool_of_stale_connections(
+    sentinels: RedisSentinelSet, tmp_path: Path
+) -> None:
+    """Several pooled connections (threads of a busy process held them at once) still
+    reach the old primary when the failover ends: it is a replica now and answers
+    READONLY. One save, with no retry by its caller, must land on the new primary:
+    the first READONLY sends the next attempt to the primary the Sentinels name, and
+    no attempt goes to another stale connection of the pool."""
+    store = RedisStore(sentinels.url_for(prefix_for(tmp_path)))
+    store.set("k", Tokens("at-1", refresh_token="rt-1"))
+    old = sentinels.current_primary()
+    pool = store._client.connection_pool
+    held = [pool.get_connection() for _ in range(6)]
+    assert all(c.port == old.port for c in held)  # connected, to the old primary
+    for connection in held:
+        pool.release(connection)
+    new = sentinels.failover()  # every Sentinel names it; the old primary is its replica
+    assert new is not old and not sentinels._is_primary(old)
+    with pytest.raises(redis.exceptions.ReadOnlyError):
+        old.client().set("probe", "x")
+    store.set("k", Tokens("at-2", refresh_token="rt-2"))
+    assert _saved(new, store, "k") == Tokens("at-2", refresh_token="rt-2")
+    assert store.get("k") == Tokens("at-2", refresh_token="rt-2")
+
+
+def test_an_unacknowledged_save_after_a_failover_goes_to_the_new_primary(
+    tmp_path: Path,
+) -> None:
+    """Two replicas; the Sentinels promoted one and the other replicates it, but the
+    old primary is still a primary (Sentinel demotes it 8 s later) with no replica
+    left, and the pool's connections all reach it. A save sent there is written but
+    never acknowledged: the next attempt must go to the primary the Sentinels name
+    (where the other replica acknowledges it at once), not again to the old one until
+    ``retry_timeout`` runs out. The same for the refresh lock (a second store, with
+    its own pool): taken on the new primary, not given back and retried on the old
+    one until its timeout."""
+    group = RedisSentinelSet(tmp_path / "two-replicas", replicas=2)
+    try:
+        group.start()
+        url = group.url_for(prefix_for(tmp_path))
+        store, locker = (RedisStore(url, replicas_timeout=0.2, retry_timeout=3.0)
+                         for _ in range(2))
+        store.set("k", Tokens("at-1", refresh_token="rt-1"))
+        old = group.current_primary()
+        for pool in (store._client.connection_pool, locker._client.connection_pool):
+            held = [pool.get_connection() for _ in range(6)]
+            assert all(c.port == old.port for c in held)
+            for connection in held:
+                pool.release(connection)
+        new = group.start_failover()
+        wait_until(lambda: group._replicas_online(new) >= 1)  # the other replica follows it
+        assert group._is_primary(old)  # not demoted yet: writes there succeed, unreplicated
+        with locker.refresh_lock("k", timeout=3.0):
+            assert new.client().exists(locker.redis_key("refresh-lock", "k"))
+        store.set("k", Tokens("at-2", refresh_token="rt-2"))
+        assert group._is_primary(old)  # both went to the new primary, not through READONLY
+        assert _saved(new, store, "k") == Tokens("at-2", refresh_token="rt-2")
+        assert store.get("k") == Tokens("at-2", refresh_token="rt-2")
+        store.close()
+        locker.close()
+    finally:
+        group.stop()

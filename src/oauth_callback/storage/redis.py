@@ -822,6 +822,30 @@ class RedisStore(TokenStore):
         result, acks = pipe.execute()
         return result, int(acks)
 
+    def _follow_primary(self) -> None:
+        """Behind Sentinel, after a write or lock the replicas did not acknowledge: make
+        the next attempt go to the primary the Sentinels name now.
+
+        A planned failover leaves the old primary a primary, accepting writes with no
+        replica left, until Sentinel demotes it (8 s or more later); the pool's
+        connections still reach it, so every resend would land there, unacknowledged,
+        until ``retry_timeout`` ran out. Asking the Sentinels (redis-py's
+        ``SentinelConnectionPool.get_master_address``) moves the pool to a new primary:
+        its idle connections are closed at once, those in use when they are given back,
+        so no later attempt reaches the old node. While the Sentinels still name the
+        old primary (the failover is under way) nothing changes and the resend waits
+        as before, within ``retry_timeout``. A READONLY reply (the old primary already
+        demoted) needs nothing here: redis-py's Sentinel connection then disconnects
+        and its retry asks the Sentinels itself.
+        """
+        if self.kind != "sentinel":
+            return
+        try:
+            self._client.connection_pool.get_master_address()
+        except redis.exceptions.RedisError as exc:  # no Sentinel answers: the next try says
+            log.debug("Redis at %s: no primary from the Sentinels (%s)", self.location,
+                      type(exc).__name__)
+
     def _run_cas(
         self, keys: Sequence[str], args: Sequence[Any], deadline: float
     ) -> tuple[Any, int | None]:
@@ -879,6 +903,7 @@ class RedisStore(TokenStore):
                     # after a failover it lands on the new primary (or conflicts).
                     if time.monotonic() >= deadline:
                         break
+                    self._follow_primary()
                     time.sleep(pause)
                     pause = min(pause * 2, 0.5)
                     result, acks = self._run_cas(keys, args, deadline)
@@ -1151,6 +1176,7 @@ class RedisRefreshLock:
                 store._release_script(keys=[self.redis_key], args=[token, self.channel])
             except redis.exceptions.RedisError as exc:
                 raise store._failed(exc) from None
+            store._follow_primary()
             return 100
         return 0
 
