@@ -103,8 +103,11 @@ def test_token_from_an_encrypted_store_opened_without_encryption(tmp_path: Path)
 
 def test_login_without_encryption_does_not_replace_encrypted_tokens(tmp_path: Path) -> None:
     """``login`` run without ``?encryption=`` against a key whose tokens are encrypted:
-    exit 4 and a message naming the key and the option; the encrypted record is not
-    replaced by the new tokens in clear (a silent downgrade) and still opens with its key."""
+    exit 4 and a message naming the key and the option, before the provider is asked;
+    the encrypted record is not replaced by the new tokens in clear (a silent
+    downgrade) and still opens with its key. (The store's own refusal to replace it,
+    which this check only anticipates, is tested for every backend in
+    test_store_contract.py::test_encrypted_record_is_not_replaced_without_encryption.)"""
     from oauth_callback.testing import MockProvider
 
     from .conftest import cli_env
@@ -123,13 +126,21 @@ def test_login_without_encryption_does_not_replace_encrypted_tokens(tmp_path: Pa
             [sys.executable, "-m", "oauth_callback", "login", "--client-credentials",
              "--issuer", provider.issuer, "--client-id", client_id, "--key", "svc"],
             capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
-        assert provider.client_credentials_count == 1  # the provider did answer
+        assert provider.client_credentials_count == 0  # refused before the provider
+        browser = subprocess.run(  # the browser flow: refused before the URL is shown
+            [sys.executable, "-m", "oauth_callback", "login", "--issuer", provider.issuer,
+             "--client-id", provider.client_id, "--key", "svc", "--no-browser",
+             "--timeout", "10"],
+            capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert browser.returncode == 4, browser.stdout + browser.stderr
+    assert "/authorize?" not in browser.stderr and "'svc'" in browser.stderr
+    assert "is encrypted" in browser.stderr and "?encryption=" in browser.stderr
     assert result.returncode == 4, result.stdout + result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
     assert "'svc'" in result.stderr and "is encrypted" in result.stderr
-    assert "not replaced by a plaintext record" in result.stderr
     assert "?encryption=" in result.stderr
     assert json.loads(store.read_text())["svc"] == before  # unchanged, still encrypted
+    assert FileStore(store).keys("clients") == []  # no registration written beside it
     reopened = EncryptedStore(FileStore(store), FileKey(key_file))
     assert reopened.get("svc") == Tokens(SECRET, refresh_token="rt-CLI-SECRET-0123456789")
 

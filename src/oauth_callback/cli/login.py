@@ -247,6 +247,23 @@ def _private_key(args: argparse.Namespace) -> PrivateKeyJWT | None:
         raise CliError(f"--private-key: {exc}", EXIT_USAGE) from None
 
 
+def _refuse_encrypted_key(store: TokenStore, key: str) -> None:
+    """Before the provider is asked: :class:`~oauth_callback.errors.StoreEncryptedError`
+    (exit 4) when ``key``'s tokens or client registration are encrypted and ``store``
+    was opened without encryption, not after the user logged in, when the save would
+    refuse the same way (``set`` never replaces an encrypted record in clear). Any
+    other store error is left to the login's own save, as before."""
+    from ..errors import StoreEncryptedError, StoreError
+
+    for read in (store.get, store.get_client):
+        try:
+            read(key)
+        except StoreEncryptedError:
+            raise
+        except StoreError:
+            return
+
+
 def _protects_secrets(store: TokenStore) -> bool:
     """Whether ``store`` keeps records encrypted at rest (``?encryption=``) or in
     the OS keychain: the only places ``--store-secret`` may put a client secret."""
@@ -269,6 +286,7 @@ def _machine_login(args: argparse.Namespace, store: TokenStore, secret: str | No
         raise CliError(f"--client-credentials needs the client secret in ${SECRET_ENV_VAR} "
                        "(or --private-key FILE for private_key_jwt)", EXIT_USAGE)
     key = login_key(store, args)
+    _refuse_encrypted_key(store, key)
     if args.store_secret and secret is None:
         raise CliError("--store-secret: there is no client secret to store", EXIT_USAGE)
     if args.store_secret and not _protects_secrets(store):
@@ -449,6 +467,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     if args.store_secret:
         raise CliError("--store-secret needs --client-credentials", EXIT_USAGE)
     key = login_key(store, args)
+    _refuse_encrypted_key(store, key)
     if store.describe().startswith("memory:"):
         log.warning("--store memory: keeps the tokens in this process only: they vanish when "
                     "it exits (use a file, sqlite:, keyring: or redis:// store to keep them)")
