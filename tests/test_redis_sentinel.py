@@ -247,11 +247,14 @@ def _saved(server: object, store: RedisStore, key: str) -> Tokens | None:
 def test_a_save_after_a_failover_reaches_the_new_primary_despite_a_pool_of_stale_connections(
     sentinels: RedisSentinelSet, tmp_path: Path
 ) -> None:
-    """Several pooled connections (threads of a busy process held them at once) still
-    reach the old primary when the failover ends: it is a replica now and answers
-    READONLY. One save, with no retry by its caller, must land on the new primary:
-    the first READONLY sends the next attempt to the primary the Sentinels name, and
-    no attempt goes to another stale connection of the pool."""
+    """Several pooled connections (threads of a busy process held them at once) were
+    opened to the old primary, which the failover turned into a replica (it answers
+    READONLY). One save, with no retry by its caller, must land on the new primary.
+    Nothing of ours does it: Sentinel demotes a primary with REPLICAOF and CLIENT
+    KILL, so redis-py finds the pooled connections closed and reconnects through
+    the Sentinels (a connection that survived would get READONLY, on which redis-py's
+    Sentinel connection disconnects and its retry asks the Sentinels). This pins
+    that redis-py behaviour."""
     store = RedisStore(sentinels.url_for(prefix_for(tmp_path)))
     store.set("k", Tokens("at-1", refresh_token="rt-1"))
     old = sentinels.current_primary()

@@ -834,9 +834,10 @@ class RedisStore(TokenStore):
         its idle connections are closed at once, those in use when they are given back,
         so no later attempt reaches the old node. While the Sentinels still name the
         old primary (the failover is under way) nothing changes and the resend waits
-        as before, within ``retry_timeout``. A READONLY reply (the old primary already
-        demoted) needs nothing here: redis-py's Sentinel connection then disconnects
-        and its retry asks the Sentinels itself.
+        as before, within ``retry_timeout``. Once the old primary is demoted nothing
+        here is needed: Sentinel's demotion closes its client connections (redis-py
+        reconnects through the Sentinels), and on a READONLY reply redis-py's Sentinel
+        connection disconnects and its retry asks the Sentinels itself.
         """
         if self.kind != "sentinel":
             return
