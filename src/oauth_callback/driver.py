@@ -47,6 +47,14 @@ flow started is closed on every exit path; store effects of an async flow run
 in worker threads, and a :class:`~oauth_callback.effects.DeleteSession` or
 :class:`~oauth_callback.effects.SaveLogin` is shielded from cancellation (a
 clean-up or an earned token is never half done because the task was cancelled).
+
+Every HTTP answer is read streamed and bounded by :data:`MAX_RESPONSE_BYTES`
+(1 MiB, decoded): an answer that declares a larger ``Content-Length`` is refused
+before its body is read, and one that grows past the bound is dropped there (no
+OAuth document comes close). Either comes back as the typed failure of the
+effect (:class:`DiscoveryError`, :class:`RegistrationError` or
+:class:`TokenEndpointError`, naming the URL and the HTTP status), so a hostile
+server cannot exhaust memory or have a huge value stored.
 """
 
 from __future__ import annotations
@@ -86,9 +94,12 @@ if TYPE_CHECKING:
 
     from .loopback import CallbackServer
 
-__all__ = ["metadata_flow", "run", "run_async"]
+__all__ = ["MAX_RESPONSE_BYTES", "metadata_flow", "run", "run_async"]
 
 R = TypeVar("R")
+
+#: The most bytes (after content decoding) of one HTTP answer a driver reads.
+MAX_RESPONSE_BYTES = 1 << 20
 
 # Failures whose text describes only the connection ("[Errno 111] Connection
 # refused", "timed out"). Others, protocol errors above all, may quote bytes the
@@ -127,12 +138,30 @@ def _network_error(what: str, url: str, exc: Exception) -> str:
     )
 
 
-def _raw(response: httpx2.Response) -> RawResponse:
+def _raw(response: httpx2.Response, body: bytes) -> RawResponse:
     return RawResponse(
-        response.status_code,
-        {k.lower(): v for k, v in response.headers.items()},
-        response.content,
+        response.status_code, {k.lower(): v for k, v in response.headers.items()}, body
     )
+
+
+def _declares_too_much(response: httpx2.Response) -> bool:
+    """Whether ``Content-Length`` announces more than :data:`MAX_RESPONSE_BYTES`."""
+    try:
+        return int(response.headers.get("content-length", "0")) > MAX_RESPONSE_BYTES
+    except ValueError:
+        return False  # not a number: the bounded read below decides
+
+
+def _too_large(
+    effect: TokenRequest | HttpGet | PostJSON, response: httpx2.Response
+) -> TokenEndpointError | RegistrationError | DiscoveryError:
+    what, url = _what(effect), effect.url
+    message = (f"the {what} {url} answered more than {MAX_RESPONSE_BYTES} bytes "
+               f"(HTTP {response.status_code}); the rest was not read")
+    if isinstance(effect, HttpGet):
+        return DiscoveryError(message)
+    kind = RegistrationError if isinstance(effect, PostJSON) else TokenEndpointError
+    return kind(message, status_code=response.status_code)
 
 
 def _request_args(effect: TokenRequest | HttpGet | PostJSON) -> tuple[str, str, dict[str, Any]]:
@@ -149,11 +178,14 @@ def _request_args(effect: TokenRequest | HttpGet | PostJSON) -> tuple[str, str, 
 def _http_failure(
     effect: TokenRequest | HttpGet | PostJSON, exc: Exception
 ) -> TokenEndpointError | RegistrationError | DiscoveryError:
+    message = _network_error(_what(effect), effect.url, exc)
     if isinstance(effect, HttpGet):
-        return DiscoveryError(_network_error(effect.what, effect.url, exc))
-    if isinstance(effect, PostJSON):
-        return RegistrationError(_network_error(effect.what, effect.url, exc))
-    return TokenEndpointError(_network_error("token endpoint", effect.url, exc))
+        return DiscoveryError(message)
+    return (RegistrationError if isinstance(effect, PostJSON) else TokenEndpointError)(message)
+
+
+def _what(effect: TokenRequest | HttpGet | PostJSON) -> str:
+    return "token endpoint" if isinstance(effect, TokenRequest) else effect.what
 
 
 class _Run:
@@ -281,7 +313,15 @@ def _perform(
             )
         method, url, kwargs = _request_args(effect)
         try:
-            return _raw(state.http.request(method, url, **kwargs))
+            with state.http.stream(method, url, **kwargs) as response:
+                if _declares_too_much(response):
+                    return _too_large(effect, response)
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        return _too_large(effect, response)
+                return _raw(response, bytes(body))
         except httpx2.RequestError as exc:
             return _http_failure(effect, exc)
     if isinstance(effect, Backoff):
@@ -344,7 +384,15 @@ async def _perform_async(effect: Any, state: _Run, stack: contextlib.AsyncExitSt
             )
         method, url, kwargs = _request_args(effect)
         try:
-            return _raw(await state.http.request(method, url, **kwargs))
+            async with state.http.stream(method, url, **kwargs) as response:
+                if _declares_too_much(response):
+                    return _too_large(effect, response)
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        return _too_large(effect, response)
+                return _raw(response, bytes(body))
         except httpx2.RequestError as exc:
             return _http_failure(effect, exc)
     if isinstance(effect, Backoff):
