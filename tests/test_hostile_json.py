@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from oauth_callback import OAuthClient
+from oauth_callback import OAuthClient, OAuthError
 from oauth_callback.driver import MAX_RESPONSE_BYTES
 from oauth_callback.errors import DiscoveryError, OAuthCallbackError, TokenEndpointError
 
@@ -231,23 +231,24 @@ async def test_a_huge_metadata_document_is_a_discovery_error_async(huge: _Hostil
     _assert_stopped_early(huge.wait_answers(2))
 
 
-def _exactly_the_bound() -> bytes:
-    head, tail = b'{"access_token": "at", "token_type": "Bearer", "padding": "', b'"}'
-    return head + b"p" * (MAX_RESPONSE_BYTES - len(head) - len(tail)) + tail
+def _token_answer(size: int) -> bytes:
+    """A valid JSON token answer of exactly ``size`` bytes (a long ``client_secret``)."""
+    head = b'{"access_token": "at", "token_type": "Bearer", "client_secret": "'
+    return head + b"p" * (size - len(head) - 2) + b'"}'
 
 
-@pytest.fixture
-def at_the_bound() -> Iterator[str]:
-    body = _exactly_the_bound()
-
+@contextmanager
+def _answering(body: bytes) -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
+        def _answer(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        do_GET = do_POST = _answer
 
         def log_message(self, *args: object) -> None:
             pass
@@ -256,6 +257,37 @@ def at_the_bound() -> Iterator[str]:
         yield url
 
 
-def test_an_answer_of_exactly_the_bound_is_read(at_the_bound: str) -> None:
-    assert MAX_RESPONSE_BYTES == 2**20 and len(_exactly_the_bound()) == MAX_RESPONSE_BYTES
-    assert _form_client(at_the_bound).client_credentials().access_token == "at"
+def test_an_answer_of_exactly_the_bound_is_read() -> None:
+    assert MAX_RESPONSE_BYTES == 2**20
+    with _answering(_token_answer(MAX_RESPONSE_BYTES)) as url:
+        assert _form_client(url).client_credentials().access_token == "at"
+
+
+@pytest.mark.asyncio
+async def test_the_mcp_adapter_adopts_nothing_of_a_json_answer_over_the_bound() -> None:
+    """``_json_body`` (registration and RFC 7592 configuration answers): a valid JSON
+    answer one byte over the bound is ``None``, so no huge "rotated" secret is stored."""
+    pytest.importorskip("mcp", reason="the mcp extra needs Python 3.11+ (httpx2); CI installs it")
+    import httpx2
+
+    from oauth_callback.mcp.provider import _json_body
+
+    async with httpx2.AsyncClient(timeout=10) as http:
+        for size, parsed in ((MAX_RESPONSE_BYTES, True), (MAX_RESPONSE_BYTES + 1, False)):
+            with _answering(_token_answer(size)) as url:
+                async with http.stream("GET", f"{url}/register/cid") as response:
+                    assert (await _json_body(response) is not None) is parsed, size
+
+
+@pytest.mark.asyncio
+async def test_mcp_client_credentials_discovery_of_a_huge_resource_metadata(
+    huge: _Hostile,
+) -> None:
+    pytest.importorskip("mcp", reason="the mcp extra needs Python 3.11+ (httpx2); CI installs it")
+    from oauth_callback.mcp.provider import client_credentials_auth
+
+    auth = client_credentials_auth(f"{huge.url}/mcp", client_id="cid", client_secret="cs",
+                                   timeout=10)
+    with pytest.raises(OAuthError, match="no protected-resource metadata"):
+        await auth._discover(None)
+    _assert_stopped_early(huge.wait_answers(2))  # path-aware, then the origin's

@@ -166,10 +166,15 @@ def _is_step_up(response: httpx2.Response) -> bool:
 
 
 async def _json_body(response: httpx2.Response) -> Any:
-    """The JSON body of ``response`` (read first: an auth flow gets it unread), or ``None``."""
+    """The JSON body of ``response`` (read first: an auth flow gets it unread), or ``None``,
+    also for a body over :data:`~oauth_callback.driver.MAX_RESPONSE_BYTES`: nothing of it
+    (a huge "rotated" secret) is adopted. (httpx reads every answer of an auth flow
+    whole, so it is read, not streamed.)"""
+    from ..driver import MAX_RESPONSE_BYTES
+
     try:
         await response.aread()
-        return response.json()
+        return None if len(response.content) > MAX_RESPONSE_BYTES else response.json()
     except Exception:
         return None
 
@@ -918,24 +923,16 @@ class ClientCredentialsAuth(httpx2.Auth):
         """(authorization server issuer, resource) from protected-resource metadata
         (:func:`~oauth_callback.resource.resource_metadata_flow`: a document for another
         resource is refused, RFC 9728 3.3), the issuer https (http only on loopback)."""
+        from ..driver import run_async
+        from ..effects import HttpGet, translated
         from ..errors import DiscoveryError
-        from ..protocol import RawResponse, _is_loopback_host
+        from ..protocol import _is_loopback_host
 
-        flow = resource_metadata_flow(self.server_url, named=challenge)
-        found = None
-        async with httpx2.AsyncClient(timeout=self._timeout) as http:
-            try:
-                url = next(flow)
-                while True:
-                    outcome: RawResponse | DiscoveryError
-                    try:
-                        response = await http.get(url)
-                        outcome = RawResponse(response.status_code, {}, response.content)
-                    except httpx2.HTTPError as exc:
-                        outcome = DiscoveryError(f"GET {url}: {type(exc).__name__}")
-                    url = flow.send(outcome)
-            except StopIteration as stop:
-                found = stop.value
+        found = await run_async(
+            translated(resource_metadata_flow(self.server_url, named=challenge),
+                       lambda url: HttpGet(url, what="protected resource metadata URL")),
+            timeout=self._timeout,
+        )
         if found is None:
             raise OAuthError(
                 "invalid_resource",
