@@ -35,18 +35,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _fleet  # noqa: E402
 
 from oauth_callback import OAuthClient, Tokens  # noqa: E402
 from oauth_callback.storage.url import open_store  # noqa: E402
@@ -59,54 +59,6 @@ URLS = {
     "sqlite": lambda d: f"sqlite:{d / 'tokens.db'}",
 }
 
-CHILD = textwrap.dedent(
-    """
-    import json, os, sys, threading, time
-    from oauth_callback.locking import InterProcessLock
-    from oauth_callback.manager import TokenManager
-    from oauth_callback.storage.url import open_store
-
-    url, key, barrier, index, threads, mode = sys.argv[1:7]
-    threads = int(threads)
-    if mode == "before":
-        del InterProcessLock.acquire_unless  # TokenManager queues for the lock
-    taken = [0]
-    original = InterProcessLock.acquire
-
-    def acquire(self, timeout=None):
-        original(self, timeout)
-        if ".refresh-" in self.path:
-            taken[0] += 1
-
-    InterProcessLock.acquire = acquire
-    store = open_store(url)
-    store.get(key)
-    import httpx2
-    from oauth_callback import OAuthClient
-    http = httpx2.Client(timeout=30)
-    oauth = OAuthClient.from_client_info(store.get_client(key), http_client=http)
-    managers = [TokenManager(store, key, oauth, lock_timeout=60) for _ in range(threads)]
-    go = threading.Event()
-    results = [None] * threads
-
-    def client(i):
-        go.wait()
-        token = managers[i].access_token()
-        results[i] = (time.monotonic(), token)
-
-    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    open(os.path.join(barrier, "ready-" + index), "w").close()
-    path = os.path.join(barrier, "go")
-    while not os.path.exists(path):
-        time.sleep(0.0005)
-    go.set()
-    for w in workers:
-        w.join()
-    print(json.dumps({"results": results, "taken": taken[0]}))
-    """
-)
 
 
 def _browse(url: str) -> None:
@@ -118,11 +70,6 @@ def _browse(url: str) -> None:
 
     threading.Thread(target=run, daemon=True).start()
 
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def run_row(backend: str, n: int, mode: str, latency: float, workdir: Path) -> dict[str, object]:
@@ -138,28 +85,9 @@ def run_row(backend: str, n: int, mode: str, latency: float, workdir: Path) -> d
         provider.token_delay = latency
         barrier = directory / "barrier"
         barrier.mkdir()
-        children = [
-            subprocess.Popen(
-                [sys.executable, "-c", CHILD, url, KEY, str(barrier), str(i), str(threads), mode],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-            )
-            for i in range(procs)
-        ]
-        deadline = time.monotonic() + 120
-        while len(list(barrier.glob("ready-*"))) < procs:
-            if time.monotonic() > deadline or any(c.poll() is not None for c in children):
-                failed = [c for c in children if c.poll() is not None]
-                raise RuntimeError("clients did not start: " + "".join(
-                    c.stderr.read() for c in failed if c.stderr))
-            time.sleep(0.005)
-        time.sleep(0.2)  # every thread is parked on its event
-        released = time.monotonic()
-        (barrier / "go").touch()
-        outputs = [c.communicate(timeout=180) for c in children]
-        for c, (_out, err) in zip(children, outputs, strict=True):
-            if c.returncode != 0:
-                raise RuntimeError(f"a client failed:\n{err[-3000:]}")
-        reports = [json.loads(out) for out, _ in outputs]
+        children = _fleet.start(url, KEY, barrier, procs, threads, mode)
+        released = _fleet.release(barrier)
+        reports = _fleet.collect(children)
         results = [r for report in reports for r in report["results"]]
         times = sorted((t - released) * 1000 for t, _token in results)
         sent = [t for t, r in zip(provider.token_request_times, provider.token_requests,

@@ -41,20 +41,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
+import _fleet  # noqa: E402
 from tests.redis_server import (  # noqa: E402
     RedisCluster,
     RedisSentinelSet,
@@ -69,43 +68,6 @@ from oauth_callback.testing import MockProvider  # noqa: E402
 KEY = "fleet"
 LAYOUT = {16: (4, 4), 64: (8, 8), 256: (16, 16)}
 
-CHILD = textwrap.dedent(
-    """
-    import json, os, sys, threading, time
-    from oauth_callback.manager import TokenManager
-    from oauth_callback.storage.url import open_store
-
-    url, key, barrier, index = sys.argv[1:5]
-    threads = int(sys.argv[5])
-    store = open_store(url)
-    store.get(key)  # connected before the release
-    # A long-running service keeps one HTTP client (its TLS context, its pool):
-    import httpx2
-    from oauth_callback import OAuthClient
-    http = httpx2.Client(timeout=30)
-    oauth = OAuthClient.from_client_info(store.get_client(key), http_client=http)
-    managers = [TokenManager(store, key, oauth, lock_timeout=60) for _ in range(threads)]
-    go = threading.Event()
-    results = [None] * threads
-
-    def client(i):
-        go.wait()
-        token = managers[i].access_token()
-        results[i] = (time.monotonic(), token)
-
-    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    open(os.path.join(barrier, "ready-" + index), "w").close()
-    path = os.path.join(barrier, "go")
-    while not os.path.exists(path):
-        time.sleep(0.0005)
-    go.set()
-    for w in workers:
-        w.join()
-    print(json.dumps(results))
-    """
-)
 
 
 def _browse(url: str) -> None:
@@ -127,11 +89,6 @@ def _commands(nodes: list[RedisServer]) -> int:
     return total
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
 
 def run_row(url: str, data_nodes: list[RedisServer], n: int, latency: float,
             workdir: Path) -> dict[str, object]:
@@ -144,30 +101,12 @@ def run_row(url: str, data_nodes: list[RedisServer], n: int, latency: float,
         store.update(KEY, lambda t: t.replace(expires_at=time.time() - 5) if t else t)
         provider.token_delay = latency
         barrier = Path(tempfile.mkdtemp(dir=workdir))
-        children = [
-            subprocess.Popen(
-                [sys.executable, "-c", CHILD, url, KEY, str(barrier), str(i), str(threads)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-            )
-            for i in range(procs)
-        ]
-        deadline = time.monotonic() + 120
-        while len(list(barrier.glob("ready-*"))) < procs:
-            if time.monotonic() > deadline or any(c.poll() is not None for c in children):
-                failed = [c for c in children if c.poll() is not None]
-                raise RuntimeError("clients did not start: " + "".join(
-                    c.stderr.read() for c in failed if c.stderr))
-            time.sleep(0.005)
-        time.sleep(0.2)  # every thread is parked on its event
+        children = _fleet.start(url, KEY, barrier, procs, threads)
         before = _commands(data_nodes)
-        released = time.monotonic()
-        (barrier / "go").touch()
-        outputs = [c.communicate(timeout=180) for c in children]
+        released = _fleet.release(barrier)
+        reports = _fleet.collect(children)
         after = _commands(data_nodes)
-        for c, (_out, err) in zip(children, outputs, strict=True):
-            if c.returncode != 0:
-                raise RuntimeError(f"a client failed:\n{err[-3000:]}")
-        results = [r for out, _ in outputs for r in json.loads(out)]
+        results = [r for report in reports for r in report["results"]]
         times = sorted((t - released) * 1000 for t, _token in results)
         tokens = {token for _t, token in results}
         sent = [t for t, r in zip(provider.token_request_times, provider.token_requests,
