@@ -144,12 +144,33 @@ def _raw(response: httpx2.Response, body: bytes) -> RawResponse:
     )
 
 
-def _declares_too_much(response: httpx2.Response) -> bool:
-    """Whether ``Content-Length`` announces more than :data:`MAX_RESPONSE_BYTES`."""
-    try:
-        return int(response.headers.get("content-length", "0")) > MAX_RESPONSE_BYTES
-    except ValueError:
-        return False  # not a number: the bounded read below decides
+class _BoundedAnswer:
+    """One HTTP answer's body, read up to :data:`MAX_RESPONSE_BYTES`, for either driver.
+
+    ``over`` is set when ``Content-Length`` announces more (nothing need be read) or
+    when the chunks given to :meth:`take` pass the bound; :meth:`result` is then the
+    endpoint's typed error, else the :class:`RawResponse` the flow is sent.
+    """
+
+    def __init__(self, effect: TokenRequest | HttpGet | PostJSON,
+                 response: httpx2.Response) -> None:
+        self.effect, self.response = effect, response
+        self.body = bytearray()
+        try:
+            self.over = int(response.headers.get("content-length", "0")) > MAX_RESPONSE_BYTES
+        except ValueError:
+            self.over = False  # not a number: the bounded read decides
+
+    def take(self, chunk: bytes) -> bool:
+        """Add ``chunk``; False once the body is over the bound (read no more)."""
+        self.body += chunk
+        self.over = len(self.body) > MAX_RESPONSE_BYTES
+        return not self.over
+
+    def result(self) -> RawResponse | TokenEndpointError | RegistrationError | DiscoveryError:
+        if self.over:
+            return _too_large(self.effect, self.response)
+        return _raw(self.response, bytes(self.body))
 
 
 def _too_large(
@@ -314,14 +335,12 @@ def _perform(
         method, url, kwargs = _request_args(effect)
         try:
             with state.http.stream(method, url, **kwargs) as response:
-                if _declares_too_much(response):
-                    return _too_large(effect, response)
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        return _too_large(effect, response)
-                return _raw(response, bytes(body))
+                answer = _BoundedAnswer(effect, response)
+                if not answer.over:
+                    for chunk in response.iter_bytes():
+                        if not answer.take(chunk):
+                            break
+                return answer.result()
         except httpx2.RequestError as exc:
             return _http_failure(effect, exc)
     if isinstance(effect, Backoff):
@@ -385,14 +404,12 @@ async def _perform_async(effect: Any, state: _Run, stack: contextlib.AsyncExitSt
         method, url, kwargs = _request_args(effect)
         try:
             async with state.http.stream(method, url, **kwargs) as response:
-                if _declares_too_much(response):
-                    return _too_large(effect, response)
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        return _too_large(effect, response)
-                return _raw(response, bytes(body))
+                answer = _BoundedAnswer(effect, response)
+                if not answer.over:
+                    async for chunk in response.aiter_bytes():
+                        if not answer.take(chunk):
+                            break
+                return answer.result()
         except httpx2.RequestError as exc:
             return _http_failure(effect, exc)
     if isinstance(effect, Backoff):
